@@ -1,0 +1,3 @@
+from deeptut.cli import main
+
+raise SystemExit(main())
