@@ -1,0 +1,164 @@
+"""The command line: a thin layer over the library (the tests and notebooks call the same functions)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from deeptut.errors import DeeptutError
+
+EPILOG = """config overrides: any field of the config as --name value (dashes or underscores), e.g.
+  deeptut train logistic --n_epochs 5 --learning-rate 0.1 --batch_size 20 --L2_reg 1e-4 --seed 3
+presets: logistic, mlp, lenet, mlp-fast, lenet-fast (deeptut presets lists them with their values)"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deeptut", description="The Deep Learning Tutorials on PyTorch.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a preset; any config field can be overridden with --name value",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("preset", nargs="?", help="preset name (logistic, mlp, lenet, mlp-fast, lenet-fast)")
+    t.add_argument("--config", help="a TOML file of config values (applied after the preset)")
+    t.add_argument("--data-dir", help="directory with the four MNIST IDX files or mnist.pkl.gz")
+    t.add_argument("--runs-dir", default="runs", help="where run directories are made (default: runs)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--quiet", "-q", action="store_true", help="print only the final result")
+
+    e = sub.add_parser("eval", help="validation and test error of a saved model")
+    e.add_argument("run_dir")
+    e.add_argument("--data-dir")
+    e.add_argument("--evaluation", choices=["tutorial", "full"], help="default: the run's own")
+
+    pr = sub.add_parser("predict", help="predict the digits in an IDX image file or PNG files")
+    pr.add_argument("run_dir")
+    pr.add_argument("images", nargs="+", help="an IDX image file (idx3) or 28x28 grayscale PNGs")
+
+    d = sub.add_parser("data", help="data utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    x = dsub.add_parser("export-pkl", help="write the tutorials' mnist.pkl.gz from the IDX files")
+    x.add_argument("out")
+    x.add_argument("--data-dir")
+
+    v = sub.add_parser("viz", help="write pictures of a saved run into RUN_DIR/plots/ (no retraining)")
+    v.add_argument("run_dir")
+    v.add_argument("--data-dir")
+    r = sub.add_parser("report", help="write RUN_DIR/report.html, a self-contained page")
+    r.add_argument("run_dir")
+    r.add_argument("--out")
+    c = sub.add_parser("compare", help="compare runs: a table and overlaid validation curves")
+    c.add_argument("run_dirs", nargs="+")
+    c.add_argument("--out-dir")
+
+    sub.add_parser("presets", help="list the presets and their values")
+    return p
+
+
+def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from deeptut import config, runs
+    from deeptut.data.datasets import load_dataset
+    from deeptut.train.loop import fit
+
+    if args.resume:
+        if args.preset or extra or args.config:
+            raise DeeptutError("--resume takes the run directory only: the run's saved config is used")
+        run_dir = Path(args.resume)
+        cfg = runs.load_config(run_dir)
+        data = load_dataset(cfg.dataset, args.data_dir)
+        summary = fit(cfg, data, run_dir, quiet=args.quiet, resume=True)
+    else:
+        if not args.preset and not args.config:
+            raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
+        cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
+        data = load_dataset(cfg.dataset, args.data_dir)
+        run_dir = runs.new_run_dir(args.runs_dir, cfg.preset)
+        if not args.quiet:
+            print(f"run directory: {run_dir}  (data: {data.source})")
+        summary = fit(cfg, data, run_dir, quiet=args.quiet)
+    if args.quiet:
+        print(f"best validation score of {summary['best_validation_error']:f} %, with test performance "
+              f"{summary['test_error']:f} % ({summary['epochs']} epochs, {summary['train_seconds']:.2f} s) "
+              f"-> {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from deeptut import runs
+    from deeptut.data.datasets import load_dataset
+    from deeptut.data.device import DeviceSplit
+    from deeptut.train.loop import evaluate
+
+    model, cfg = runs.load_model(args.run_dir)
+    data = load_dataset(cfg.dataset, args.data_dir)
+    mode = args.evaluation or cfg.evaluation
+    for name in ("valid", "test"):
+        split = getattr(data, name)
+        err = evaluate(model, DeviceSplit(split.x, split.y), cfg.batch_size, mode)
+        print(f"{name} error {err * 100.:f} % ({mode} evaluation)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from deeptut import runs
+    from deeptut.data.images import load_images
+
+    model, _ = runs.load_model(args.run_dir)
+    names, x = load_images(args.images)
+    with torch.no_grad():
+        p = torch.softmax(model(torch.from_numpy(x)), dim=1)
+    for name, row in zip(names, p):
+        k = int(row.argmax())
+        print(f"{name}\t{k}\t(p={float(row[k]):.4f})")
+    return 0
+
+
+def cmd_presets() -> int:
+    from deeptut import config
+
+    for name in config.preset_names():
+        print(f"{name}: " + json.dumps(config.load_preset(name)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "train":
+            return cmd_train(args, extra)
+        if args.command == "eval":
+            return cmd_eval(args)
+        if args.command == "predict":
+            return cmd_predict(args)
+        if args.command == "presets":
+            return cmd_presets()
+        if args.command == "data":
+            from deeptut.data.datasets import export_pkl
+
+            export_pkl(args.out, args.data_dir)
+            print(f"wrote {args.out}")
+            return 0
+        from deeptut import viz
+
+        if args.command == "viz":
+            for path in viz.render_all(args.run_dir):
+                print(path)
+        elif args.command == "report":
+            print(viz.write_report(args.run_dir, args.out))
+        elif args.command == "compare":
+            table, png = viz.compare(args.run_dirs, args.out_dir)
+            print(table)
+            print(png)
+        return 0
+    except DeeptutError as e:
+        print(f"deeptut: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,35 @@
+"""Device-resident splits: the tutorials' "shared variables". Each split is moved to the device once; a
+minibatch is a slice by index (a view, no copy). Shuffling permutes the whole split once per epoch on the
+device, then slices views of the permuted copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class DeviceSplit:
+    def __init__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+                 device: torch.device | str = "cpu") -> None:
+        x = torch.as_tensor(x)
+        y = torch.as_tensor(y)
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}")
+        self.x = x.to(device).contiguous()  # [n, 784] float32
+        self.y = y.to(device=device, dtype=torch.int64).contiguous()  # [n]
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def n_batches(self, batch_size: int) -> int:
+        """Whole minibatches only: the remainder is dropped, as in the tutorial."""
+        return len(self) // batch_size
+
+    def minibatch(self, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = slice(index * batch_size, (index + 1) * batch_size)
+        return self.x[s], self.y[s]
+
+    def permuted(self, perm: torch.Tensor) -> "DeviceSplit":
+        """A copy of the split in the order `perm` (one gather per epoch; minibatches stay views)."""
+        perm = perm.to(self.x.device)
+        return DeviceSplit(self.x[perm], self.y[perm], self.x.device)
