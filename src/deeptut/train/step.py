@@ -52,9 +52,11 @@ class AutogradStep:
 class LogisticFusedStep:
     """Plain SGD on logistic regression, forward and backward written out in numpy (CPU, float32).
 
-    On a 2-core CPU, numpy's OpenBLAS runs the skinny products of this model (600x784 by 784x10) several
-    times faster than torch's CPU matmul, and the step has no autograd bookkeeping. Parameters are updated in
-    place through numpy views of the model's tensors, so the model always holds the current values.
+    On a 2-core CPU numpy's OpenBLAS runs this model's skinny products (600x784 by 784x10) about 4x faster
+    than torch's CPU matmul, and the step has no autograd bookkeeping. The logits are kept transposed,
+    [n_out, n], so the per-example reductions of the softmax run along contiguous rows of length n instead
+    of rows of length 10 (5-10x faster in numpy). Parameters are updated in place through numpy views of the
+    model's tensors, so the model always holds the current values.
     Gradient of the mean NLL w.r.t. the logits: (softmax - onehot) / n.
     """
 
@@ -63,31 +65,36 @@ class LogisticFusedStep:
         self.b = model.b.detach().numpy()  # [n_out]
         self.L1_reg, self.L2_reg = cfg.L1_reg, cfg.L2_reg
         n, k = cfg.batch_size, self.W.shape[1]
-        self.z = np.empty((n, k), np.float32)  # logits, then softmax, then d cost / d logits
-        self.gW = np.empty_like(self.W)
-        self.rows = np.arange(n)
+        self.zt = np.empty((k, n), np.float32)  # logits^T, then softmax^T, then d cost / d logits^T
+        self.m = np.empty(n, np.float32)  # per-example max logit, then softmax denominator
+        self.gWt = np.empty((k, self.W.shape[0]), np.float32)  # [n_out, n_in]
+        self.cols = np.arange(n)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, learning_rate: float) -> float:
-        xn, yn, z = x.numpy(), y.numpy(), self.z
+        xn, yn, zt, m = x.numpy(), y.numpy(), self.zt, self.m
         n = xn.shape[0]
-        np.matmul(xn, self.W, out=z)
-        z += self.b
-        z -= z.max(axis=1, keepdims=True)
-        logp_y = z[self.rows, yn]  # [n] shifted logits of the true classes
-        np.exp(z, out=z)
-        s = z.sum(axis=1, keepdims=True)  # [n, 1]
-        cost = float(np.mean(np.log(s[:, 0]) - logp_y))
-        z /= s  # softmax
-        z[self.rows, yn] -= 1.0
-        z *= np.float32(1.0 / n)
-        np.matmul(xn.T, z, out=self.gW)
-        gb = z.sum(axis=0)
-        if self.L1_reg:
-            self.gW += np.float32(self.L1_reg) * np.sign(self.W)
+        np.matmul(self.W.T, xn.T, out=zt)  # [k, n]
+        zt += self.b[:, None]
+        np.maximum.reduce(zt, axis=0, out=m)
+        zt -= m  # shifted logits: exp cannot overflow
+        logit_y = zt[yn, self.cols]  # [n] shifted logit of the true class
+        np.exp(zt, out=zt)
+        np.add.reduce(zt, axis=0, out=m)  # softmax denominators
+        cost = float((np.log(m) - logit_y).sum(dtype=np.float64)) / n
+        zt /= m  # softmax^T
+        zt[yn, self.cols] -= 1.0
+        zt *= np.float32(1.0 / n)
+        np.matmul(zt, xn, out=self.gWt)  # [k, n_in] = (x^T g)^T
+        gb = np.add.reduce(zt, axis=1)
+        gW = self.gWt.T
+        if self.L1_reg:  # cost as the tutorial's train_model returns it: NLL plus the penalties
+            cost += self.L1_reg * float(np.abs(self.W).sum(dtype=np.float64))
+            gW += np.float32(self.L1_reg) * np.sign(self.W)
         if self.L2_reg:
-            self.gW += np.float32(2 * self.L2_reg) * self.W
+            cost += self.L2_reg * float(np.square(self.W).sum(dtype=np.float64))
+            gW += np.float32(2 * self.L2_reg) * self.W
         lr = np.float32(learning_rate)
-        self.W -= lr * self.gW
+        self.W -= lr * gW
         self.b -= lr * gb
         return cost
 
@@ -99,6 +106,13 @@ class LogisticFusedStep:
 
 
 def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
+    from deeptut.train import graphs  # CUDA graphs of whole stretches of steps (graphs=auto on CUDA)
+
+    if graphs.wanted(cfg, device):
+        try:
+            return graphs.StretchStep(model, cfg, device)
+        except Exception as e:  # noqa: BLE001 - never lose a run to the fast path: fall back to eager steps
+            graphs._warn(f"graph step unavailable ({type(e).__name__}: {e}); using eager steps")
     plain_sgd = cfg.momentum == 0 and cfg.weight_decay == 0
     if cfg.fast_step and device.type == "cpu" and plain_sgd and cfg.model == "logistic":
         return LogisticFusedStep(model, cfg)
