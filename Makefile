@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # pyproject.toml stays open (torch>=2.10) for users.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install install-test run test bench clean
+.PHONY: install install-test browser run test bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -18,6 +18,16 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[viz,test]'
 	touch $@
 
+# The HTML report's test opens it in headless Chromium (Debian's chromium + chromium-driver). Installed
+# here when missing and we may (root with apt-get); otherwise that one test skips and says why.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "warning: could not install chromium; the browser test will skip"; \
+	  else echo "note: chromium/chromedriver absent; the browser test will skip"; fi; \
+	fi
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -25,7 +35,7 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/deeptut train logistic
 
-test: install-test
+test: install-test browser
 	$(PY) -m pytest -q
 
 bench: install

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="write RUN_DIR/report.html, a self-contained page")
     r.add_argument("run_dir")
     r.add_argument("--out")
+    r.add_argument("--data-dir")
     c = sub.add_parser("compare", help="compare runs: a table and overlaid validation curves")
     c.add_argument("run_dirs", nargs="+")
     c.add_argument("--out-dir")
@@ -65,6 +66,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if args.preset or extra or args.config:
             raise DeeptutError("--resume takes the run directory only: the run's saved config is used")
         run_dir = Path(args.resume)
+        if not (run_dir / "config.json").is_file():
+            raise DeeptutError(f"{run_dir}: not a run directory (no config.json); nothing to resume"
+                               if run_dir.is_dir() else f"{run_dir}: no such run directory")
         cfg = runs.load_config(run_dir)
         data = load_dataset(cfg.dataset, args.data_dir)
         summary = fit(cfg, data, run_dir, quiet=args.quiet, resume=True)
@@ -148,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         from deeptut import viz
 
         if args.command == "viz":
-            for path in viz.render_all(args.run_dir):
+            for path in viz.render_all(args.run_dir, args.data_dir):
                 print(path)
         elif args.command == "report":
-            print(viz.write_report(args.run_dir, args.out))
+            print(viz.write_report(args.run_dir, args.out, args.data_dir))
         elif args.command == "compare":
             table, png = viz.compare(args.run_dirs, args.out_dir)
             print(table)
@@ -160,5 +164,5 @@ def main(argv: list[str] | None = None) -> int:
     except DeeptutError as e:
         print(f"deeptut: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as e:  # loop.Interrupted carries the signal (SIGTERM: 143)
+        return 128 + getattr(e, "signum", 2)

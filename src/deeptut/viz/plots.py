@@ -1,0 +1,267 @@
+"""The pictures of a run: learning curves, filters, confusion matrix, misclassified digits, and the
+filters over training. Everything is drawn from the files the run saved (never by training).
+
+Tiled filter pictures are written pixel-exact with Pillow (each tile pixel becomes a `scale` x `scale`
+block); charts use matplotlib's Agg backend through the Figure API (no display, no pyplot state).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+from deeptut.errors import CheckpointError  # noqa: E402
+from deeptut.viz.rundir import Run, load_params, require  # noqa: E402
+from deeptut.viz.tiles import grid_shape, tile_raster_images  # noqa: E402
+
+DPI = 100
+PNG_META = {"Software": None}  # no version string: the same run gives the same bytes
+
+
+# --- tiled filters --------------------------------------------------------------------------------------
+
+def _square(n: int, path: Path, key: str) -> tuple[int, int]:
+    side = math.isqrt(n)
+    if side * side != n:
+        raise CheckpointError(f"{path}: {key} has {n} inputs per unit, not a square image")
+    return side, side
+
+
+def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
+                max_units: int | None = None) -> list[tuple[str, str, np.ndarray, tuple[int, int], tuple[int, int]]]:
+    """(name, title, rows, img_shape, tile_shape) for each filter picture of a model.
+
+    logistic: the 10 class templates W[:, k]; mlp: the first layer's units (rows of hiddenLayer.W.T);
+    lenet: the kernels of both conv layers (layer1: one grid row per output map, one column per input map).
+    max_units limits the number of units/kernels drawn; for LeNet it also leaves layer 1 out (the
+    pictures over training show layer 0 only)."""
+    if model == "logistic":
+        W = require(params, path, "W", 2)
+        rows = W.T[:max_units]
+        return [("filters", "class templates W[:, k]", rows, _square(W.shape[0], path, "W"),
+                 (math.ceil(len(rows) / 5), min(len(rows), 5)))]
+    if model == "mlp":
+        W = require(params, path, "hiddenLayer.W", 2)
+        rows = W.T[:max_units]
+        return [("filters", "first-layer units (hiddenLayer.W.T)", rows,
+                 _square(W.shape[0], path, "hiddenLayer.W"), grid_shape(len(rows)))]
+    if model == "lenet":
+        W0 = require(params, path, "layer0.W", 4)
+        kept = W0[:max_units]
+        k0 = kept.reshape(len(kept), -1)
+        out = [("filters_layer0", "conv layer 0 kernels", k0, tuple(W0.shape[2:]), grid_shape(len(k0), max_cols=10))]
+        if max_units is None:
+            W1 = require(params, path, "layer1.W", 4)
+            out.append(("filters_layer1", "conv layer 1 kernels (row: output map, column: input map)",
+                        W1.reshape(W1.shape[0] * W1.shape[1], -1), tuple(W1.shape[2:]), tuple(W1.shape[:2])))
+        return out
+    raise CheckpointError(f"{path}: unknown model {model!r}")
+
+
+def tile_scale(img_shape: tuple[int, int], tile_shape: tuple[int, int], target: int = 400) -> int:
+    """An integer upscale that brings the tiled picture's long side near `target` pixels (1..8)."""
+    long = max((img_shape[0] + 1) * tile_shape[0], (img_shape[1] + 1) * tile_shape[1])
+    return int(min(8, max(1, round(target / long))))
+
+
+def tiles_for(rows: np.ndarray, img_shape: tuple[int, int], tile_shape: tuple[int, int]) -> np.ndarray:
+    return tile_raster_images(np.nan_to_num(rows), img_shape, tile_shape, tile_spacing=(1, 1))
+
+
+def save_gray(arr: np.ndarray, path: Path, scale: int = 1) -> Path:
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, optimize=True)
+    return path
+
+
+def plot_filters(run: Run, out_dir: Path) -> list[Path]:
+    path = run.path / "best.safetensors"
+    written = []
+    for name, _title, rows, img_shape, tile_shape in filter_sets(run.model, load_params(path), path):
+        arr = tiles_for(rows, img_shape, tile_shape)
+        written.append(save_gray(arr, out_dir / f"{name}.png", tile_scale(img_shape, tile_shape)))
+    return written
+
+
+# --- filters over training -------------------------------------------------------------------------------
+
+EVOLUTION_UNITS = {"logistic": 10, "mlp": 10, "lenet": 20}
+GIF_UNITS = {"logistic": None, "mlp": 100, "lenet": None}
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _sample(items: list[Any], k: int) -> list[Any]:
+    """At most k items, evenly spread, always keeping the first and the last."""
+    if len(items) <= k:
+        return items
+    idx = sorted({round(i * (len(items) - 1) / (k - 1)) for i in range(k)})
+    return [items[i] for i in idx]
+
+
+def evolution_rows(run: Run, checkpoints: list[tuple[int, Path]]) -> list[tuple[int, np.ndarray]]:
+    """(iteration, one strip row of tiles) per checkpoint: the first EVOLUTION_UNITS filters in a line."""
+    out = []
+    for it, p in checkpoints:
+        name, _t, rows, img_shape, _ts = filter_sets(run.model, load_params(p), p, EVOLUTION_UNITS[run.model])[0]
+        out.append((it, tiles_for(rows, img_shape, (1, len(rows)))))
+    return out
+
+
+STRIP_LABEL_W = 110  # pixels of the left column holding "iter N"
+
+
+def plot_evolution(run: Run, out_dir: Path, max_rows: int = 10, max_frames: int = 24) -> list[Path]:
+    """filters_evolution.png (one row per sampled checkpoint: iteration, then the first filters) and
+    filters_evolution.gif (every checkpoint, up to max_frames, as the full filter picture)."""
+    cps = run.checkpoints()
+    if not cps:
+        return []
+    rows = evolution_rows(run, _sample(cps, max_rows))
+    h, w = rows[0][1].shape
+    scale = max(1, min(8, round(60 / h)))
+    gap = 2
+    strip = Image.new("L", (STRIP_LABEL_W + w * scale, len(rows) * (h * scale + gap) - gap), 255)
+    draw = ImageDraw.Draw(strip)
+    font = _font(13)
+    for i, (it, arr) in enumerate(rows):
+        top = i * (h * scale + gap)
+        tile = Image.fromarray(arr).resize((w * scale, h * scale), Image.Resampling.NEAREST)
+        strip.paste(tile, (STRIP_LABEL_W, top))
+        draw.text((4, top + h * scale // 2), f"iter {it:,}", fill=0, font=font, anchor="lm")
+    written = [out_dir / "filters_evolution.png"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strip.save(written[0], optimize=True)
+
+    frames = []
+    for it, p in _sample(cps, max_frames):
+        name, _t, fr, img_shape, tile_shape = filter_sets(run.model, load_params(p), p, GIF_UNITS[run.model])[0]
+        arr = tiles_for(fr, img_shape, tile_shape)
+        s = tile_scale(img_shape, tile_shape)
+        img = Image.fromarray(arr).resize((arr.shape[1] * s, arr.shape[0] * s), Image.Resampling.NEAREST)
+        frame = Image.new("L", (img.width, img.height + 18), 0)
+        frame.paste(img, (0, 0))
+        ImageDraw.Draw(frame).text((3, img.height + 9), f"iteration {it:,}", fill=255, font=_font(12), anchor="lm")
+        frames.append(frame)
+    gif = out_dir / "filters_evolution.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=400, loop=0)
+    written.append(gif)
+    return written
+
+
+# --- charts --------------------------------------------------------------------------------------------
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, metadata=PNG_META)
+    return path
+
+
+def mpl_text(text: object) -> str:
+    """Text from a file, shown literally by matplotlib (a '$' would otherwise start mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
+def _finite(values: list[float | None]) -> np.ndarray:
+    a = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    a[~np.isfinite(a)] = np.nan
+    return a
+
+
+def plot_learning_curves(run: Run, out_dir: Path, size: tuple[float, float] = (7.0, 5.0)) -> Path:
+    """Minibatch train cost (top) and validation/test error in % (bottom) against the iteration.
+    Non-finite values (a diverged run) are left out of the lines."""
+    recs = run.metrics()
+    it = np.array([r["iteration"] for r in recs])
+    cost = _finite([r["train_cost"] for r in recs])
+    valid = _finite([r["valid_error"] for r in recs])
+    test = _finite([r["test_error"] for r in recs])
+    bests = [i for i, r in enumerate(recs) if r["best"] and np.isfinite(valid[i])]
+    b = bests[-1] if bests else (int(np.nanargmin(valid)) if np.isfinite(valid).any() else None)
+
+    fig = Figure(figsize=size, layout="constrained")
+    ax_c, ax_e = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1.6))
+    ax_c.plot(it, cost, color="tab:gray", lw=1.2)
+    ax_c.set_ylabel("train cost (NLL)")
+    ax_c.grid(alpha=0.3)
+    ax_e.plot(it, valid, color="tab:blue", lw=1.5, label="validation error")
+    has_test = np.isfinite(test)
+    if has_test.any():
+        ax_e.plot(it[has_test], test[has_test], "o", ms=3.5, color="tab:orange", label="test error")
+    if b is not None:
+        ax_e.plot([it[b]], [valid[b]], "*", ms=14, color="tab:red", zorder=5,
+                  label=f"best: {valid[b]:.2f} % at iteration {int(it[b]):,}")
+        ax_e.axvline(it[b], color="tab:red", ls=":", lw=1)
+    ax_e.set_xlabel("iteration (minibatch updates)")
+    ax_e.set_ylabel("error (%)")
+    ax_e.grid(alpha=0.3)
+    ax_e.legend(loc="upper right", fontsize=9)
+    fig.suptitle(f"{mpl_text(run.config.get('preset', run.model))}: learning curves", fontsize=11)
+    return _save(fig, out_dir / "learning_curves.png")
+
+
+def plot_confusion(cm: np.ndarray, out_dir: Path) -> Path:
+    n = cm.shape[0]
+    total = int(cm.sum())
+    err = 100.0 * (total - int(np.trace(cm))) / max(total, 1)
+    frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(6.0, 5.4), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(frac, cmap="Blues", norm=PowerNorm(0.35, vmin=0, vmax=1))
+    for t in range(n):
+        for p in range(n):
+            if cm[t, p]:
+                ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=7 if n <= 10 else 5,
+                        color="white" if frac[t, p] > 0.5 else "black")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"test set confusion matrix ({total:,} digits, {err:.2f} % error)", fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
+    return _save(fig, out_dir / "confusion.png")
+
+
+def misclassified(y_true: np.ndarray, y_pred: np.ndarray, limit: int) -> np.ndarray:
+    """Indices of the first `limit` misclassified examples, in test-set order."""
+    return np.flatnonzero(y_true != y_pred)[:limit]
+
+
+def plot_errors(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path,
+                limit: int = 40, cols: int = 10) -> Path:
+    """A gallery of the first misclassified test digits, titled 'true → predicted'."""
+    idx = misclassified(y_true, y_pred, limit)
+    n_wrong = int((y_true != y_pred).sum())
+    rows = max(1, math.ceil(len(idx) / cols))
+    fig = Figure(figsize=(cols * 0.9, rows * 1.05 + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    side = math.isqrt(x.shape[1])
+    shape = (side, side) if side * side == x.shape[1] else (1, x.shape[1])
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, i in zip(axes, idx):
+        ax.imshow(x[i].reshape(shape), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{y_true[i]} → {y_pred[i]}", fontsize=9, color="tab:red")
+    what = f"first {len(idx)} of {n_wrong:,}" if n_wrong else "no"
+    fig.suptitle(f"misclassified test digits ({what}; true → predicted, index order)", fontsize=10)
+    return _save(fig, out_dir / "errors.png")

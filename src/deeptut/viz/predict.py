@@ -1,0 +1,69 @@
+"""Test-set predictions of a saved run: the run's best model (via deeptut.runs.load_model) on the test
+split of the run's dataset. Nothing is trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deeptut.errors import DataError
+from deeptut.viz.rundir import Run
+
+TestData = tuple[np.ndarray, np.ndarray]
+
+
+def _as_numpy(a: Any) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def test_split(run: Run, data: Any = None) -> TestData:
+    """`data` is None (the dataset's default location), a data directory, an object with a `.test`
+    split (deeptut.data.datasets.Splits), or an (x, y) pair of test arrays."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    else:
+        if data is None or isinstance(data, (str, Path)):
+            from deeptut.data.datasets import load_dataset
+
+            data = load_dataset(str(run.config.get("dataset", "mnist")), data)
+        test = getattr(data, "test", None)
+        if test is None:
+            raise DataError(f"cannot find a test split in {type(data).__name__}")
+        x, y = getattr(test, "x"), getattr(test, "y")
+    x, y = _as_numpy(x), _as_numpy(y)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(256)
+    x = x.reshape(len(x), -1).astype(np.float32, copy=False)
+    y = y.reshape(-1).astype(np.int64, copy=False)
+    if len(x) != len(y) or len(x) == 0:
+        raise DataError(f"test data: {len(x)} images but {len(y)} labels")
+    return x, y
+
+
+def predict(run: Run, x: np.ndarray, batch: int = 2000) -> np.ndarray:
+    """Predicted classes of the run's best model for the rows of x."""
+    import torch
+
+    from deeptut.runs import load_model
+
+    model, _cfg = load_model(run.path)
+    model = model.to("cpu").eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            logits = model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch])))
+            out.append(logits.argmax(dim=1).cpu().numpy())
+    return np.concatenate(out).astype(np.int64)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = 10) -> np.ndarray:
+    """counts[true, predicted]."""
+    n = max(n_classes, int(y_true.max(initial=0)) + 1, int(y_pred.max(initial=0)) + 1)
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    return cm
+

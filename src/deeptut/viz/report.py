@@ -1,0 +1,169 @@
+"""`write_report`: one self-contained HTML page per run (images inlined as data: URIs, no script, no
+network: a Content-Security-Policy forbids every fetch). All text read from files is escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import deeptut
+from deeptut.viz.render import render_all
+from deeptut.viz.rundir import Run, fmt, read_json
+
+SUMMARY_LABELS = {
+    "best_validation_error": "best validation error (%)",
+    "test_error": "test error at the best model (%)",
+    "best_iteration": "best iteration",
+    "epochs": "epochs",
+    "elapsed_s": "elapsed (s)",
+    "train_seconds": "training time (s)",
+    "evaluation": "evaluation",
+    "stopped": "stopped by",
+}
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
+.sub{color:#666;margin-top:0}table{border-collapse:collapse;font-size:.9em}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}th{background:#f5f5f5}
+td.num{text-align:right;font-variant-numeric:tabular-nums}figure{margin:1em 0}
+figure img{max-width:100%;border:1px solid #eee}img.px{image-rendering:pixelated}
+figcaption{color:#555;font-size:.9em}code{font-size:.9em}.cols{display:flex;gap:2em;flex-wrap:wrap}
+"""
+
+MIME = {".png": "image/png", ".gif": "image/gif"}
+
+
+def _e(v: Any) -> str:
+    if isinstance(v, float):
+        v = f"{v:.7g}"  # 7.489583, 0.13, 1234.568
+    elif isinstance(v, (dict, list)):
+        v = json.dumps(v)
+    return html.escape(v if isinstance(v, str) else fmt(v), quote=True)
+
+
+def _img(path: Path, alt: str, caption: str, pixels: bool = False) -> str:
+    """pixels: a tiled picture, scaled without smoothing."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    cls = ' class="px"' if pixels else ""
+    return (f'<figure><img{cls} src="data:{MIME[path.suffix]};base64,{data}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(rows: list[tuple[str, Any]], head: tuple[str, str] = ("", "")) -> str:
+    out = ["<table>"]
+    if any(head):
+        out.append(f"<tr><th>{_e(head[0])}</th><th>{_e(head[1])}</th></tr>")
+    for k, v in rows:
+        cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+        out.append(f"<tr><th>{_e(k)}</th><td{cls}>{_e(v)}</td></tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _stale(run: Run) -> bool:
+    """Whether plots/ is missing a picture or older than what it is drawn from."""
+    plots = run.path / "plots"
+    needed = [plots / "learning_curves.png", plots / "confusion.png", plots / "errors.png", plots / "confusion.json"]
+    needed += [plots / "filters_layer0.png"] if run.model == "lenet" else [plots / "filters.png"]
+    if run.checkpoints():
+        needed.append(plots / "filters_evolution.gif")
+    if not all(p.is_file() for p in needed):
+        return True
+    sources = [run.path / n for n in ("metrics.jsonl", "best.safetensors", "config.json")]
+    sources += [p for _, p in run.checkpoints()]
+    newest = max((p.stat().st_mtime for p in sources if p.exists()), default=0.0)
+    return min(p.stat().st_mtime for p in needed) < newest
+
+
+def build_html(run: Run) -> str:
+    plots = run.path / "plots"
+    cfg = run.config
+    title = f"deeptut run {run.name}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+        'style-src \'unsafe-inline\'">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="sub">model <b>{_e(cfg.get("model", run.model))}</b>, preset <b>{_e(cfg.get("preset"))}</b>, '
+        f'dataset <b>{_e(cfg.get("dataset"))}</b>, seed {_e(cfg.get("seed", run.meta.get("seed")))}</p>',
+    ]
+
+    summary_path = run.path / "summary.json"
+    parts.append("<h2>Summary</h2>")
+    if summary_path.exists():
+        summary = read_json(summary_path)
+        rows = [(label, summary[k]) for k, label in SUMMARY_LABELS.items() if k in summary]
+        rows += [(k, v) for k, v in summary.items() if k not in SUMMARY_LABELS]
+        parts.append(_table(rows))
+    else:
+        parts.append("<p>No summary.json: the run has not finished.</p>")
+
+    parts.append("<h2>Learning curves</h2>")
+    parts.append(_img(plots / "learning_curves.png", "learning curves",
+                      "Top: the training cost (mean negative log-likelihood of the minibatches since the "
+                      "previous validation, as recorded). Bottom: validation error and, where it was computed, "
+                      "test error in %, against minibatch iterations; the star is the best validation error."))
+
+    parts.append("<h2>Filters</h2>")
+    captions = {
+        "filters.png": "Class templates: column k of W as a 28x28 image, for k = 0..9 (rows of 5); each scaled to "
+                       "its own min..max (black = most negative, white = most positive)."
+        if run.model == "logistic" else
+        "First-layer units: each row of hiddenLayer.W.T (the weights into one hidden unit) as a 28x28 image, "
+        "each scaled to its own min..max.",
+        "filters_layer0.png": "Convolution layer 0: each 5x5 kernel, scaled to its own min..max.",
+        "filters_layer1.png": "Convolution layer 1: one row per output feature map, one column per input map.",
+    }
+    alts = {"filters.png": "class templates" if run.model == "logistic" else "first-layer filters",
+            "filters_layer0.png": "convolution layer 0 kernels", "filters_layer1.png": "convolution layer 1 kernels"}
+    for name, cap in captions.items():
+        if (plots / name).is_file():
+            parts.append(_img(plots / name, alts[name], cap, pixels=True))
+    if (plots / "filters_evolution.png").is_file():
+        parts.append("<h3>Filters during training</h3><div class=\"cols\">")
+        parts.append(_img(plots / "filters_evolution.png", "filters over training",
+                          "The first filters at the kept intermediate models (models/iter-*.safetensors).",
+                          pixels=True))
+        if (plots / "filters_evolution.gif").is_file():
+            parts.append(_img(plots / "filters_evolution.gif", "filters over training (animation)",
+                              "The same, animated over the kept models.", pixels=True))
+        parts.append("</div>")
+
+    parts.append("<h2>Test set</h2>")
+    conf = read_json(plots / "confusion.json")
+    parts.append(f"<p>The best model on all {_e(conf.get('n'))} test examples: {_e(conf.get('errors'))} errors "
+                 f"({_e(conf.get('error_percent'))} %). The tutorial-style test error in the summary may average "
+                 "over whole minibatches only, so the two can differ slightly.</p>")
+    parts.append(_img(plots / "confusion.png", "confusion matrix", "Rows: true class; columns: predicted class."))
+    parts.append(_img(plots / "errors.png", "misclassified digits",
+                      "The first misclassified test digits in test-set order, titled true → predicted."))
+
+    parts.append("<h2>Configuration</h2>")
+    parts.append(_table(sorted(cfg.items())))
+    extra = [(k, v) for k, v in run.meta.items() if k != "config"]
+    if extra:
+        parts.append("<h3>Environment</h3>")
+        parts.append(_table(extra))
+    parts.append(f'<p class="sub">Written by deeptut {html.escape(deeptut.__version__)} from '
+                 f"<code>{html.escape(str(run.path))}</code>.</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, data: Any = None) -> Path:
+    """Render the pictures if plots/ is missing or stale, then write RUN_DIR/report.html (or `out`)."""
+    run = Run.open(run_dir)
+    if _stale(run):
+        render_all(run.path, data)
+    path = Path(out) if out is not None else run.path / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_html(run), encoding="utf-8")
+    return path

@@ -1,0 +1,81 @@
+"""compare: the model-selection table and the overlaid validation curves."""
+
+import json
+
+import pytest
+
+pytest.importorskip("matplotlib")
+PIL = pytest.importorskip("PIL.Image")
+
+from deeptut.errors import DataError  # noqa: E402
+from deeptut.viz import compare  # noqa: E402
+from deeptut.viz.synthetic import make_synthetic_run  # noqa: E402
+
+
+def _runs(tmp_path):
+    a = make_synthetic_run(tmp_path / "runs" / "logistic-a", "logistic", n_checkpoints=0)
+    b = make_synthetic_run(tmp_path / "runs" / "mlp-b", "mlp", n_checkpoints=0, n_validations=9,
+                           n_train_batches=2500, seed=7)
+    s = json.loads((b / "summary.json").read_text())
+    s.update(best_validation_error=1.69, test_error=1.65, elapsed_s=1234.56, epochs=828)
+    (b / "summary.json").write_text(json.dumps(s))
+    return a, b
+
+
+def test_table_and_png(tmp_path):
+    a, b = _runs(tmp_path)
+    table, png = compare([a, b])
+    lines = table.splitlines()
+    assert lines[0].split() == ["run", "model", "preset", "seed", "best", "valid", "%", "test", "%", "time", "s",
+                                "epochs"]
+    assert lines[2].split() == ["logistic-a", "logistic", "logistic", "1234", "6.000000", "6.500000", "0.6", "6"]
+    assert lines[3].split() == ["mlp-b", "mlp", "mlp", "7", "1.690000", "1.650000", "1234.6", "828"]
+    assert lines[-1] == "selected on validation: mlp-b (1.690000 % validation error, 1.650000 % test error)"
+    assert png == tmp_path / "runs" / "compare.png"
+    with PIL.open(png) as im:
+        assert im.size == (750, 450)
+        assert len(im.getcolors(1 << 16)) > 20
+
+
+def test_out_dir(tmp_path):
+    a, b = _runs(tmp_path)
+    _, png = compare([a, b], out_dir=tmp_path / "cmp")
+    assert png == tmp_path / "cmp" / "compare.png" and png.is_file()
+
+
+def test_missing_summary_named(tmp_path):
+    a, b = _runs(tmp_path)
+    (b / "summary.json").unlink()
+    with pytest.raises(DataError, match=r"mlp-b/summary.json: missing"):
+        compare([a, b])
+
+
+def test_corrupt_files_named(tmp_path):
+    a, b = _runs(tmp_path)
+    (a / "summary.json").write_text('{"best_validation_error": "low"}')
+    with pytest.raises(DataError, match="summary.json: 'best_validation_error' must be a number"):
+        compare([a, b])
+    (a / "summary.json").write_text("[]")
+    with pytest.raises(DataError, match="summary.json: expected a JSON object"):
+        compare([a, b])
+    (a / "summary.json").write_text("{}")
+    with pytest.raises(DataError, match="no 'best_validation_error'"):
+        compare([a, b])
+    make_synthetic_run(a, n_checkpoints=0)
+    (a / "config.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(DataError, match="config.json: cannot read"):
+        compare([a, b])
+
+
+def test_no_runs():
+    with pytest.raises(DataError, match="at least one"):
+        compare([])
+
+
+def test_callable_again_after_first_use(tmp_path):
+    import deeptut.viz as viz
+
+    a, b = _runs(tmp_path)
+    viz.compare([a])
+    assert callable(viz.compare) and callable(viz.render_all) and callable(viz.write_report)
+    viz.compare([a, b])
