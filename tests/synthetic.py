@@ -17,3 +17,16 @@ def tiny_splits(n_train=600, n_valid=200, n_test=200, seed=0, noise=0.35) -> Spl
         return Split(np.floor(x * 256).astype(np.float32) / 256, y.astype(np.int64))
 
     return Splits(make(n_train), make(n_valid), make(n_test), source="synthetic", name="mnist")
+
+
+def write_tiny_idx(folder, **kw):
+    """The tiny dataset as the four IDX files (dataset "idx": the last sixth of train is validation)."""
+    from deeptut.data.idx import write_idx
+
+    s = tiny_splits(**kw)
+    train_x = np.concatenate([s.train.x, s.valid.x])
+    train_y = np.concatenate([s.train.y, s.valid.y])
+    for prefix, x, y in (("train", train_x, train_y), ("t10k", s.test.x, s.test.y)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", (x * 256).astype(np.uint8).reshape(-1, 28, 28))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
+    return folder
