@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 # pyproject.toml stays open (torch>=2.10) for users.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install install-test browser run test bench clean
+.PHONY: install install-test test-deps run test bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -18,14 +18,16 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[viz,test]'
 	touch $@
 
-# The HTML report's test opens it in headless Chromium (Debian's chromium + chromium-driver). Installed
-# here when missing and we may (root with apt-get); otherwise that one test skips and says why.
-browser:
-	@if ! command -v chromedriver >/dev/null 2>&1; then \
+# System packages some tests use: headless Chromium for the HTML report's test, Debian's Fashion-MNIST for
+# its loader's test. Installed here when missing and we may (root with apt-get); otherwise those tests skip
+# and say why.
+SYSTEM_TEST_PKGS := chromium chromium-driver dataset-fashion-mnist
+test-deps:
+	@if ! command -v chromedriver >/dev/null 2>&1 || [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-	      || echo "warning: could not install chromium; the browser test will skip"; \
-	  else echo "note: chromium/chromedriver absent; the browser test will skip"; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_TEST_PKGS) >/dev/null) \
+	      || echo "warning: could not install $(SYSTEM_TEST_PKGS); the tests that need them will skip"; \
+	  else echo "note: $(SYSTEM_TEST_PKGS) absent; the tests that need them will skip"; fi; \
 	fi
 
 install: $(VENV)/.installed
@@ -35,7 +37,7 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/deeptut train logistic
 
-test: install-test browser
+test: install-test test-deps
 	$(PY) -m pytest -q
 
 bench: install

@@ -25,7 +25,7 @@ class TrainConfig:
     # --- what to train -------------------------------------------------------------------------
     model: str = "logistic"  # logistic | mlp | lenet
     preset: str = "logistic"  # name of the preset this config came from (run-directory prefix)
-    dataset: str = "mnist"  # mnist | fashion-mnist
+    dataset: str = "mnist"  # mnist | fashion-mnist | idx (any four IDX files, no checksums)
     # --- model shape (tutorial names) ----------------------------------------------------------
     n_in: int = 784  # 28x28 pixels
     n_out: int = 10  # classes
@@ -60,14 +60,24 @@ class TrainConfig:
     save_every: int = 0  # keep an intermediate model every N validations (0 = never)
     checkpoint_every: int = 1  # write the resumable `last` checkpoint every N validations
     max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)
+    # --- GPU (train/graphs.py, data/stream.py; see GPU_NOTES.md) ---------------------------------
+    device_memory_budget: str = "0"  # bytes of data one split may hold on the device: 0 = unlimited, or
+    #   e.g. 200000000, "512MB", "2GiB"; a larger split streams through two chunk buffers within the budget
+    graphs: str = "auto"  # auto | on | off: whole stretches of SGD steps and the evaluation as CUDA graphs
+    #   (auto = on with CUDA); on without CUDA runs the same multi-step functions eagerly
+    compile: bool = False  # torch.compile (inductor) the step that the graphs capture
+    amp: str = "off"  # off | bf16: autocast the forward pass to bfloat16 (fast presets; CUDA)
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
-        _check_choice("dataset", self.dataset, ("mnist", "fashion-mnist"))
+        _check_choice("dataset", self.dataset, ("mnist", "fashion-mnist", "idx"))
         _check_choice("activation", self.activation, ("tanh", "sigmoid", "relu"))
         _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine", "onecycle"))
         _check_choice("evaluation", self.evaluation, ("tutorial", "full"))
         _check_choice("device", self.device, ("cpu", "cuda", "auto"))
+        _check_choice("graphs", self.graphs, ("auto", "on", "off"))
+        _check_choice("amp", self.amp, ("off", "bf16"))
+        parse_bytes(self.device_memory_budget, "device_memory_budget")
         for name in ("batch_size", "n_epochs", "n_in", "n_out", "n_hidden", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -95,6 +105,24 @@ class TrainConfig:
         }[self.model]
         d = self.to_dict()
         return {"model": self.model, **{k: d[k] for k in keys}}
+
+
+_BYTE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_bytes(value: str | int, name: str = "size") -> int:
+    """'0', '123456', '512MB', '1.5 GiB', '2g' -> bytes (k/M/G/T are powers of 10, Ki/Mi/Gi/Ti of 2)."""
+    text = str(value).strip().lower().replace(" ", "").removesuffix("b")
+    num = text.rstrip("kmgti")
+    unit = text[len(num):]
+    try:
+        n = float(num) * _BYTE_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ConfigError(f"{name} must be a byte count such as 0, 200000000, 512MB or 2GiB; got {value!r}") from None
+    if not n >= 0 or n == float("inf"):
+        raise ConfigError(f"{name} must be >= 0, got {value!r}")
+    return int(n)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -131,6 +159,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 raise ValueError
             return float(value)
         if typ is str:
+            if key == "device_memory_budget" and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # a byte count written as a TOML integer
             if not isinstance(value, str):
                 raise ValueError
             return value

@@ -23,13 +23,15 @@ import numpy as np
 import torch
 
 from deeptut import checkpoints, runs
-from deeptut.config import TrainConfig
+from deeptut.config import TrainConfig, parse_bytes
 from deeptut.data.datasets import Splits
 from deeptut.data.device import DeviceSplit
+from deeptut.data.stream import make_split, row_chunks
 from deeptut.errors import ConfigError, TrainingError
 from deeptut.models import build_model
 from deeptut.train import state as train_state
 from deeptut.train.early_stopping import EarlyStopping
+from deeptut.train.graphs import stretch_length
 from deeptut.train.step import make_train_step
 
 
@@ -59,21 +61,32 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evaluation: str) -> float:
+def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evaluation: str,
+             evaluator: Any = None) -> float:
     """Zero-one loss as a fraction.
 
     tutorial: the mean of per-minibatch error rates over floor(n / batch_size) whole minibatches (for batch
     600: 9,600 of 10,000 examples), averaged in float64 as the tutorial's numpy did. full: every example.
+    `evaluator` (a graphs.GraphEvaluator) replays the same computation as a CUDA graph where it can.
     """
     n_batches = split.n_batches(batch_size)
     n = n_batches * batch_size if evaluation == "tutorial" else len(split)
     chunk = max(batch_size, (4096 // batch_size) * batch_size)  # whole minibatches, bounded memory
-    wrong = torch.cat([model(split.x[i:min(i + chunk, n)]).argmax(dim=1) != split.y[i:min(i + chunk, n)]
-                       for i in range(0, n, chunk)])
+    wrong = evaluator.misclassified(split, n, chunk, batch_size) if evaluator is not None else None
+    if wrong is None:  # split.x/y in pieces (a streamed split brings its chunks to the device in turn)
+        wrong = torch.cat([model(x).argmax(dim=1) != y for x, y in row_chunks(split, n, chunk, batch_size)])
     if evaluation == "full":
         return float(wrong.sum().item()) / n
     counts = wrong.view(n_batches, batch_size).sum(dim=1).cpu().numpy()
     return float(np.mean(counts.astype(np.float64) / batch_size))
+
+
+class Interrupted(KeyboardInterrupt):
+    """fit stopped on SIGINT/SIGTERM after writing a checkpoint; `signum` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 class _Interrupt:
@@ -130,56 +143,86 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
         torch.set_num_threads(cfg.threads)
     train_state.seed_everything(cfg.seed)
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
-    train, valid, test = (DeviceSplit(s.x, s.y, device) for s in (data.train, data.valid, data.test))
+    budget = parse_bytes(cfg.device_memory_budget)  # a split larger than this streams through the device
+    train, valid, test = (make_split(s.x, s.y, device, budget) for s in (data.train, data.valid, data.test))
     n_train_batches = train.n_batches(cfg.batch_size)
     if n_train_batches == 0 or valid.n_batches(cfg.batch_size) == 0:
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training or validation split "
                           f"({len(train)} / {len(valid)} examples)")
     step = make_train_step(model, cfg, device)
+    evaluator = getattr(step, "evaluator", None)  # CUDA-graph evaluation, when the step brings one
     stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold)
     validation_frequency = cfg.validation_frequency or EarlyStopping.validation_frequency(
         n_train_batches, cfg.patience)
     total_steps = cfg.n_epochs * n_train_batches
 
-    # Everything a resumed run needs to go on exactly where it stopped.
+    # Everything a resumed run needs to go on exactly where it stopped (train/state.py).
     s = train_state.LoopState()
-    if run_dir is not None and resume:
-        s = train_state.load_last(run_dir, model, step, stopper)
-        if s.finished:
-            say(f"{run_dir}: the run has already finished; nothing to resume")
-            return checkpoints.read_json(run_dir / "summary.json")
-        say(f"resuming {run_dir} at epoch {s.epoch + (s.next_minibatch == 0)}, "
-            f"minibatch {s.next_minibatch + 1}/{n_train_batches}")
-    elif run_dir is not None:
-        checkpoints.atomic_write_json(run_dir / "config.json", runs.provenance(cfg, device))
-        runs.save_model(run_dir, model, cfg, "init.safetensors")
+    files = None  # the run directory's files, written in order on a background thread
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        data_fp = train_state.data_fingerprint(data)
+        if resume:
+            train_state.clean_run_dir(run_dir)
+        if resume and train_state.has_checkpoint(run_dir):
+            s = train_state.load_last(run_dir, model, step, stopper, cfg, data_fp)
+            train_state.check_position(s, n_train_batches, cfg.n_epochs, run_dir / train_state.CKPT_DIR)
+            if s.finished and (run_dir / "summary.json").exists():
+                say(f"{run_dir}: the run has already finished; nothing to resume")
+                return checkpoints.read_json(run_dir / "summary.json")
+            if not s.done:
+                say(f"resuming {run_dir} at epoch {s.epoch + (s.next_minibatch == 0)}, "
+                    f"minibatch {s.next_minibatch + 1}/{n_train_batches}")
+        else:
+            if resume:
+                say(f"{run_dir}: no checkpoint yet; starting the run over")
+            if not resume or not (run_dir / "config.json").exists():
+                checkpoints.atomic_write_json(run_dir / "config.json", runs.provenance(cfg, device))
+            runs.save_model(run_dir, model, cfg, "init.safetensors")
     metrics = train_state.MetricsLog(run_dir, keep_lines=s.n_validations)
+    if run_dir is not None:
+        files = train_state.RunFiles(run_dir, cfg, data_fp, metrics)
     best_params = s.best_params or {k: v.detach().clone() for k, v in model.state_dict().items()}
     progress = _Progress(not quiet, cfg.n_epochs)
-    stopped = "n_epochs"
     start = time.perf_counter() - s.elapsed_s
 
-    with _Interrupt() as interrupt:
+    with _Interrupt() as interrupt, train_state.closing_on_error(files):
         while not s.done and (s.next_minibatch > 0 or s.epoch < cfg.n_epochs):
             if s.next_minibatch == 0:
                 s.epoch += 1
             epoch_data = train.permuted(epoch_permutation(cfg.seed, s.epoch, len(train))) \
                 if cfg.shuffle else train
-            for minibatch_index in range(s.next_minibatch, n_train_batches):
-                it = (s.epoch - 1) * n_train_batches + minibatch_index
-                x, y = epoch_data.minibatch(minibatch_index, cfg.batch_size)
-                cost = step(x, y, learning_rate_at(cfg, it, total_steps))
+            minibatch_index = s.next_minibatch - 1
+            while minibatch_index + 1 < n_train_batches:
+                # An eager step does one minibatch per pass; a graph step (train/graphs.py) a whole stretch,
+                # up to the next validation, epoch end or patience stop, where this loop looks again.
+                first, it0 = minibatch_index + 1, (s.epoch - 1) * n_train_batches + minibatch_index + 1
+                count = stretch_length(step, it0, n_train_batches - first, validation_frequency,
+                                       stopper.patience)
+                minibatch_index, it = first + count - 1, it0 + count - 1
+                if count == 1:
+                    x, y = epoch_data.minibatch(minibatch_index, cfg.batch_size)
+                    cost = step(x, y, learning_rate_at(cfg, it, total_steps))
+                else:
+                    cost = step.run(epoch_data, first, count,
+                                    lambda k: learning_rate_at(cfg, it0 + k, total_steps))
                 s.cost_sum += cost
-                s.cost_count += 1
+                s.cost_count += count
                 s.next_minibatch = (minibatch_index + 1) % n_train_batches
                 if isinstance(cost, float) and not math.isfinite(cost):
                     s.fault = f"the training cost became {cost} at iteration {it + 1} (epoch {s.epoch})"
-                    s.done, stopped = True, "non-finite"
+                    s.done, s.stopped = True, "non-finite"
                     break
 
                 if (it + 1) % validation_frequency == 0:
+                    # NaN/Inf or divergence: stop before these parameters can be validated or kept
+                    s.fault, reason = train_state.health(model, float(s.cost_sum) / s.cost_count, it,
+                                                         cfg.max_cost)
+                    if s.fault:
+                        s.done, s.stopped = True, reason
+                        break
                     model.eval()
-                    this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation)
+                    this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation, evaluator)
                     train_cost = float(s.cost_sum) / s.cost_count
                     s.cost_sum, s.cost_count = 0.0, 0
                     say(f"epoch {s.epoch}, minibatch {minibatch_index + 1}/{n_train_batches}, "
@@ -188,7 +231,8 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
                     test_error = None
                     if decision.improved:
                         s.best_validation_loss, s.best_iter = this_validation_loss, it
-                        s.test_score = test_error = evaluate(model, test, cfg.batch_size, cfg.evaluation)
+                        s.test_score = test_error = evaluate(model, test, cfg.batch_size, cfg.evaluation,
+                                                             evaluator)
                         best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
                         say(f"     epoch {s.epoch}, minibatch {minibatch_index + 1}/{n_train_batches}, "
                             f"test error of best model {s.test_score * 100.:f} %")
@@ -201,24 +245,16 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
                                    "best": decision.improved, "patience": decision.patience,
                                    "learning_rate": learning_rate_at(cfg, it, total_steps),
                                    "elapsed_s": round(time.perf_counter() - start, 4)})
-                    fault = train_state.non_finite(model, train_cost, it)
-                    if fault:
-                        s.fault, s.done, stopped = fault, True, "non-finite"
-                    elif cfg.max_cost and train_cost > cfg.max_cost:
-                        s.fault = (f"diverged: mean training cost {train_cost:.4g} > max_cost {cfg.max_cost} "
-                                   f"at iteration {it + 1}")
-                        s.done, stopped = True, "diverged"
-                    if run_dir is not None and decision.improved and not s.fault:
-                        checkpoints.save_tensors(run_dir / "best.safetensors", best_params,
-                                                 metadata={"model": cfg.model, "format": str(runs.MODEL_FORMAT)})
-                    if run_dir is not None and cfg.save_every and s.n_validations % cfg.save_every == 0:
-                        train_state.save_intermediate(run_dir, model, it + 1)
+                    if files is not None and decision.improved:
+                        files.save_best(best_params)
+                    if files is not None and cfg.save_every and s.n_validations % cfg.save_every == 0:
+                        files.save_intermediate(model, it + 1)
                 if stopper.should_stop(it):
-                    s.done, stopped = True, "patience"
-                if run_dir is not None and (it + 1) % validation_frequency == 0 and \
+                    s.done, s.stopped = True, "patience"
+                if files is not None and (it + 1) % validation_frequency == 0 and \
                         s.n_validations % cfg.checkpoint_every == 0:
                     s.elapsed_s = time.perf_counter() - start
-                    train_state.save_last(run_dir, model, step, stopper, s, best_params)
+                    files.save_last(model, step, stopper, s, best_params, it + 1)
                 progress.show(s.epoch, minibatch_index + 1, n_train_batches, s.best_validation_loss)
                 if s.done:
                     break
@@ -227,13 +263,16 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
             if interrupt.signum is not None and not s.done:
                 progress.clear()
                 s.elapsed_s = time.perf_counter() - start
-                if run_dir is not None:
-                    train_state.save_last(run_dir, model, step, stopper, s, best_params)
-                    say(f"interrupted by {signal.Signals(interrupt.signum).name}: checkpoint written; "
-                        f"resume with: deeptut train --resume {run_dir}")
+                done_iters = (s.epoch - 1) * n_train_batches + (s.next_minibatch or n_train_batches)
+                where = f"{signal.Signals(interrupt.signum).name} at epoch {s.epoch}, iteration {done_iters}"
+                if files is not None:
+                    files.save_last(model, step, stopper, s, best_params, done_iters)
+                    files.finish()
+                    print(f"interrupted by {where}: checkpoint written; resume with: "
+                          f"deeptut train --resume {run_dir}", file=sys.stderr, flush=True)
                 else:
-                    say(f"interrupted by {signal.Signals(interrupt.signum).name}")
-                raise KeyboardInterrupt
+                    print(f"interrupted by {where} (no run directory: nothing saved)", file=sys.stderr)
+                raise Interrupted(interrupt.signum)
     progress.clear()
     end = time.perf_counter()
 
@@ -245,7 +284,7 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
         "best_iteration": s.best_iter + 1,
         "epochs": s.epoch,
         "iterations": (s.epoch - 1) * n_train_batches + (s.next_minibatch or n_train_batches),
-        "stopped": stopped,
+        "stopped": s.stopped,
         "evaluation": cfg.evaluation,
         "evaluated_examples": {"valid": _n_eval(valid, cfg), "test": _n_eval(test, cfg)},
         "train_seconds": round(s.elapsed_s, 4),
@@ -253,12 +292,13 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
         "device": str(device),
         "fault": s.fault,
     }
-    if run_dir is not None:
+    if files is not None:
+        # summary before the finished checkpoint: a run killed in between finishes again on resume
         s.finished = True
-        checkpoints.save_tensors(run_dir / "best.safetensors", best_params,
-                                 metadata={"model": cfg.model, "format": str(runs.MODEL_FORMAT)})
-        train_state.save_last(run_dir, model, step, stopper, s, best_params)
-        checkpoints.atomic_write_json(run_dir / "summary.json", summary)
+        files.save_best(best_params)
+        files.write_summary(summary)
+        files.save_last(model, step, stopper, s, best_params, summary["iterations"])
+        files.finish()
     if s.fault:
         raise TrainingError(f"{s.fault}; stopped. The best parameters so far "
                             f"(validation {s.best_validation_loss * 100.:f} %) are kept"

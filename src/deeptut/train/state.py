@@ -1,32 +1,42 @@
-"""The state of a training run between two minibatches, and the `last` checkpoint that holds it.
+"""The state of a training run between two minibatches, the `last` checkpoint that holds it, and the other
+files a run writes while it trains.
 
 A checkpoint is enough to resume exactly: model and best parameters, optimizer buffers, RNG states (torch,
-numpy, python), position in the data order, early-stopping state, best scores, the stop decision, the
-number of metrics lines written, and the thread count. Tensors go into a safetensors file, everything else
-into a JSON manifest that also lists the tensors file's SHA-256. Both are written atomically, the tensors
-file first under a new name, so a crash at any point leaves the previous checkpoint whole and loadable.
-Nothing is unpickled on load.
+numpy, python), position in the data order, early-stopping state, best scores, the stop decision and its
+reason, the number of metrics lines written, the thread count, the resolved config and a fingerprint of the
+data. Tensors (RNG states included, as integer tensors) go into a safetensors file
+`checkpoints/ckpt-<validations>-<sha prefix>.safetensors`; everything else into the JSON manifest
+`checkpoints/last.json`, which also lists that file's SHA-256. The tensors file is written (atomically)
+before the manifest that names it, so a crash at any point leaves the previous checkpoint whole. Nothing is
+unpickled on load, and every field is checked before anything is restored.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
+import os
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+import deeptut
 from deeptut import checkpoints
 from deeptut.errors import CheckpointError
+from deeptut.runs import MODEL_FORMAT
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 1: the first version (no config, data fingerprint or stop reason)
 CKPT_DIR = "checkpoints"
 MANIFEST = "last.json"
+STOP_REASONS = ("n_epochs", "patience", "non-finite", "diverged")
+MAX_THREADS = 256  # a hostile manifest must not make torch start thousands of threads
 
 
 @dataclass
@@ -35,6 +45,7 @@ class LoopState:
     next_minibatch: int = 0  # index of the next minibatch in the current epoch (0: epoch complete)
     done: bool = False  # the stop decision was taken
     finished: bool = False  # the run wrote its summary
+    stopped: str = "n_epochs"  # why the run stopped (or will stop): one of STOP_REASONS
     best_validation_loss: float = math.inf
     best_iter: int = -1  # 0-based iteration of the best validation
     test_score: float = math.nan  # test error of the best model (fraction)
@@ -52,6 +63,12 @@ class LoopState:
         return d
 
 
+_SCALAR_TYPES = {"epoch": int, "next_minibatch": int, "done": bool, "finished": bool, "stopped": str,
+                 "best_validation_loss": float, "best_iter": int, "test_score": float, "n_validations": int,
+                 "cost_sum": float, "cost_count": int, "elapsed_s": float, "fault": (str, type(None))}
+assert set(_SCALAR_TYPES) == {f.name for f in fields(LoopState)} - {"best_params"}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -67,30 +84,73 @@ def non_finite(model: nn.Module, train_cost: float, it: int) -> str | None:
     return None
 
 
+def health(model: nn.Module, train_cost: float, it: int, max_cost: float = 0.0) -> tuple[str | None, str]:
+    """(fault message or None, stop reason): NaN/Inf in the mean cost or the parameters, or a mean cost
+    above `max_cost` (0: no limit), at the validation after 0-based iteration `it`."""
+    fault = non_finite(model, train_cost, it)
+    if fault:
+        return fault, "non-finite"
+    if max_cost and train_cost > max_cost:
+        return (f"diverged: the mean training cost {train_cost:.4g} exceeds max_cost {max_cost} by iteration "
+                f"{it + 1}"), "diverged"
+    return None, "n_epochs"
+
+
+def data_fingerprint(data: Any) -> str:
+    """A cheap fingerprint of a Splits (shapes, every label, a sample of the inputs): a resumed run must
+    train on the data the run started with."""
+    h = hashlib.sha256()
+    for split in (data.train, data.valid, data.test):
+        x, y = np.asarray(split.x), np.asarray(split.y)
+        h.update(repr((x.shape, str(x.dtype), y.shape, str(y.dtype))).encode())
+        h.update(np.ascontiguousarray(y).tobytes())
+        h.update(np.ascontiguousarray(x[::max(1, len(x) // 64)]).tobytes())
+    return h.hexdigest()
+
+
 class MetricsLog:
     """metrics.jsonl, one line per validation. On resume, lines written after the checkpoint are dropped
     (they will be written again), so the file never has missing or duplicated lines."""
 
     def __init__(self, run_dir: Path | None, keep_lines: int = 0) -> None:
-        self.path = None if run_dir is None else run_dir / "metrics.jsonl"
+        self.path = None if run_dir is None else Path(run_dir) / "metrics.jsonl"
         if self.path is None:
             return
-        lines = self.path.read_text().splitlines(keepends=True) if self.path.exists() else []
+        try:
+            data = self.path.read_bytes() if self.path.exists() else b""
+        except OSError as e:
+            raise CheckpointError(f"{self.path}: cannot read: {e.strerror}") from None
+        lines = data.split(b"\n")[:-1]  # complete lines only: a torn last line is dropped
         if len(lines) < keep_lines:
             raise CheckpointError(f"{self.path}: has {len(lines)} lines but the checkpoint recorded "
                                   f"{keep_lines}")
-        checkpoints.atomic_write_bytes(self.path, "".join(lines[:keep_lines]).encode())
+        kept = b"".join(line + b"\n" for line in lines[:keep_lines])
+        if kept != data or not self.path.exists():
+            checkpoints.atomic_write_bytes(self.path, kept)
 
     def write(self, record: dict[str, Any]) -> None:
         if self.path is None:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise CheckpointError(f"{self.path}: cannot write: {e.strerror}\ntraining stopped: the last "
+                                  f"checkpoint is intact; once the problem is fixed, resume with: "
+                                  f"deeptut train --resume {self.path.parent}") from None
+
+    def sync(self) -> None:
+        """Make the lines written so far durable (called before a checkpoint that counts them)."""
+        if self.path is None:
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def save_intermediate(run_dir: Path, model: nn.Module, iteration: int) -> None:
-    (run_dir / "models").mkdir(exist_ok=True)
-    checkpoints.save_tensors(run_dir / "models" / f"iter-{iteration:08d}.safetensors", model.state_dict())
+# --- RNG states as tensors and plain numbers ----------------------------------------------------------
 
 
 def _rng_tensors() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -106,14 +166,47 @@ def _rng_tensors() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
+def _check_rng(tensors: dict[str, torch.Tensor], meta: Any, where: str) -> None:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: bad RNG state: {what}")
+
+    t = tensors.get("rng/torch")
+    if t is None or t.dtype != torch.uint8 or t.shape != torch.get_rng_state().shape:
+        raise bad("torch")
+    for key, n in (("rng/numpy_keys", 624), ("rng/python", 625)):
+        t = tensors.get(key)
+        if t is None or t.dtype != torch.int64 or t.shape != (n,) or bool((t < 0).any()) or \
+                bool((t >= 2**32).any()):
+            raise bad(key)
+    if int(tensors["rng/python"][-1]) > 624:
+        raise bad("python position")
+    c = tensors.get("rng/cuda")
+    if c is not None and (c.dtype != torch.uint8 or c.dim() != 1):
+        raise bad("cuda")
+    if not isinstance(meta, dict) or not isinstance(meta.get("numpy"), list) or len(meta["numpy"]) != 4 \
+            or not isinstance(meta.get("python"), list) or len(meta["python"]) != 2:
+        raise bad("layout")
+    name, pos, has_gauss, gauss = meta["numpy"]
+    if name != "MT19937" or type(pos) is not int or not 0 <= pos <= 624 or has_gauss not in (0, 1) \
+            or type(has_gauss) is not int or type(gauss) not in (int, float):
+        raise bad("numpy")
+    version, gauss_next = meta["python"]
+    if version != 3 or type(version) is not int or not (gauss_next is None or type(gauss_next) is float):
+        raise bad("python")
+
+
 def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     torch.set_rng_state(tensors["rng/torch"])
     name, pos, has_gauss, gauss = meta["numpy"]
-    np.random.set_state((name, tensors["rng/numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((name, tensors["rng/numpy_keys"].numpy().astype(np.uint32), pos, has_gauss,
+                         float(gauss)))
     version, gauss_next = meta["python"]
     random.setstate((version, tuple(int(v) for v in tensors["rng/python"].tolist()), gauss_next))
     if "rng/cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng/cuda"])
+
+
+# --- optimizer state: tensors into the safetensors file, the rest into a JSON skeleton --------------------
 
 
 def _flatten(prefix: str, obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -126,23 +219,78 @@ def _flatten(prefix: str, obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
                              for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
         return [_flatten(f"{prefix}/{i}", v, tensors) for i, v in enumerate(obj)]
-    return obj
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint optimizer state of type {type(obj).__name__}")
 
 
 def _unflatten(skel: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(skel, dict) and "__tensor__" in skel:
-        return tensors[skel["__tensor__"]]
-    if isinstance(skel, dict) and "__dict__" in skel:
-        return {(int(k) if t == "int" else k): _unflatten(v, tensors) for t, k, v in skel["__dict__"]}
+    if isinstance(skel, dict):
+        if set(skel) == {"__tensor__"} and isinstance(skel["__tensor__"], str) and \
+                skel["__tensor__"].startswith("optimizer/") and skel["__tensor__"] in tensors:
+            return tensors[skel["__tensor__"]]
+        if set(skel) == {"__dict__"} and isinstance(skel["__dict__"], list):
+            out = {}
+            for item in skel["__dict__"]:
+                if not (isinstance(item, list) and len(item) == 3 and item[0] in ("int", "str")
+                        and isinstance(item[1], int if item[0] == "int" else str)
+                        and not isinstance(item[1], bool)):
+                    raise CheckpointError("malformed optimizer state")
+                out[item[1]] = _unflatten(item[2], tensors)
+            return out
+        raise CheckpointError("malformed optimizer state")
     if isinstance(skel, list):
         return [_unflatten(v, tensors) for v in skel]
-    return skel
+    if skel is None or isinstance(skel, (bool, int, float, str)):
+        return skel
+    raise CheckpointError("malformed optimizer state")
 
 
-def save_last(run_dir: Path, model: nn.Module, step: Any, stopper: Any, s: LoopState,
-              best_params: dict[str, torch.Tensor]) -> None:
-    ckpt_dir = run_dir / CKPT_DIR
-    ckpt_dir.mkdir(exist_ok=True)
+def _check_optimizer(loaded: Any, fresh: dict[str, Any], params: list[torch.Tensor], where: str) -> None:
+    """`loaded` must have the layout of this run's optimizer: same groups and hyperparameters (the step size
+    aside, which the schedule sets), state only for its parameters, tensors of their shapes and dtypes."""
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: optimizer state does not fit this run's optimizer ({what})")
+
+    if not fresh:
+        if loaded != {}:
+            raise bad("this run's step keeps no state")
+        return
+    if not isinstance(loaded, dict) or set(loaded) != set(fresh):
+        raise bad("keys")
+    groups, fresh_groups = loaded["param_groups"], fresh["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(fresh_groups):
+        raise bad("parameter groups")
+    for g, f in zip(groups, fresh_groups):
+        if not isinstance(g, dict) or set(g) != set(f):
+            raise bad("parameter group keys")
+        for k, v in f.items():
+            if k == "lr":
+                if type(g[k]) not in (int, float) or not math.isfinite(g[k]):
+                    raise bad("learning rate")
+            elif g[k] != v or type(g[k]) is not type(v):
+                raise bad(f"{k} is {str(g[k])[:40]}, this run's is {v}")
+    ids = {i for f in fresh_groups for i in f["params"]}
+    if not isinstance(loaded["state"], dict) or not set(loaded["state"]) <= ids:
+        raise bad("state for unknown parameters")
+    for i, entry in loaded["state"].items():
+        if not isinstance(entry, dict):
+            raise bad("state entry")
+        p = params[i]
+        for k, v in entry.items():
+            if isinstance(v, torch.Tensor):
+                if not ((v.shape == p.shape and v.dtype == p.dtype) or (v.dim() == 0 and v.is_floating_point())):
+                    raise bad(f"{k} of parameter {i} has shape {tuple(v.shape)} {v.dtype}")
+            elif not (v is None or type(v) in (int, float)):
+                raise bad(f"{k} of parameter {i}")
+
+
+# --- saving and loading the `last` checkpoint ---------------------------------------------------------
+
+
+def _snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_params: dict[str, torch.Tensor],
+              cfg: Any, data_fp: str | None) -> tuple[bytes, dict[str, Any]]:
+    """The checkpoint as (safetensors bytes, manifest without its file list), taken now."""
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[f"model/{k}"] = v
@@ -151,48 +299,242 @@ def save_last(run_dir: Path, model: nn.Module, step: Any, stopper: Any, s: LoopS
     optimizer = _flatten("optimizer", step.state_dict(), tensors)
     rng_tensors, rng_meta = _rng_tensors()
     tensors.update(rng_tensors)
-    name = f"ckpt-{s.n_validations:08d}{'-final' if s.finished else ''}.safetensors"
-    sha = checkpoints.save_tensors(ckpt_dir / name, tensors)
-    manifest = {"format": CHECKPOINT_FORMAT, "files": {name: sha}, "loop": s.scalars(),
-                "early_stopping": stopper.state_dict(), "optimizer": optimizer, "rng": rng_meta,
-                "threads": torch.get_num_threads()}
-    checkpoints.atomic_write_json(ckpt_dir / MANIFEST, manifest)
-    for old in ckpt_dir.glob("ckpt-*.safetensors"):
-        if old.name != name:
+    data = checkpoints.serialize_tensors(tensors)
+    manifest = {"format": CHECKPOINT_FORMAT, "deeptut": deeptut.__version__, "files": {},
+                "loop": s.scalars(), "early_stopping": stopper.state_dict(), "optimizer": optimizer,
+                "rng": rng_meta, "threads": torch.get_num_threads(),
+                "config": None if cfg is None else cfg.to_dict(), "data": data_fp}
+    return data, manifest
+
+
+def _write_checkpoint(ckpt_dir: Path, data: bytes, manifest: dict[str, Any], n_validations: int) -> None:
+    """Write the tensors file, then the manifest naming it, then drop the files no manifest names."""
+    ckpt_dir.mkdir(exist_ok=True)
+    sha = checkpoints.sha256_bytes(data)
+    name = f"ckpt-{n_validations:08d}-{sha[:16]}.safetensors"  # a new name for new content
+    checkpoints.atomic_write_bytes(ckpt_dir / name, data)
+    checkpoints.atomic_write_json(ckpt_dir / MANIFEST, {**manifest, "files": {name: sha}})
+    for old in ckpt_dir.iterdir():
+        if old.name != name and old.name != MANIFEST and (old.name.startswith("ckpt-") or
+                                                          old.name.endswith(checkpoints.TMP_SUFFIX)):
             old.unlink(missing_ok=True)
 
 
-def load_last(run_dir: Path, model: nn.Module, step: Any, stopper: Any) -> LoopState:
+def save_last(run_dir: Path, model: nn.Module, step: Any, stopper: Any, s: LoopState,
+              best_params: dict[str, torch.Tensor], cfg: Any = None, data_fp: str | None = None) -> None:
+    """Write the `last` checkpoint now (synchronously); fit uses RunFiles, which does it in the background."""
+    data, manifest = _snapshot(model, step, stopper, s, best_params, cfg, data_fp)
+    try:
+        _write_checkpoint(Path(run_dir) / CKPT_DIR, data, manifest, s.n_validations)
+    except OSError as e:
+        raise CheckpointError(f"{run_dir / CKPT_DIR}: cannot write: {e.strerror}") from None
+
+
+def _max_checkpoint_bytes(model: nn.Module) -> int:
+    n = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    return 8 * n + 16 * 2**20  # model, best, a few optimizer buffers per parameter, RNG, header
+
+
+def check_position(s: LoopState, n_train_batches: int, n_epochs: int, where: str | Path) -> None:
+    """A restored position must lie inside this run's schedule (else the loop could never end)."""
+    if s.next_minibatch >= n_train_batches or s.epoch > n_epochs or (s.next_minibatch > 0 and s.epoch < 1) \
+            or s.n_validations > s.epoch * n_train_batches or s.best_iter >= s.epoch * n_train_batches:
+        raise CheckpointError(f"{where}: checkpoint position (epoch {s.epoch}, minibatch {s.next_minibatch}) "
+                              f"does not fit this run ({n_epochs} epochs of {n_train_batches} minibatches)")
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / CKPT_DIR / MANIFEST).exists()
+
+
+def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cfg: Any = None,
+              data_fp: str | None = None) -> LoopState:
+    """Check the `last` checkpoint of `run_dir` in full, then restore it into model, step, stopper and the
+    global RNGs. Any defect is a CheckpointError raised before anything is restored. `cfg` and `data_fp`,
+    when given, must match the ones the checkpoint records."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     manifest_path = ckpt_dir / MANIFEST
     if not manifest_path.exists():
         raise CheckpointError(f"{manifest_path}: no checkpoint to resume from")
     m = checkpoints.read_json(manifest_path)
+    where = str(manifest_path)
     try:
+        if not isinstance(m, dict):
+            raise CheckpointError(f"{where}: not a deeptut checkpoint manifest")
         if m.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{manifest_path}: checkpoint format {m.get('format')!r}, this deeptut "
-                                  f"reads {CHECKPOINT_FORMAT}")
-        (name, sha), = m["files"].items()
-        if "/" in name or name.startswith("."):
-            raise CheckpointError(f"{manifest_path}: bad file name {name!r}")
-        tensors = checkpoints.load_tensors(ckpt_dir / name, expected_sha256=sha)
+            raise CheckpointError(f"{where}: checkpoint format {repr(m.get('format'))[:40]} (written by deeptut "
+                                  f"{str(m.get('deeptut', '0.1.0 or older'))[:40]}); this deeptut "
+                                  f"({deeptut.__version__}) resumes format {CHECKPOINT_FORMAT} only")
+        files = m.get("files")
+        if not isinstance(files, dict) or len(files) != 1:
+            raise CheckpointError(f"{where}: must list exactly one tensors file")
+        (name, sha), = files.items()
+        if not (isinstance(name, str) and name.startswith("ckpt-") and name.endswith(".safetensors")
+                and "/" not in name and "\\" not in name and "\0" not in name and len(name) < 200
+                and isinstance(sha, str) and len(sha) == 64):
+            raise CheckpointError(f"{where}: bad file entry {str(name)[:80]!r}")
+        if cfg is not None and m.get("config") != cfg.to_dict():
+            theirs = m.get("config") if isinstance(m.get("config"), dict) else {}
+            diff = sorted(k for k, v in cfg.to_dict().items() if theirs.get(k, object()) != v)
+            raise CheckpointError(f"{where}: the checkpoint was written with another config (differs in "
+                                  f"{', '.join(diff[:8]) or 'layout'}) than {Path(run_dir) / 'config.json'}")
+        if data_fp is not None and m.get("data") != data_fp:
+            raise CheckpointError(f"{where}: the data differs from the data this run was trained on; "
+                                  f"resume with the same dataset files (--data-dir)")
+        threads = m.get("threads")
+        if type(threads) is not int or not 1 <= threads <= MAX_THREADS:
+            raise CheckpointError(f"{where}: bad thread count {str(threads)[:40]}")
+        loop = m.get("loop")
+        if not isinstance(loop, dict) or set(loop) != set(_SCALAR_TYPES):
+            raise CheckpointError(f"{where}: malformed loop state")
+        for k, t in _SCALAR_TYPES.items():
+            v = loop[k]
+            ok = (type(v) in (int, float)) if t is float else (type(v) is t if isinstance(t, type)
+                                                                else type(v) in t)
+            if not ok or (t is int and v < (-1 if k == "best_iter" else 0)):
+                raise CheckpointError(f"{where}: loop state {k} = {str(v)[:40]} is invalid")
+        if loop["stopped"] not in STOP_REASONS or len(loop["fault"] or "") > 10_000:
+            raise CheckpointError(f"{where}: loop state stop reason is invalid")
+        es = m.get("early_stopping")
+        fresh_es = stopper.state_dict()
+        if not isinstance(es, dict) or set(es) != set(fresh_es) or \
+                not all(type(es[k]) in (int, float) and not isinstance(es[k], bool) for k in es):
+            raise CheckpointError(f"{where}: malformed early-stopping state")
+
+        tensors = checkpoints.load_tensors(ckpt_dir / name, expected_sha256=sha,
+                                           max_bytes=_max_checkpoint_bytes(model))
+        tfile = str(ckpt_dir / name)
         state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         best = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
         expected = model.state_dict()
         for label, params in (("model", state), ("best", best)):
-            if set(params) != set(expected) or any(params[k].shape != expected[k].shape for k in params):
-                raise CheckpointError(f"{ckpt_dir / name}: {label} parameters do not match the model "
+            if set(params) != set(expected) or any(params[k].shape != expected[k].shape or
+                                                   params[k].dtype != expected[k].dtype for k in params):
+                raise CheckpointError(f"{tfile}: {label} parameters do not match the model "
                                       f"(a checkpoint of another model?)")
-        model.load_state_dict(state)
-        step.load_state_dict(_unflatten(m["optimizer"], tensors))
-        stopper.load_state_dict(m["early_stopping"])
-        _restore_rng(tensors, m["rng"])
-        if m.get("threads") and m["threads"] != torch.get_num_threads():
-            torch.set_num_threads(int(m["threads"]))
-        s = LoopState(**m["loop"])
+        _check_rng(tensors, m.get("rng"), tfile)
+        try:
+            optimizer = _unflatten(m.get("optimizer"), tensors)
+        except CheckpointError as e:
+            raise CheckpointError(f"{where}: {e}") from None
+        _check_optimizer(optimizer, step.state_dict(), list(model.parameters()), where)
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
-        raise CheckpointError(f"{manifest_path}: malformed checkpoint: {type(e).__name__}: {e}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, RecursionError) as e:
+        raise CheckpointError(f"{where}: malformed checkpoint: {type(e).__name__}: {str(e)[:200]}") from None
+
+    # Everything checked: restore.
+    try:
+        model.load_state_dict(state)
+        step.load_state_dict(optimizer)
+        stopper.load_state_dict(es)
+        _restore_rng(tensors, m["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise CheckpointError(f"{where}: cannot restore: {type(e).__name__}: {str(e)[:200]}") from None
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)  # reductions depend on the thread count: continue with the same
+    try:
+        for old in ckpt_dir.glob("ckpt-*.safetensors"):  # left by a crash between a manifest and the clean-up
+            if old.name != name:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
+    s = LoopState(**loop)
     s.best_params = best
     return s
+
+
+# --- every file a run writes while it trains, in order, on a background thread ---------------------------
+
+
+class RunFiles:
+    """best.safetensors, models/iter-*.safetensors, the `last` checkpoint and summary.json, written in
+    submission order by a BackgroundWriter. What must be captured (parameters, RNG states, counters) is
+    serialized on the calling thread at the call, so later training cannot change what is written. A write
+    that fails (full disk, read-only directory) surfaces as a CheckpointError at a later call or at
+    `flush`; the previous checkpoint stays intact, and the message says which one it is."""
+
+    def __init__(self, run_dir: Path, cfg: Any, data_fp: str | None, metrics: MetricsLog | None = None) -> None:
+        self.run_dir, self.cfg, self.data_fp, self.metrics = Path(run_dir), cfg, data_fp, metrics
+        self.model_meta = {"model": cfg.model, "format": str(MODEL_FORMAT)}
+        self.last_saved: str | None = None  # description of the newest complete checkpoint
+        self._writer = checkpoints.BackgroundWriter()
+
+    def _submit(self, task: Any) -> None:
+        try:
+            self._writer.submit(task)
+        except CheckpointError as e:
+            raise self._explain(e) from None
+
+    def _explain(self, e: CheckpointError) -> CheckpointError:
+        if self.last_saved:
+            intact = f"the last checkpoint ({self.last_saved}) is intact; once the problem is fixed, resume with"
+        else:
+            intact = "no checkpoint was written yet; once the problem is fixed, resume (it starts over) with"
+        return CheckpointError(f"{e}\ntraining stopped: {intact}: deeptut train --resume {self.run_dir}")
+
+    def save_best(self, best_params: dict[str, torch.Tensor]) -> None:
+        data = checkpoints.serialize_tensors(best_params, self.model_meta)
+        self._submit(lambda: checkpoints.atomic_write_bytes(self.run_dir / "best.safetensors", data))
+
+    def save_intermediate(self, model: nn.Module, iteration: int) -> None:
+        data = checkpoints.serialize_tensors(model.state_dict(), self.model_meta)
+        folder = self.run_dir / "models"
+
+        def task() -> None:
+            folder.mkdir(exist_ok=True)
+            checkpoints.atomic_write_bytes(folder / f"iter-{iteration:08d}.safetensors", data)
+        self._submit(task)
+
+    def save_last(self, model: nn.Module, step: Any, stopper: Any, s: LoopState,
+                  best_params: dict[str, torch.Tensor], iteration: int) -> None:
+        """`iteration`: updates done so far (only for messages)."""
+        data, manifest = _snapshot(model, step, stopper, s, best_params, self.cfg, self.data_fp)
+        n_validations, desc = s.n_validations, f"epoch {s.epoch}, iteration {iteration}"
+
+        def task() -> None:
+            if self.metrics is not None:
+                self.metrics.sync()  # the lines this checkpoint counts are on disk before it is
+            _write_checkpoint(self.run_dir / CKPT_DIR, data, manifest, n_validations)
+            self.last_saved = desc
+        self._submit(task)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        text = (json.dumps(summary, indent=2, allow_nan=True) + "\n").encode()
+        self._submit(lambda: checkpoints.atomic_write_bytes(self.run_dir / "summary.json", text))
+
+    def flush(self) -> None:
+        try:
+            self._writer.flush()
+        except CheckpointError as e:
+            raise self._explain(e) from None
+
+    def finish(self) -> None:
+        """Wait for every write, raise the first failure, stop the writer thread."""
+        try:
+            self.flush()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+@contextlib.contextmanager
+def closing_on_error(files: RunFiles | None) -> Iterator[None]:
+    """Stop the writer thread (after the writes already submitted) if training raises."""
+    try:
+        yield
+    except BaseException:
+        if files is not None:
+            files.close()
+        raise
+
+
+def clean_run_dir(run_dir: str | Path) -> None:
+    """Remove what interrupted writes left behind (temporary files) before a run goes on."""
+    run_dir = Path(run_dir)
+    for folder in (run_dir, run_dir / CKPT_DIR, run_dir / "models"):
+        if folder.is_dir():
+            checkpoints.remove_stale_temporaries(folder)
+

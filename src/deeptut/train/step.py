@@ -106,6 +106,13 @@ class LogisticFusedStep:
 
 
 def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
+    """The fastest step that computes the reference arithmetic for this model and device.
+
+    CUDA graphs (graphs.StretchStep) where wanted. On CPU with fast_step: logistic: `LogisticFusedStep`
+    (plain SGD, numpy); mlp: `fused.MLPFusedStep` (plain SGD, momentum, Nesterov, weight decay, L1/L2;
+    bit-identical to AutogradStep at one thread); lenet: `AutogradStep` with the conv layers in
+    channels-last format. Everything else, or `fast_step = false`: `AutogradStep`.
+    """
     from deeptut.train import graphs  # CUDA graphs of whole stretches of steps (graphs=auto on CUDA)
 
     if graphs.wanted(cfg, device):
@@ -116,4 +123,11 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
     plain_sgd = cfg.momentum == 0 and cfg.weight_decay == 0
     if cfg.fast_step and device.type == "cpu" and plain_sgd and cfg.model == "logistic":
         return LogisticFusedStep(model, cfg)
+    if cfg.model == "lenet" and hasattr(model, "channels_last"):
+        model.channels_last = cfg.fast_step  # CPU: the conv part in NHWC (oneDNN), same function, not same bits
+    if cfg.fast_step and device.type == "cpu" and cfg.model == "mlp":
+        from deeptut.train import fused
+
+        if fused.supports(model, cfg, device):
+            return fused.MLPFusedStep(model, cfg)
     return AutogradStep(model, cfg)
