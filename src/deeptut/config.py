@@ -55,8 +55,9 @@ class TrainConfig:
     # --- run -----------------------------------------------------------------------------------
     seed: int = 1234  # torch/numpy/python RNG seed for data order and anything random in training
     device: str = "auto"  # cpu | cuda | auto
-    threads: int = 0  # CPU threads for torch (0 = leave torch's default); recorded for determinism
-    fast_step: bool = True  # hand-fused CPU step where one exists (bit-identical to autograd)
+    threads: int = 0  # CPU threads for torch and BLAS (0 = their defaults: all cores); recorded. Busy machine: 1
+    fast_step: bool = True  # hand-fused CPU step where one exists (bit-identical to autograd); LeNet on CPU:
+    #   the conv layers in channels-last format (same function, rounding-level differences)
     save_every: int = 0  # keep an intermediate model every N validations (0 = never)
     checkpoint_every: int = 1  # write the resumable `last` checkpoint every N validations
     max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)

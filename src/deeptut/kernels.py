@@ -24,3 +24,27 @@ def linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         out += b.detach().numpy()
         return torch.from_numpy(out)
     return torch.addmm(b, x, W)
+
+
+def set_threads(n: int) -> None:
+    """Use n CPU threads in torch and in numpy's BLAS. Results depend on the thread count in the last bits
+    (reductions split differently), so it is recorded with every run and restored on resume. On a busy
+    machine a small count avoids BLAS threads spinning against other processes (measured with the load
+    average near 7 on 2 cores: the tutorial logistic run took 160 s with 2 threads, 22 s with 1)."""
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional nicety: without it BLAS keeps its own setting (OPENBLAS_NUM_THREADS)
+        return
+    threadpool_limits(limits=n, user_api="blas")
+
+
+def thread_counts() -> dict[str, int | None]:
+    blas = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=None)
+    except ImportError:
+        pass
+    return {"torch": torch.get_num_threads(), "blas": blas}

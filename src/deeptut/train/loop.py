@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeptut import checkpoints, runs
+from deeptut import checkpoints, kernels, runs
 from deeptut.config import TrainConfig, parse_bytes
 from deeptut.data.datasets import Splits
 from deeptut.data.device import DeviceSplit
@@ -137,10 +137,8 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
     """Train `cfg` on `data`; write the run directory if one is given. Returns the summary."""
     say = (lambda *a: None) if quiet else print
     device = resolve_device(cfg.device)
-    if resume and cfg.threads:
-        torch.set_num_threads(cfg.threads)  # reductions depend on the thread count: restore it exactly
-    elif cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.threads:
+        kernels.set_threads(cfg.threads)  # results depend on the thread count in the last bits
     train_state.seed_everything(cfg.seed)
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
     budget = parse_bytes(cfg.device_memory_budget)  # a split larger than this streams through the device

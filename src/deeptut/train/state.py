@@ -246,6 +246,20 @@ def _unflatten(skel: Any, tensors: dict[str, torch.Tensor]) -> Any:
     raise CheckpointError("malformed optimizer state")
 
 
+def _stateless(opt: Any) -> bool:
+    """True for an optimizer state that holds nothing a resumed run needs: {} (a hand-fused plain-SGD step)
+    or a torch optimizer's without momentum and without buffers (plain SGD, e.g. the step a GPU uses for
+    the same config). Either may then resume the other's checkpoint."""
+    if opt == {}:
+        return True
+    try:
+        return (set(opt) == {"state", "param_groups"} and isinstance(opt["param_groups"], list)
+                and all(isinstance(g, dict) and g.get("momentum", 0) == 0 for g in opt["param_groups"])
+                and all(isinstance(e, dict) and all(v is None for v in e.values()) for e in opt["state"].values()))
+    except (AttributeError, TypeError):
+        return False
+
+
 def _check_optimizer(loaded: Any, fresh: dict[str, Any], params: list[torch.Tensor], where: str) -> None:
     """`loaded` must have the layout of this run's optimizer: same groups and hyperparameters (the step size
     aside, which the schedule sets), state only for its parameters, tensors of their shapes and dtypes."""
@@ -417,7 +431,11 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
             optimizer = _unflatten(m.get("optimizer"), tensors)
         except CheckpointError as e:
             raise CheckpointError(f"{where}: {e}") from None
-        _check_optimizer(optimizer, step.state_dict(), list(model.parameters()), where)
+        fresh_optimizer = step.state_dict()
+        if _stateless(optimizer) and _stateless(fresh_optimizer):
+            optimizer = None  # nothing to restore (plain SGD), whichever step wrote it
+        else:
+            _check_optimizer(optimizer, fresh_optimizer, list(model.parameters()), where)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, RecursionError) as e:
@@ -426,7 +444,8 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
     # Everything checked: restore.
     try:
         model.load_state_dict(state)
-        step.load_state_dict(optimizer)
+        if optimizer is not None:
+            step.load_state_dict(optimizer)
         stopper.load_state_dict(es)
         _restore_rng(tensors, m["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
