@@ -19,6 +19,7 @@ gets two buffers of at most budget / 2 bytes each (x rows plus int64 labels).
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Iterator
 
@@ -29,13 +30,13 @@ from deeptut.data.device import DeviceSplit
 from deeptut.errors import ConfigError
 
 LABEL_BYTES = 8  # int64 labels on the device
+ALIGN = 256  # bytes: the largest pointer alignment cuBLAS(Lt) heuristics distinguish
 
 
-def split_bytes(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | None = None) -> int:
-    """Device bytes of a split: x as float32 (its dtype) plus int64 labels."""
+def split_bytes(x: np.ndarray | torch.Tensor) -> int:
+    """Device bytes of a split: the rows of x (in their dtype) plus int64 labels."""
     x = torch.as_tensor(x)
-    n = x.shape[0]
-    return n * _row_bytes(x)
+    return x.shape[0] * _row_bytes(x)
 
 
 def _row_bytes(x: torch.Tensor) -> int:
@@ -93,6 +94,12 @@ class _Ring:
             need = 2 * shared.row_bytes * batch_size
             raise ConfigError(f"device_memory_budget {shared.budget_bytes} bytes is too small to stream this "
                               f"split: two buffers of one minibatch of {batch_size} need {need} bytes")
+        # Keep each minibatch's address alignment (mod 256 bytes) what it is in a resident split: cuBLAS picks
+        # GEMM algorithms by pointer alignment (up to 256 B), and the same algorithm gives the same bits.
+        x_bytes = (shared.row_bytes - LABEL_BYTES) * batch_size
+        unit = ALIGN // math.gcd(x_bytes, ALIGN)
+        if batches >= unit:
+            batches -= batches % unit
         self.batches_per_chunk = batches
         self.rows = min(batches * batch_size, n)
         self.n_chunks = -(-n // (batches * batch_size))
