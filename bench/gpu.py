@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the MLP row leaves for the rows after it (default 45)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--quick", action="store_true", help="tiny data and epochs: a dry run of every row")
-    ap.add_argument("--rows", default="env,logistic,lenet,lenet-fast,mlp,chunked,mlp-fast,extras",
+    ap.add_argument("--rows", default="env,logistic,lenet,lenet-fast-gpu,lenet-fast,mlp,chunked,mlp-fast,extras",
                     help="comma-separated subset of rows, in the order given")
     ap.add_argument("--out", help="output folder (default: $OUT, else bench/results/)")
     args = ap.parse_args(argv)
@@ -499,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         "logistic": (lambda: b.tutorial("logistic", None, None), 15),
         "lenet": (lambda: b.tutorial("lenet", 10, (10.0, 0.92)), 30),
         "lenet-fast": (lambda: b.fast("lenet-fast", 5, (2.0, 0.80)), 15),
+        "lenet-fast-gpu": (lambda: b.fast("lenet-fast-gpu", 5, (2.0, 0.80)), 15),
         "mlp": (lambda: b.tutorial("mlp", 2, (120.0, 1.65)), 40),
         "chunked": (b.chunked, 20),
         "mlp-fast": (lambda: b.fast("mlp-fast", 5, None), 15),
