@@ -1,0 +1,44 @@
+"""The MLP and LeNet presets: the tutorial ones hold the tutorials' values; the fast ones train the same
+networks (same model_args and initialisation) with the modern options, under the same stopping rule."""
+
+import pytest
+
+from deeptut import config
+
+
+def test_mlp_preset_is_the_tutorial():
+    cfg = config.resolve("mlp")
+    assert (cfg.model, cfg.n_hidden, cfg.activation, cfg.init_seed) == ("mlp", 500, "tanh", 1234)
+    assert (cfg.learning_rate, cfg.L1_reg, cfg.L2_reg, cfg.batch_size) == (0.01, 0.0, 1e-4, 20)
+    assert (cfg.n_epochs, cfg.patience, cfg.patience_increase, cfg.improvement_threshold) == \
+        (1000, 10000, 2.0, 0.995)
+    assert (cfg.momentum, cfg.weight_decay, cfg.lr_schedule, cfg.shuffle) == (0.0, 0.0, "constant", False)
+    assert cfg.evaluation == "tutorial" and cfg.validation_frequency == 0
+
+
+def test_lenet_preset_is_the_tutorial():
+    cfg = config.resolve("lenet")
+    assert (cfg.model, cfg.nkerns, cfg.n_hidden, cfg.activation, cfg.init_seed) == \
+        ("lenet", (20, 50), 500, "tanh", 23455)
+    assert (cfg.learning_rate, cfg.batch_size, cfg.n_epochs, cfg.patience) == (0.1, 500, 200, 10000)
+    assert (cfg.L1_reg, cfg.L2_reg, cfg.momentum, cfg.shuffle, cfg.lr_schedule) == (0.0, 0.0, 0.0, False, "constant")
+    assert (cfg.patience_increase, cfg.improvement_threshold, cfg.evaluation) == (2.0, 0.995, "tutorial")
+
+
+@pytest.mark.parametrize("fast, tutorial", [("mlp-fast", "mlp"), ("lenet-fast", "lenet")])
+def test_fast_presets_train_the_same_network_the_modern_way(fast, tutorial):
+    f, t = config.resolve(fast), config.resolve(tutorial)
+    assert f.preset == fast
+    assert f.model_args() == t.model_args() and f.init_seed == t.init_seed  # same architecture and init
+    assert f.shuffle and f.momentum > 0 and f.nesterov
+    assert f.lr_schedule in ("onecycle", "cosine")
+    assert f.batch_size > t.batch_size if tutorial == "mlp" else f.batch_size <= t.batch_size  # LeNet's is 500
+    # the same patience rule and model selection
+    assert (f.patience, f.patience_increase, f.improvement_threshold, f.validation_frequency) == \
+        (t.patience, t.patience_increase, t.improvement_threshold, t.validation_frequency)
+    assert f.evaluation == "full" and f.n_epochs <= 20  # the schedule spans a small, fixed budget
+    assert f.L1_reg == t.L1_reg and f.L2_reg == t.L2_reg
+
+
+def test_cli_lists_the_fast_presets():
+    assert {"mlp", "lenet", "mlp-fast", "lenet-fast"} <= set(config.preset_names())
