@@ -60,6 +60,14 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """bool [n]: argmax(logits [n, k]) != y. On a CPU in numpy: torch's thread pool, woken for so small an
+    op, fights BLAS's spinning threads (measured: 1.6 ms against ~0.1 ms for 3,600 rows)."""
+    if logits.device.type == "cpu":
+        return torch.from_numpy(logits.numpy().argmax(axis=1) != y.numpy())
+    return logits.argmax(dim=1) != y
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evaluation: str,
              evaluator: Any = None) -> float:
@@ -74,7 +82,7 @@ def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evalua
     chunk = max(batch_size, (4096 // batch_size) * batch_size)  # whole minibatches, bounded memory
     wrong = evaluator.misclassified(split, n, chunk, batch_size) if evaluator is not None else None
     if wrong is None:  # split.x/y in pieces (a streamed split brings its chunks to the device in turn)
-        wrong = torch.cat([model(x).argmax(dim=1) != y for x, y in row_chunks(split, n, chunk, batch_size)])
+        wrong = torch.cat([misclassified(model(x), y) for x, y in row_chunks(split, n, chunk, batch_size)])
     if evaluation == "full":
         return float(wrong.sum().item()) / n
     counts = wrong.view(n_batches, batch_size).sum(dim=1).cpu().numpy()
