@@ -56,18 +56,6 @@ def remount(mnt: Path, mode: str) -> None:
     raise AssertionError(f"cannot remount {mnt} {mode}")
 
 
-def at_step(monkeypatch, k: int, action) -> None:
-    """Run `action` once, just before training step (call of learning_rate_at) number k."""
-    real, count = loop.learning_rate_at, [0]
-
-    def lr(*a):
-        count[0] += 1
-        if count[0] == k:
-            action()
-        return real(*a)
-    monkeypatch.setattr(loop, "learning_rate_at", lr)
-
-
 def reference(tmp_path: Path, name: str) -> dict:
     ref = tmp_path / f"ref-{name}"
     ref.mkdir()
@@ -140,7 +128,7 @@ def test_read_only_run_directory_mid_run(tmp_path, monkeypatch):
     with tmpfs(tmp_path, "8m") as mnt:
         run_dir = mnt / "run"
         run_dir.mkdir()
-        at_step(monkeypatch, 120, lambda: remount(mnt, "ro"))
+        tiny.at_step(monkeypatch, 120, lambda: remount(mnt, "ro"))
         with pytest.raises(CheckpointError) as e:
             fit(tiny.tiny_config("momentum"), tiny.tiny_splits(), run_dir, quiet=True)
         assert "Read-only file system" in str(e.value)
@@ -161,7 +149,7 @@ def test_full_disk_mid_run(tmp_path, monkeypatch):
                 while True:
                     os.write(fd, b"\0" * 4096)
             os.close(fd)
-        at_step(monkeypatch, 150, fill)
+        tiny.at_step(monkeypatch, 150, fill)
         with pytest.raises(CheckpointError, match="No space left on device") as e:
             fit(tiny.tiny_config("fused"), tiny.tiny_splits(), run_dir, quiet=True)
         assert "the last checkpoint (epoch" in str(e.value) or "the last checkpoint is intact" in str(e.value)
@@ -182,7 +170,7 @@ def test_injected_write_failures_mid_run(tmp_path, monkeypatch, err):
             raise CheckpointError(f"{path}: cannot write: {os.strerror(err)}")
         real(path, data)
     monkeypatch.setattr(checkpoints, "atomic_write_bytes", write)
-    at_step(monkeypatch, 150, lambda: broken.__setitem__(0, True))
+    tiny.at_step(monkeypatch, 150, lambda: broken.__setitem__(0, True))
     with pytest.raises(CheckpointError, match=os.strerror(err)):
         fit(tiny.tiny_config("fused"), tiny.tiny_splits(), run_dir, quiet=True)
     check_intact_then_resume(run_dir, "fused", ref, monkeypatch)

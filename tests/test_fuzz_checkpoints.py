@@ -219,7 +219,8 @@ def retensor(tensors: dict, ops) -> dict:
             tensors[name] = t.to([torch.float64, torch.int64, torch.uint8, torch.float16][k % 4])
         elif t is not None and op == "values" and t.numel():
             tensors[name] = t.clone().flatten().index_fill_(0, torch.tensor([k % t.numel()]),
-                                                          [2**40, -1, float("nan"), 0][k % 4]
+                                                          [2**40 if t.dtype != torch.float16 else 6e4,
+                                                           -1, float("nan"), 0][k % 4]
                                                           if t.is_floating_point() else [-1, 2**33, 0, 255][k % 4]
                                                           if t.dtype != torch.uint8 else [0, 255][k % 2]).view(t.shape)
     return tensors

@@ -34,18 +34,6 @@ def write_toml(path: Path, cfg) -> Path:
     return path
 
 
-def at_step(monkeypatch, k: int, action) -> list[int]:
-    real, count = loop.learning_rate_at, [0]
-
-    def lr(*a):
-        count[0] += 1
-        if count[0] == k:
-            action()
-        return real(*a)
-    monkeypatch.setattr(loop, "learning_rate_at", lr)
-    return count
-
-
 def test_cli_interrupt_and_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("deeptut.data.datasets.load_dataset", lambda *a, **k: tiny.tiny_splits())
     cfg = tiny.tiny_config("momentum")
@@ -54,7 +42,7 @@ def test_cli_interrupt_and_resume(tmp_path, monkeypatch, capsys):
     ref_dir, = (tmp_path / "ref").iterdir()
     ref = tiny.run_record(ref_dir)
 
-    at_step(monkeypatch, 200, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    tiny.at_step(monkeypatch, 200, lambda: os.kill(os.getpid(), signal.SIGTERM))
     assert cli.main(["train", "--config", str(toml), "--runs-dir", str(tmp_path / "runs")]) == 128 + signal.SIGTERM
     run_dir, = (tmp_path / "runs").iterdir()
     err = capsys.readouterr().err
@@ -67,7 +55,7 @@ def test_cli_interrupt_and_resume(tmp_path, monkeypatch, capsys):
 
     # resuming a finished run changes nothing and trains nothing
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    count = at_step(monkeypatch, 10**9, lambda: None)
+    count = tiny.at_step(monkeypatch, 10**9, lambda: None)
     assert cli.main(["train", "--resume", str(run_dir)]) == 0
     assert "already finished" in capsys.readouterr().out and count[0] == 0
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
@@ -90,7 +78,7 @@ def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
 def test_resume_refuses_other_data_and_edited_configs(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    at_step(monkeypatch, 9, lambda: os.kill(os.getpid(), signal.SIGINT))
+    tiny.at_step(monkeypatch, 9, lambda: os.kill(os.getpid(), signal.SIGINT))
     with pytest.raises(loop.Interrupted):
         fit(tiny.tiny_config("fused"), tiny.tiny_splits(), run, quiet=True)
     monkeypatch.undo()
@@ -154,7 +142,7 @@ def test_cuda_interrupt_and_resume(tmp_path, monkeypatch, name, graphs):
     for k in (7, 19):  # calls of learning_rate_at: with CUDA graphs and a constant rate, one per validation
         run = tmp_path / f"run-{k}"
         run.mkdir()
-        at_step(monkeypatch, k, lambda: os.kill(os.getpid(), signal.SIGINT))
+        tiny.at_step(monkeypatch, k, lambda: os.kill(os.getpid(), signal.SIGINT))
         with pytest.raises(loop.Interrupted):
             fit(cfg, tiny.tiny_splits(), run, quiet=True)
         monkeypatch.undo()

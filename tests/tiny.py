@@ -228,3 +228,19 @@ def keep_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+def at_step(monkeypatch, k: int, action) -> list[int]:
+    """Run `action` once, just before training step (call of learning_rate_at) number k; returns the
+    running count of steps."""
+    from deeptut.train import loop
+
+    real, count = loop.learning_rate_at, [0]
+
+    def lr(*a):
+        count[0] += 1
+        if count[0] == k:
+            action()
+        return real(*a)
+    monkeypatch.setattr(loop, "learning_rate_at", lr)
+    return count

@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from deeptut import files
 from deeptut.errors import CheckpointError
 
 MAX_JSON_BYTES = 16 * 2**20  # manifests, configs and summaries are a few KB
@@ -133,19 +134,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
 
 def read_bounded(path: str | Path, max_bytes: int) -> bytes:
     """The bytes of `path`, refusing (before reading) a file larger than `max_bytes`."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise CheckpointError(f"{path}: {size} bytes, more than the {max_bytes} a file of this kind "
-                                      f"can hold (not a deeptut file?)")
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(data) > max_bytes:
-        raise CheckpointError(f"{path}: more than {max_bytes} bytes (not a deeptut file?)")
-    return data
+    return files.read_bounded(path, max_bytes, CheckpointError, "a file of this kind (not a deeptut file?)")
 
 
 def parse_json(data: bytes, source: str | Path) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deeptut import files
 from deeptut.errors import DataError
 
 # type code -> dtype of the stored data (big-endian where it has more than one byte)
@@ -115,16 +116,7 @@ def write_idx(path: str | Path, array: np.ndarray, *, gzip: bool = False) -> Non
 
 def read_bounded(path: str | Path, limit: int) -> bytes:
     """The file's bytes; DataError if it cannot be read or holds more than `limit` bytes."""
-    try:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > limit:
-                raise DataError(f"{path}: larger than the {limit}-byte limit for a data file")
-            data = f.read(limit + 1)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(data) > limit:
-        raise DataError(f"{path}: larger than the {limit}-byte limit for a data file")
-    return data
+    return files.read_bounded(path, limit, DataError, "a data file")
 
 
 def _parse_header(header: bytes, path: str, limit: int) -> tuple[np.dtype, tuple[int, ...], int]:
