@@ -8,6 +8,7 @@ tutorials' small minibatches on a CPU); `make_train_step` picks one.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import numpy as np
@@ -58,9 +59,14 @@ class LogisticFusedStep:
     of rows of length 10 (5-10x faster in numpy). Parameters are updated in place through numpy views of the
     model's tensors, so the model always holds the current values.
     Gradient of the mean NLL w.r.t. the logits: (softmax - onehot) / n.
+
+    Where a C compiler is available the step runs as one fused C kernel instead (deeptut.ckernels,
+    csrc/logistic_step.c): one pass over x for the logits, softmax and gradient, rows split over torch's
+    thread count T in a fixed way, so results are deterministic for a given T (not bit-identical to numpy's:
+    other summation orders). `use_ckernel=False` forces the numpy path.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: TrainConfig, use_ckernel: bool = True) -> None:
         self.W = model.W.detach().numpy()  # [n_in, n_out], shares memory with the model
         self.b = model.b.detach().numpy()  # [n_out]
         self.L1_reg, self.L2_reg = cfg.L1_reg, cfg.L2_reg
@@ -69,8 +75,43 @@ class LogisticFusedStep:
         self.m = np.empty(n, np.float32)  # per-example max logit, then softmax denominator
         self.gWt = np.empty((k, self.W.shape[0]), np.float32)  # [n_out, n_in]
         self.cols = np.arange(n)
+        self._c = None
+        if use_ckernel:
+            from deeptut import ckernels
+
+            self._c = ckernels.logistic_step()  # None: no compiler or a failed build, numpy path below
+        self._c_T = 0
+        self._cost = ctypes.c_double()
+
+    def _c_call(self, x: torch.Tensor, y: torch.Tensor, learning_rate: float) -> float | None:
+        """The fused C step (one pass over x, rows split over T = torch's thread count), or None to use numpy."""
+        if not (x.dtype == torch.float32 and y.dtype == torch.int64 and x.dim() == 2 and x.device.type == "cpu"
+                and x.is_contiguous() and y.is_contiguous() and x.shape[1] == self.W.shape[0]
+                and y.shape == (x.shape[0],) and self.W.flags.c_contiguous and self.b.flags.c_contiguous):
+            return None
+        n, d = x.shape
+        k = self.W.shape[1]
+        T = max(1, min(torch.get_num_threads(), n // 64 or 1))  # a fixed split: results depend on T only
+        if T != self._c_T:
+            P = self._c.nparts(T)
+            self._c_Wt = np.empty((k, d), np.float32)
+            self._c_g = np.empty((P, k, d), np.float32)
+            self._c_part = np.empty((P, k + 1), np.float64)
+            self._c_T = T
+        rc = self._c(x.data_ptr(), y.data_ptr(), n, d, k, self.W.ctypes.data, self.b.ctypes.data,
+                     self._c_Wt.ctypes.data, self._c_g.ctypes.data, self._c_part.ctypes.data, T,
+                     learning_rate, self.L1_reg, self.L2_reg, ctypes.byref(self._cost))
+        if rc == -1:
+            raise IndexError("label out of range")
+        if rc != 0:
+            return None
+        return self._cost.value
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, learning_rate: float) -> float:
+        if self._c is not None:
+            cost = self._c_call(x, y, learning_rate)
+            if cost is not None:
+                return cost
         xn, yn, zt, m = x.numpy(), y.numpy(), self.zt, self.m
         n = xn.shape[0]
         np.matmul(self.W.T, xn.T, out=zt)  # [k, n]
