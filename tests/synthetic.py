@@ -1,6 +1,7 @@
 """Tiny synthetic MNIST-shaped datasets for fast end-to-end runs."""
 
 import numpy as np
+import torch
 
 from deeptut.data.datasets import Split, Splits
 
@@ -30,3 +31,22 @@ def write_tiny_idx(folder, **kw):
         write_idx(folder / f"{prefix}-images-idx3-ubyte", (x * 256).astype(np.uint8).reshape(-1, 28, 28))
         write_idx(folder / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
     return folder
+
+
+def random_batch(n=60, seed=0, n_in=784):
+    """x [n, n_in] float32 at multiples of 1/256, y [n] int64: one MNIST-shaped minibatch."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(0, 256, (n, n_in)) / 256).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
+
+
+def random_logistic(seed=1, n_in=784):
+    """A LogisticRegression with small random parameters (the tutorial's zeros would hide errors)."""
+    from deeptut.models.logistic import LogisticRegression
+
+    m = LogisticRegression(n_in, 10)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        m.W.copy_(torch.randn(n_in, 10, generator=g) * 0.05)
+        m.b.copy_(torch.randn(10, generator=g) * 0.1)
+    return m

@@ -12,25 +12,18 @@ import torch
 
 from deeptut import ckernels
 from deeptut.config import TrainConfig
-from deeptut.models.logistic import LogisticRegression
 from deeptut.train.step import LogisticFusedStep
+from synthetic import random_batch, random_logistic
 
 needs_c = pytest.mark.skipif(ckernels.logistic_step() is None, reason=f"no C kernel: {ckernels.last_error}")
 
 
 def _batch(n, seed, n_in=784):
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(0, 256, (n, n_in)) / 256).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
+    return random_batch(n, seed, n_in)
 
 
 def _model(seed=1, n_in=784):
-    m = LogisticRegression(n_in, 10)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        m.W.copy_(torch.randn(n_in, 10, generator=g) * 0.05)
-        m.b.copy_(torch.randn(10, generator=g) * 0.1)
-    return m
+    return random_logistic(seed, n_in)
 
 
 def _run(n, L1_reg, L2_reg, use_c, threads, steps=5, n_in=784):

@@ -8,22 +8,10 @@ from deeptut.config import TrainConfig
 from deeptut.models.logistic import LogisticRegression
 from deeptut.train.losses import L1, L2_sqr, errors, n_errors, negative_log_likelihood
 from deeptut.train.step import AutogradStep, LogisticFusedStep, make_train_step
+from synthetic import random_batch, random_logistic
 
 
-def _batch(n=60, n_in=784, seed=0):
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(0, 256, (n, n_in)) / 256).astype(np.float32)
-    y = rng.integers(0, 10, n)
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
-def _random_model(seed=1, n_in=784):
-    m = LogisticRegression(n_in, 10)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        m.W.copy_(torch.randn(n_in, 10, generator=g) * 0.05)
-        m.b.copy_(torch.randn(10, generator=g) * 0.1)
-    return m
+_batch, _random_model = random_batch, random_logistic
 
 
 def test_zero_init_and_shapes():
