@@ -170,5 +170,7 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
         from deeptut.train import fused
 
         if fused.supports(model, cfg, device):
-            return fused.MLPFusedStep(model, cfg)
+            # one thread at the tutorial's batch of 20 (synchronising a second costs more than it saves);
+            # larger batches use the run's thread count
+            return fused.MLPFusedStep(model, cfg, threads=1 if cfg.batch_size <= 32 else cfg.threads)
     return AutogradStep(model, cfg)
