@@ -112,28 +112,24 @@ def test_dense_block_equals_eager_steps(activation, L1_reg, L2_reg):
     assert cost == pytest.approx(cost_ref, rel=1e-5)
 
 
-def test_dense_kernel_reads_linear_layers_transposed():
-    cfg = _cfg(L2_reg=1e-4)
-    data = _batches(10)
-    m_ref, m = LinearMLP(), LinearMLP()
-    _eager(m_ref, cfg, data, 10)
+def _dense_run_matches_eager(make_model, cfg, data, n):
+    m_ref, m = make_model(), make_model()
+    _eager(m_ref, cfg, data, n)
     step = graphs.StretchStep(m, cfg, CPU)
     assert step.kind == "dense"
-    step.run(data, 0, 10, lambda k: cfg.learning_rate)
+    step.run(data, 0, n, lambda k: cfg.learning_rate)
     _close(m_ref, m)
+
+
+def test_dense_kernel_reads_linear_layers_transposed():
+    _dense_run_matches_eager(LinearMLP, _cfg(L2_reg=1e-4), _batches(10), 10)
 
 
 def test_logistic_dense_kernel():
     from deeptut.models.logistic import LogisticRegression
 
-    cfg = _cfg("logistic", batch_size=30, learning_rate=0.13)
-    data = _batches(12, bs=30)
-    m_ref, m = LogisticRegression(), LogisticRegression()
-    _eager(m_ref, cfg, data, 12)
-    step = graphs.StretchStep(m, cfg, CPU)
-    assert step.kind == "dense"
-    step.run(data, 0, 12, lambda k: cfg.learning_rate)
-    _close(m_ref, m)
+    _dense_run_matches_eager(LogisticRegression, _cfg("logistic", batch_size=30, learning_rate=0.13),
+                             _batches(12, bs=30), 12)
 
 
 def test_models_the_dense_kernel_cannot_read_use_autograd():

@@ -66,10 +66,15 @@ def provenance(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
+def model_metadata(cfg: TrainConfig) -> dict[str, str]:
+    """The safetensors metadata of every saved model file."""
+    return {"model": cfg.model, "format": str(MODEL_FORMAT)}
+
+
 def save_model(run_dir: Path, model: nn.Module, cfg: TrainConfig, name: str = "best.safetensors") -> None:
     """Parameters only (safetensors) plus model.json, which is enough to rebuild the model."""
     checkpoints.save_tensors(run_dir / name, dict(model.state_dict()),
-                             metadata={"model": cfg.model, "format": str(MODEL_FORMAT)})
+                             metadata=model_metadata(cfg))
     model_json = run_dir / "model.json"
     if not model_json.exists():
         checkpoints.atomic_write_json(model_json, {**cfg.model_args(), "format": MODEL_FORMAT})

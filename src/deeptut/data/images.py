@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from deeptut.data import idx
+from deeptut.data.datasets import SCALE
 from deeptut.errors import DataError
-
-SCALE = np.float32(1 / 256)
 
 
 def load_images(paths: list[str | Path]) -> tuple[list[str], np.ndarray]:

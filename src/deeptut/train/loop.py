@@ -68,6 +68,11 @@ def misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return logits.argmax(dim=1) != y
 
 
+def evaluated_examples(split: DeviceSplit, batch_size: int, evaluation: str) -> int:
+    """tutorial: whole minibatches only (9,600 of 10,000 at batch 600); full: every example."""
+    return split.n_batches(batch_size) * batch_size if evaluation == "tutorial" else len(split)
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evaluation: str,
              evaluator: Any = None) -> float:
@@ -78,7 +83,7 @@ def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evalua
     `evaluator` (a graphs.GraphEvaluator) replays the same computation as a CUDA graph where it can.
     """
     n_batches = split.n_batches(batch_size)
-    n = n_batches * batch_size if evaluation == "tutorial" else len(split)
+    n = evaluated_examples(split, batch_size, evaluation)
     chunk = max(batch_size, (4096 // batch_size) * batch_size)  # whole minibatches, bounded memory
     wrong = evaluator.misclassified(split, n, chunk, batch_size) if evaluator is not None else None
     if wrong is None:  # split.x/y in pieces (a streamed split brings its chunks to the device in turn)
@@ -292,7 +297,8 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
         "iterations": (s.epoch - 1) * n_train_batches + (s.next_minibatch or n_train_batches),
         "stopped": s.stopped,
         "evaluation": cfg.evaluation,
-        "evaluated_examples": {"valid": _n_eval(valid, cfg), "test": _n_eval(test, cfg)},
+        "evaluated_examples": {"valid": evaluated_examples(valid, cfg.batch_size, cfg.evaluation),
+                               "test": evaluated_examples(test, cfg.batch_size, cfg.evaluation)},
         "train_seconds": round(s.elapsed_s, 4),
         "epochs_per_second": s.epoch / s.elapsed_s if s.elapsed_s > 0 else None,
         "device": str(device),
@@ -315,7 +321,3 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
     say(f"The code run for {s.epoch} epochs, with {summary['epochs_per_second']:f} epochs/sec "
         f"({s.elapsed_s:.2f} s of training)")
     return summary
-
-
-def _n_eval(split: DeviceSplit, cfg: TrainConfig) -> int:
-    return split.n_batches(cfg.batch_size) * cfg.batch_size if cfg.evaluation == "tutorial" else len(split)

@@ -30,7 +30,7 @@ from torch import nn
 import deeptut
 from deeptut import checkpoints
 from deeptut.errors import CheckpointError
-from deeptut.runs import MODEL_FORMAT
+from deeptut.runs import model_metadata
 
 CHECKPOINT_FORMAT = 2  # 1: the first version (no config, data fingerprint or stop reason)
 CKPT_DIR = "checkpoints"
@@ -475,7 +475,7 @@ class RunFiles:
 
     def __init__(self, run_dir: Path, cfg: Any, data_fp: str | None, metrics: MetricsLog | None = None) -> None:
         self.run_dir, self.cfg, self.data_fp, self.metrics = Path(run_dir), cfg, data_fp, metrics
-        self.model_meta = {"model": cfg.model, "format": str(MODEL_FORMAT)}
+        self.model_meta = model_metadata(cfg)
         self.last_saved: str | None = None  # description of the newest complete checkpoint
         self._writer = checkpoints.BackgroundWriter()
 
