@@ -124,3 +124,137 @@ def test_builds_when_cache_dir_unwritable(monkeypatch, tmp_path):
         assert list((tmp_path / "tmp").glob("deeptut-kernels-*/logistic_step-*.so"))
     finally:
         ckernels.clear_cache()
+
+
+def _sparse_batch(n, seed, n_in=784, density=0.2):
+    """MNIST-like rows: mostly zeros (and some negative zeros), the rest at multiples of 1/256."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(1, 256, (n, n_in)) / 256).astype(np.float32)
+    x[rng.random((n, n_in)) > density] = 0.0
+    x[rng.random((n, n_in)) < 0.02] = -0.0
+    x[0] = 0.0  # an all-zero row
+    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
+
+
+@needs_c
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n_in", [784, 29, 16])
+def test_c_step_sparse_rows_match_numpy(threads, n_in):
+    """Rows of mostly zeros (the case the kernel compacts), widths with and without a vector tail."""
+    torch.set_num_threads(threads)
+    out = []
+    for use_c in (True, False):
+        m = _model(n_in=n_in)
+        step = LogisticFusedStep(m, TrainConfig(batch_size=50, L2_reg=1e-4), use_ckernel=use_c)
+        costs = [step(*_sparse_batch(50, i, n_in), 0.13) for i in range(5)]
+        out.append((costs, m.W.detach().clone(), m.b.detach().clone()))
+    (cc, Wc, bc), (cn, Wn, bn) = out
+    assert cc == pytest.approx(cn, rel=1e-5)
+    np.testing.assert_allclose(Wc.numpy(), Wn.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bc.numpy(), bn.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _epochs(step, x, y, n_batches, batch, epochs):
+    costs = []
+    for _ in range(epochs):
+        for i in range(n_batches):
+            costs.append(step(x[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch], 0.13))
+    return costs
+
+
+@needs_c
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packed_split_gives_the_scanned_bits(monkeypatch, threads):
+    """Epochs over one split: packed after the first pass, and bit-identical to scanning every time."""
+    from deeptut.train.packed import PackCache
+
+    torch.set_num_threads(threads)
+    x, y = _sparse_batch(400, 7)
+    runs = []
+    for packing in (True, False):
+        if not packing:
+            monkeypatch.setattr(PackCache, "args", lambda self, x: PackCache.NONE)
+        m = _model()
+        step = LogisticFusedStep(m, TrainConfig(batch_size=100))
+        costs = _epochs(step, x, y, 4, 100, 3)
+        runs.append((costs, m.W.detach().clone(), m.b.detach().clone()))
+        if packing:
+            assert len(step._pack._packed) == 1  # the split was packed
+    assert runs[0][0] == runs[1][0]
+    assert torch.equal(runs[0][1], runs[1][1]) and torch.equal(runs[0][2], runs[1][2])
+
+
+@needs_c
+def test_pack_policy():
+    """A tensor is packed after a whole pass over its rows; one-off tensors never are; a dense one is not
+    worth packing; an in-place change through torch drops the packed copy."""
+    from deeptut.train.packed import PackCache
+
+    c = PackCache(ckernels.logistic_step())
+    x, _ = _sparse_batch(100, 1)
+    assert c.args(x[:60]) == PackCache.NONE and c.args(x[60:]) == PackCache.NONE  # 100 rows: one pass
+    ptr, idx, val, row0 = c.args(x[40:80])  # the next use: packed
+    assert ptr is not None and row0 == 40
+    x.mul_(1.0)  # an in-place change: counted afresh, then packed again from the current data
+    assert c.args(x) == PackCache.NONE and not c._packed
+    assert c.args(x[:10])[0] is not None and len(c._packed) == 1
+    for seed in range(5):  # one-off copies, used once each (a shuffled epoch's), stay unpacked
+        assert c.args(_sparse_batch(100, seed)[0]) == PackCache.NONE
+    dense, _ = random_batch(100, 0)
+    for _ in range(3):
+        assert c.args(dense) == PackCache.NONE  # packed form would not be smaller
+    assert c.args(torch.zeros(10, 784, dtype=torch.float64)) == PackCache.NONE
+
+
+@needs_c
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_c_errors_match_numpy(threads):
+    """The evaluation kernel: argmax(x W + b) != y as numpy computes it, for dense, sparse and tied rows,
+    packed or not."""
+    from deeptut.data.device import DeviceSplit
+    from deeptut.train.step import cpu_evaluator
+
+    torch.set_num_threads(threads)
+    m = _model()
+    ev = cpu_evaluator(m)
+    assert ev is not None
+    for x, y in (_batch(257, 3), _sparse_batch(300, 4)):
+        split = DeviceSplit(x, y)
+        want = (x.numpy() @ m.W.detach().numpy() + m.b.detach().numpy()).argmax(1) != y.numpy()
+        for _ in range(3):  # the later calls use the packed split
+            got = ev.misclassified(split, len(x) - 7, 0, 1)
+            np.testing.assert_array_equal(got.numpy(), want[:len(x) - 7])
+    zero = _model()
+    with torch.no_grad():
+        zero.W.zero_()
+        zero.b.zero_()
+    x, y = _sparse_batch(40, 5)
+    x[3, 5] = float("nan")  # NaN logits: numpy's argmax is the first NaN, class 0
+    got = cpu_evaluator(zero).misclassified(DeviceSplit(x, y), 40, 0, 1)
+    np.testing.assert_array_equal(got.numpy(), y.numpy() != 0)  # all tied (or NaN): class 0
+
+
+@needs_c
+def test_c_step_too_wide_falls_back_to_numpy():
+    """Inputs wider than the kernel's uint16 pixel index: the numpy step, same arithmetic."""
+    m = _model(n_in=70_000)
+    step = LogisticFusedStep(m, TrainConfig(batch_size=2))
+    x, y = _sparse_batch(2, 0, n_in=70_000)
+    assert step._c_call(x, y, 0.1) is None
+    assert np.isfinite(step(x, y, 0.1))
+
+
+@needs_c
+def test_portable_build_matches_numpy(monkeypatch, tmp_path):
+    """The kernel built without -march=native (no AVX-512: the plain-C scan of nonzeros, vectors of 16
+    emulated by the compiler), as on a CPU the native flags do not fit."""
+    monkeypatch.setattr(ckernels, "FLAG_SETS", (("-O3",),))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    ckernels.clear_cache()
+    try:
+        assert ckernels.logistic_step() is not None
+        test_c_step_sparse_rows_match_numpy(2, 29)
+        test_c_step_sparse_rows_match_numpy(1, 784)
+        test_packed_split_gives_the_scanned_bits(monkeypatch, 2)
+    finally:
+        ckernels.clear_cache()

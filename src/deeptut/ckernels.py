@@ -138,15 +138,29 @@ def clear_cache() -> None:
 
 
 def logistic_step():
-    """The C function `logistic_step`, argtypes set, or None."""
+    """The C function `logistic_step`, argtypes set, or None. Attributes: the other functions of
+    csrc/logistic_step.c: `nparts(T)`, `scratch_bytes(d, k, T)`, `errors` (evaluation), `pack_count` and
+    `pack_fill` (packing a split's nonzeros)."""
     lib = load("logistic_step")
     if lib is None:
         return None
     f = lib.logistic_step
     p, i, dbl = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    f.argtypes = [p, p, i, i, i, p, p, p, p, p, i, dbl, dbl, dbl, p]
+    i64 = ctypes.c_int64
+    f.argtypes = [p, p, i, i, i, p, p, p, i, dbl, dbl, dbl, p, p, p, p, i64]
     f.restype = i
     lib.logistic_nparts.argtypes = [i]
     lib.logistic_nparts.restype = i
+    lib.logistic_scratch_bytes.argtypes = [i, i, i]
+    lib.logistic_scratch_bytes.restype = ctypes.c_size_t
+    lib.logistic_errors.argtypes = [p, p, i, i, i, p, p, p, i, p, p, p, p, i64]
+    lib.logistic_errors.restype = i
+    lib.logistic_pack_count.argtypes = [p, i64, i, p]
+    lib.logistic_pack_count.restype = i
+    lib.logistic_pack_fill.argtypes = [p, i64, i, p, p, p]
+    lib.logistic_pack_fill.restype = i
     f.nparts = lib.logistic_nparts
+    f.scratch_bytes = lib.logistic_scratch_bytes
+    f.errors = lib.logistic_errors
+    f.pack_count, f.pack_fill = lib.logistic_pack_count, lib.logistic_pack_fill
     return f

@@ -93,13 +93,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
     from deeptut.train.loop import evaluate
+    from deeptut.train.step import cpu_evaluator
 
     model, cfg = runs.load_model(args.run_dir)
+    evaluator = cpu_evaluator(model) if cfg.fast_step else None  # the arithmetic training used
     data = load_dataset(cfg.dataset, args.data_dir)
     mode = args.evaluation or cfg.evaluation
     for name in ("valid", "test"):
         split = getattr(data, name)
-        err = evaluate(model, DeviceSplit(split.x, split.y), cfg.batch_size, mode)
+        err = evaluate(model, DeviceSplit(split.x, split.y), cfg.batch_size, mode, evaluator)
         print(f"{name} error {err * 100.:f} % ({mode} evaluation)")
     return 0
 

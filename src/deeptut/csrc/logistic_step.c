@@ -1,11 +1,18 @@
-/* One fused SGD step of multinomial logistic regression (float32, plain C, no Python API).
+/* Multinomial logistic regression on a CPU (float32, plain C, no Python API): one fused SGD step, and the
+   zero-one loss for evaluation.
 
-   For each block of a few rows of x (kept in L1): logits z = x_blk W + b, softmax, g = (p - onehot) / n,
-   gW^T += g^T x_blk; one pass over x. The rows are split into P = logistic_nparts(T) fixed parts (part t:
-   rows [t n / P, (t+1) n / P)), each with its own partial gradient; the partials are then summed in part
-   order, so the result depends on T but not on which thread computed which part (see the pool below).
-   Then W -= lr (gW [+ L1 sign(W)] [+ 2 L2 W]), b -= lr sum(g). IEEE arithmetic (no -ffast-math);
-   vectorised with GCC/Clang vector extensions along the input dimension d.
+   Why sparse: MNIST is ~81 % zeros (a digit covers ~150 of 784 pixels), and a zero pixel adds nothing to
+   the logits (z = b + sum_j x_j W[j]) nor to the gradient (gW[j] += x_j g). Each row is first compacted to
+   its nonzero (j, x_j) pairs, in L1, and then costs ~150 multiply-adds of a 16-lane vector holding all
+   classes, W[j][0..16), instead of 784 x 10 scalar ones: ~5x less arithmetic than the dense product and no
+   horizontal sums. Skipping a zero changes no value (x_j = 0 adds a signed zero to a sum that is only
+   ever read after the bias is added); NaN/Inf in x are kept (they compare unequal to 0).
+
+   The step, for each row: z = b + x W (4 partial sums in a fixed order), softmax, g = (p - onehot) / n,
+   gW[j] += x_j g for its nonzero j. Rows are split into P = logistic_nparts(T) fixed parts (part t: rows
+   [t n / P, (t+1) n / P)), each with its own partial gradient; the partials are summed in part order, so
+   the result depends on T but not on which thread computed which part (see the pool below). Then
+   W -= lr (gW [+ L1 sign(W)] [+ 2 L2 W]), b -= lr sum(g). IEEE arithmetic (no -ffast-math).
 
    Built and loaded by deeptut.ckernels. */
 
@@ -13,194 +20,218 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
-
-/* Vector width 8 (AVX/AVX2 ymm; elsewhere whatever the compiler makes of 32-byte vectors): on AMD Zen 4
-   the 512-bit forms were slower (double-pumped, more shuffles); with AVX-512VL there are 32 ymm registers,
-   enough for two rows x 10 classes of forward accumulators. */
-#ifndef VW
-#define VW 8
+#if defined(__AVX512F__)
+#include <immintrin.h>
 #endif
-#ifndef PAIR
-#if defined(__AVX512VL__)
-#define PAIR 2
+
+#define LANES 16
+#define KMAX 32              /* classes supported: up to KV = 2 vectors of 16 */
+#define KVMAX (KMAX / LANES)
+#define DMAX 65535           /* inputs indexed by uint16 (MNIST: 784) */
+
+typedef float v16 __attribute__((vector_size(LANES * 4)));
+
+static inline v16 vsplat(float s) { /* written out: a lane-by-lane loop compiled to 16 masked inserts */
+    return (v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+}
+
+/* The nonzero entries of row x [d]: idx/val get them in increasing j; returns their number. idx and val
+   hold m + LANES entries (the vector path stores whole vectors). */
+static inline int row_nonzeros(const float *x, int d, uint16_t *idx, float *val) {
+    int m = 0, j = 0;
+#if defined(__AVX512F__)
+    __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(LANES);
+    for (; j + LANES <= d; j += LANES) {
+        __m512 v = _mm512_loadu_ps(x + j);
+        __mmask16 nz = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        /* compress into a register, then a full store (a compressing store to memory is microcoded on
+           some cores); the next store overwrites the unused tail */
+        _mm512_storeu_ps(val + m, _mm512_maskz_compress_ps(nz, v));
+        _mm256_storeu_si256((void *)(idx + m), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(nz, iota)));
+        m += __builtin_popcount((unsigned)nz);
+        iota = _mm512_add_epi32(iota, step);
+    }
 #else
-#define PAIR 1
-#endif
-#endif
-#define KMAX 32
-#ifndef RB
-#define RB 8 /* rows per block */
-#endif
-#ifndef PF_ROWS
-#define PF_ROWS 16 /* prefetch distance in rows */
-#endif
-
-typedef float vf __attribute__((vector_size(VW * 4)));
-typedef float vfu __attribute__((vector_size(VW * 4), aligned(4), may_alias));
-
-static inline vf vload(const float *p) { return *(const vfu *)p; }
-static inline void vstore(float *p, vf v) { *(vfu *)p = v; }
-static inline vf vsplat(float s) {
-    vf v;
-    for (int i = 0; i < VW; i++) v[i] = s;
-    return v;
-}
-static inline float hsum(vf v) { /* fixed pairwise order */
-#if VW == 16
-    typedef float v8 __attribute__((vector_size(32)));
-    v8 a, b8;
-    memcpy(&a, &v, 32);
-    memcpy(&b8, (char *)&v + 32, 32);
-    a += b8;
-    float s0 = (a[0] + a[4]) + (a[2] + a[6]);
-    float s1 = (a[1] + a[5]) + (a[3] + a[7]);
-    return s0 + s1;
-#else
-    float s0 = (v[0] + v[4]) + (v[2] + v[6]);
-    float s1 = (v[1] + v[5]) + (v[3] + v[7]);
-    return s0 + s1;
-#endif
-}
-
-/* z[r][c] = b[c] + x[r] . Wt[c] for P rows; K may be a compile-time constant after inlining. */
-static inline __attribute__((always_inline)) void forward_rows(const float *x, int d, int K, int P,
-                                                               const float *Wt, const float *b, float *z) {
-    vf acc[PAIR][KMAX];
-    int dv = d - d % VW;
-    for (int r = 0; r < P; r++)
-#pragma GCC unroll 32
-        for (int c = 0; c < K; c++) acc[r][c] = vsplat(0.0f);
-    for (int j = 0; j < dv; j += VW) {
-        vf xv[PAIR];
-        for (int r = 0; r < P; r++) {
-            xv[r] = vload(x + (size_t)r * d + j);
-            /* x streams from memory: fetch the rows of the block after next while this one computes (a
-               prefetch past the end of x is harmless: it never faults) */
-            if (VW == 16 || j % 16 == 0) __builtin_prefetch(x + (size_t)(r + PF_ROWS) * d + j, 0, 3);
-        }
-#pragma GCC unroll 32
-        for (int c = 0; c < K; c++) {
-            vf w = vload(Wt + (size_t)c * d + j);
-            for (int r = 0; r < P; r++) acc[r][c] += xv[r] * w;
+    for (; j + 8 <= d; j += 8) { /* elsewhere: skip blocks of 8 zeros (an image's margins), scan the rest */
+        int any = 0;
+        for (int t = 0; t < 8; t++) any |= x[j + t] != 0.0f;
+        if (!any) continue;
+        for (int t = 0; t < 8; t++) {
+            idx[m] = (uint16_t)(j + t);
+            val[m] = x[j + t];
+            m += x[j + t] != 0.0f;
         }
     }
-    for (int r = 0; r < P; r++)
-        for (int c = 0; c < K; c++) {
-            float s = hsum(acc[r][c]);
-            for (int j = dv; j < d; j++) s += x[(size_t)r * d + j] * Wt[(size_t)c * d + j];
-            z[r * KMAX + c] = s + b[c];
-        }
+#endif
+    for (; j < d; j++) { /* branch-free: the pixel is written, kept only if nonzero */
+        idx[m] = (uint16_t)j;
+        val[m] = x[j];
+        m += x[j] != 0.0f;
+    }
+    return m;
 }
 
-/* gWt[c] += sum_r g[r][c] x[r] over R rows. */
-static inline __attribute__((always_inline)) void backward_rows(const float *x, int d, int K, int R,
-                                                                const float *g, float *gWt) {
-    int dv = d - d % VW;
-#ifdef BWD_JOUTER
-    for (int j = 0; j < dv; j += VW) {
-        vf xv[RB];
-        for (int r = 0; r < R; r++) xv[r] = vload(x + (size_t)r * d + j);
-#pragma GCC unroll 32
-        for (int c = 0; c < K; c++) {
-            vf a = vload(gWt + (size_t)c * d + j);
-            for (int r = 0; r < R; r++) a += xv[r] * vsplat(g[r * KMAX + c]);
-            vstore(gWt + (size_t)c * d + j, a);
+/* z[0..KV) = b + sum_q val[q] W[idx[q]], W padded to KV vectors per input; fixed order: four running
+   sums over q mod 4, then ((s0 + s1) + (s2 + s3)) + b. */
+static inline __attribute__((always_inline)) void forward_row(const uint16_t *idx, const float *val, int m,
+                                                              int KV, const v16 *Wp, const v16 *bp, v16 *z) {
+    for (int v = 0; v < KV; v++) {
+        v16 s0 = vsplat(0.0f), s1 = s0, s2 = s0, s3 = s0;
+        int q = 0;
+        for (; q + 4 <= m; q += 4) {
+            s0 += vsplat(val[q]) * Wp[(size_t)idx[q] * KV + v];
+            s1 += vsplat(val[q + 1]) * Wp[(size_t)idx[q + 1] * KV + v];
+            s2 += vsplat(val[q + 2]) * Wp[(size_t)idx[q + 2] * KV + v];
+            s3 += vsplat(val[q + 3]) * Wp[(size_t)idx[q + 3] * KV + v];
         }
+        if (q < m) s0 += vsplat(val[q]) * Wp[(size_t)idx[q] * KV + v];
+        if (q + 1 < m) s1 += vsplat(val[q + 1]) * Wp[(size_t)idx[q + 1] * KV + v];
+        if (q + 2 < m) s2 += vsplat(val[q + 2]) * Wp[(size_t)idx[q + 2] * KV + v];
+        z[v] = ((s0 + s1) + (s2 + s3)) + bp[v];
     }
-    if (0)
-#endif
-#if PAIR == 2
-    int c = 0;
-    for (; c + 2 <= K; c += 2) { /* two classes at a time: each x vector loaded once for both */
-        vf g0[RB], g1[RB];
-        for (int r = 0; r < R; r++) {
-            g0[r] = vsplat(g[r * KMAX + c]);
-            g1[r] = vsplat(g[r * KMAX + c + 1]);
-        }
-        float *gc0 = gWt + (size_t)c * d, *gc1 = gc0 + d;
-        for (int j = 0; j < dv; j += VW) {
-            vf a0 = vload(gc0 + j), a1 = vload(gc1 + j);
-            for (int r = 0; r < R; r++) {
-                vf xv = vload(x + (size_t)r * d + j);
-                a0 += xv * g0[r];
-                a1 += xv * g1[r];
-            }
-            vstore(gc0 + j, a0);
-            vstore(gc1 + j, a1);
-        }
-    }
-    for (; c < K; c++) {
-#else
-    for (int c = 0; c < K; c++) {
-#endif
-        vf gs[RB];
-        for (int r = 0; r < R; r++) gs[r] = vsplat(g[r * KMAX + c]);
-        float *gc = gWt + (size_t)c * d;
-        for (int j = 0; j < dv; j += VW) {
-            vf a = vload(gc + j);
-            for (int r = 0; r < R; r++) a += vload(x + (size_t)r * d + j) * gs[r];
-            vstore(gc + j, a);
-        }
-    }
-    for (int c = 0; c < K; c++)
-        for (int j = dv; j < d; j++) {
-            float a = gWt[(size_t)c * d + j];
-            for (int r = 0; r < R; r++) a += g[r * KMAX + c] * x[(size_t)r * d + j];
-            gWt[(size_t)c * d + j] = a;
-        }
 }
 
-/* Rows [r0, r1): accumulate into gWt (zeroed here) and part = {cost sum, gb[0..K)} (doubles). */
-static inline __attribute__((always_inline)) void do_part(const float *x, const int64_t *y, int r0, int r1,
-                                                          int d, int K, float inv_n, const float *Wt,
-                                                          const float *b, float *gWt, double *part) {
-    float z[RB * KMAX];
-    memset(gWt, 0, sizeof(float) * (size_t)K * d);
+/* Rows, compacted: from a packed copy (logistic_pack) when there is one, else scanned into scratch. */
+typedef struct {
+    const float *x; /* [n][d] */
+    int d;
+    const int64_t *pk_ptr; /* packed: row r of x is pk_idx/pk_val [pk_ptr[pk_row0 + r], pk_ptr[pk_row0 + r + 1]) */
+    const uint16_t *pk_idx;
+    const float *pk_val;
+    int64_t pk_row0;
+} rows_t;
+
+static inline int get_row(const rows_t *rs, int r, int last, const uint16_t **ix, const float **vx,
+                          uint16_t *idx, float *val) {
+    if (rs->pk_ptr) {
+        int64_t a = rs->pk_ptr[rs->pk_row0 + r], e = rs->pk_ptr[rs->pk_row0 + r + 1];
+        *ix = rs->pk_idx + a;
+        *vx = rs->pk_val + a;
+        return (int)(e - a);
+    }
+    const float *xr = rs->x + (size_t)r * rs->d;
+    if (r + 1 < last) /* the next row streams from memory while this one computes */
+        for (int j = 0; j < rs->d; j += 16) __builtin_prefetch(xr + rs->d + j, 0, 3);
+    *ix = idx;
+    *vx = val;
+    return row_nonzeros(xr, rs->d, idx, val);
+}
+
+/* Rows [r0, r1) of the step: accumulate into gWp (zeroed here) and part = {cost sum, gb[0..K)} (doubles). */
+static inline __attribute__((always_inline)) void step_part(const rows_t *rs, const int64_t *y, int r0, int r1,
+                                                            int d, int K, int KV, float inv_n, const v16 *Wp,
+                                                            const v16 *bp, v16 *gWp, double *part,
+                                                            uint16_t *idx_s, float *val_s) {
+    memset(gWp, 0, sizeof(v16) * (size_t)KV * d);
     double cost = 0.0, gb[KMAX];
     for (int c = 0; c < K; c++) gb[c] = 0.0;
-    for (int r = r0; r < r1; r += RB) {
-        int R = r1 - r < RB ? r1 - r : RB;
-        const float *xb = x + (size_t)r * d;
-        int i = 0;
-        for (; i + PAIR <= R; i += PAIR) forward_rows(xb + (size_t)i * d, d, K, PAIR, Wt, b, z + i * KMAX);
-        for (; i < R; i++) forward_rows(xb + (size_t)i * d, d, K, 1, Wt, b, z + i * KMAX);
-        for (i = 0; i < R; i++) {
-            float *zi = z + i * KMAX;
-            int yi = (int)y[r + i];
-            float m = zi[0];
-            for (int c = 1; c < K; c++) m = zi[c] > m ? zi[c] : m;
-            float ly = zi[yi] - m; /* shifted logit of the true class */
-            float s = 0.0f;
-            for (int c = 0; c < K; c++) {
-                zi[c] = expf(zi[c] - m);
-                s += zi[c];
-            }
-            cost += (double)(logf(s) - ly); /* NLL of this row */
-            for (int c = 0; c < K; c++) {
-                float p = zi[c] / s;
-                if (c == yi) p -= 1.0f;
-                zi[c] = p * inv_n;
-                gb[c] += zi[c];
-            }
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *idx;
+        const float *val;
+        int m = get_row(rs, r, r1, &idx, &val, idx_s, val_s);
+        v16 zv[KVMAX];
+        forward_row(idx, val, m, KV, Wp, bp, zv);
+        float *z = (float *)zv;
+        int yi = (int)y[r];
+        float mx = z[0];
+        for (int c = 1; c < K; c++) mx = z[c] > mx ? z[c] : mx;
+        float ly = z[yi] - mx; /* shifted logit of the true class */
+        float s = 0.0f;
+        for (int c = 0; c < K; c++) {
+            z[c] = expf(z[c] - mx);
+            s += z[c];
         }
-        backward_rows(xb, d, K, R, z, gWt);
+        cost += (double)(logf(s) - ly); /* NLL of this row */
+        for (int c = 0; c < K; c++) {
+            float p = z[c] / s;
+            if (c == yi) p -= 1.0f;
+            z[c] = p * inv_n;
+            gb[c] += z[c];
+        }
+        for (int c = K; c < KV * LANES; c++) z[c] = 0.0f; /* padding lanes stay zero in gWp */
+        for (int v = 0; v < KV; v++)
+            for (int q = 0; q < m; q++) gWp[(size_t)idx[q] * KV + v] += vsplat(val[q]) * zv[v];
     }
     part[0] = cost;
     for (int c = 0; c < K; c++) part[1 + c] = gb[c];
 }
 
-static void part_dispatch(const float *x, const int64_t *y, int r0, int r1, int d, int k, float inv_n,
-                          const float *Wt, const float *b, float *gWt, double *part) {
-    if (k == 10)
-        do_part(x, y, r0, r1, d, 10, inv_n, Wt, b, gWt, part);
-    else
-        do_part(x, y, r0, r1, d, k, inv_n, Wt, b, gWt, part);
+/* Rows [r0, r1) of an evaluation: wrong[r] = argmax(z) != y[r] (numpy's argmax: the first maximum, or the
+   first NaN). */
+static inline __attribute__((always_inline)) void errors_part(const rows_t *rs, const int64_t *y, int r0,
+                                                              int r1, int K, int KV, const v16 *Wp,
+                                                              const v16 *bp, uint8_t *wrong, uint16_t *idx_s,
+                                                              float *val_s) {
+    for (int r = r0; r < r1; r++) {
+        const uint16_t *idx;
+        const float *val;
+        int m = get_row(rs, r, r1, &idx, &val, idx_s, val_s);
+        v16 zv[KVMAX];
+        forward_row(idx, val, m, KV, Wp, bp, zv);
+        const float *z = (const float *)zv;
+        int pred = 0;
+        float best = z[0];
+        if (!isnan(best))
+            for (int c = 1; c < K; c++) {
+                if (isnan(z[c])) {
+                    pred = c;
+                    break;
+                }
+                if (z[c] > best) {
+                    best = z[c];
+                    pred = c;
+                }
+            }
+        wrong[r] = pred != y[r];
+    }
 }
 
-/* A tiny pool of persistent worker threads. A step is cut into a fixed number of parts (2T for T threads,
-   each with its own partial gradient); the caller and the workers claim parts one at a time, and the caller
-   sums the partials in part order. Who computes a part does not change the result, and the caller never
+/* A job: a step (wrong == NULL) or an evaluation, cut into nparts fixed parts of rows. */
+typedef struct {
+    rows_t rows;
+    const int64_t *y;
+    int n, d, k, kv, nparts;
+    float inv_n;
+    const v16 *Wp, *bp;
+    v16 *gpart;     /* step: [nparts][d][kv] partial gradients */
+    double *part;   /* step: [nparts][k + 1] */
+    uint8_t *wrong; /* evaluation: [n] */
+} job_t;
+
+static void run_part(const job_t *jb, int t) {
+    /* per-thread row scratch, in L1 (d + LANES entries each) */
+    static __thread uint16_t *idx;
+    static __thread float *val;
+    static __thread int cap;
+    if (!jb->rows.pk_ptr && cap < jb->d + LANES) {
+        free(idx);
+        free(val);
+        cap = jb->d + LANES;
+        idx = malloc(sizeof(uint16_t) * (size_t)cap);
+        val = malloc(sizeof(float) * (size_t)cap);
+        if (!idx || !val) abort(); /* a few KB */
+    }
+    int r0 = (int)((int64_t)t * jb->n / jb->nparts), r1 = (int)((int64_t)(t + 1) * jb->n / jb->nparts);
+    if (jb->wrong) {
+        if (jb->k == 10)
+            errors_part(&jb->rows, jb->y, r0, r1, 10, 1, jb->Wp, jb->bp, jb->wrong, idx, val);
+        else
+            errors_part(&jb->rows, jb->y, r0, r1, jb->k, jb->kv, jb->Wp, jb->bp, jb->wrong, idx, val);
+        return;
+    }
+    v16 *g = jb->gpart + (size_t)t * jb->kv * jb->d;
+    double *p = jb->part + (size_t)t * (jb->k + 1);
+    if (jb->k == 10)
+        step_part(&jb->rows, jb->y, r0, r1, jb->d, 10, 1, jb->inv_n, jb->Wp, jb->bp, g, p, idx, val);
+    else
+        step_part(&jb->rows, jb->y, r0, r1, jb->d, jb->k, jb->kv, jb->inv_n, jb->Wp, jb->bp, g, p, idx, val);
+}
+
+/* A tiny pool of persistent worker threads. A job is cut into a fixed number of parts; the caller and the
+   workers claim parts one at a time. Who computes a part does not change the result, and the caller never
    waits for a worker that has not started: on a busy machine (another process on the other core) it simply
    does the remaining parts itself. It does wait for a part a worker has claimed (the worker reads the
    caller's x, which may be freed after the return), so a worker preempted mid-part still costs a time slice;
@@ -210,30 +241,14 @@ static void part_dispatch(const float *x, const int64_t *y, int r0, int r1, int 
 #ifndef SPIN
 #define SPIN 1000 /* pause iterations (~20-60 us) before sleeping: a long spin made things worse on a busy machine */
 #endif
-typedef struct {
-    const float *x;
-    const int64_t *y;
-    int n, d, k, nparts;
-    float inv_n;
-    const float *Wt, *b;
-    float *gpart;
-    double *part;
-} job_t;
 
-static pthread_mutex_t step_mu = PTHREAD_MUTEX_INITIALIZER; /* one multi-threaded step at a time */
+static pthread_mutex_t job_mu = PTHREAD_MUTEX_INITIALIZER; /* one multi-threaded job at a time */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static job_t job;
 static int job_next, job_gen, n_sleeping, n_workers;
 static atomic_int job_done, job_gen_pub;
 static int atfork_set;
-
-static void run_part(const job_t *jb, int t) {
-    size_t kd = (size_t)jb->k * jb->d;
-    part_dispatch(jb->x, jb->y, (int)((int64_t)t * jb->n / jb->nparts), (int)((int64_t)(t + 1) * jb->n / jb->nparts),
-                  jb->d, jb->k, jb->inv_n, jb->Wt, jb->b, jb->gpart + (size_t)t * kd,
-                  jb->part + (size_t)t * (jb->k + 1));
-}
 
 /* Claim parts of the current job (gen) until none is left; under no lock while computing. */
 static void work(int gen) {
@@ -278,7 +293,7 @@ static void *worker(void *arg) {
 }
 
 static void after_fork_child(void) { /* the workers do not exist in a forked child */
-    pthread_mutex_init(&step_mu, NULL);
+    pthread_mutex_init(&job_mu, NULL);
     pthread_mutex_init(&mu, NULL);
     pthread_cond_init(&cv, NULL);
     n_workers = 0;
@@ -303,32 +318,12 @@ static void ensure_workers(int want) {
     }
 }
 
-/* Number of parts a step is cut into for T threads (the result depends on this, hence on T only). */
-int logistic_nparts(int T) { return T <= 1 ? 1 : 2 * T; }
-
-/* Returns 0, or -1 for a label outside [0, k), -2 for bad sizes. W [d][k] and b [k] are updated in place.
-   Wt: scratch [k][d]; gpart: scratch [logistic_nparts(T)][k][d]; part: scratch [logistic_nparts(T)][k + 1]. */
-int logistic_step(const float *x, const int64_t *y, int n, int d, int k, float *W, float *b, float *Wt,
-                  float *gpart, double *part, int T, double lr_, double L1_, double L2_, double *cost_out) {
-    float lr = (float)lr_, L1 = (float)L1_, L2 = (float)(2.0 * L2_); /* as numpy: float32(2 * L2_reg) */
-    if (n <= 0 || d <= 0 || k <= 0 || k > KMAX || T <= 0) return -2;
-    for (int i = 0; i < n; i++)
-        if (y[i] < 0 || y[i] >= k) return -1;
-    for (int j = 0; j < d; j++)
-        for (int c = 0; c < k; c++) Wt[(size_t)c * d + j] = W[(size_t)j * k + c];
-    double pen1 = 0.0, pen2 = 0.0;
-    if (L1 != 0.0f)
-        for (size_t i = 0; i < (size_t)d * k; i++) pen1 += fabs((double)W[i]);
-    if (L2 != 0.0f)
-        for (size_t i = 0; i < (size_t)d * k; i++) pen2 += (double)W[i] * (double)W[i];
-    int P = logistic_nparts(T);
-    if (P > n) P = n; /* (never for the callers' sizes; still a fixed function of n and T) */
-    job_t jb = {x, y, n, d, k, P, (float)(1.0 / n), Wt, b, gpart, part};
-    if (T > 1) {
-        pthread_mutex_lock(&step_mu);
+static void run_job(const job_t *jb, int T) {
+    if (T > 1 && jb->nparts > 1) {
+        pthread_mutex_lock(&job_mu);
         pthread_mutex_lock(&mu);
         ensure_workers(T - 1);
-        job = jb;
+        job = *jb;
         job_next = 0;
         atomic_store_explicit(&job_done, 0, memory_order_relaxed);
         int gen = ++job_gen;
@@ -337,17 +332,99 @@ int logistic_step(const float *x, const int64_t *y, int n, int d, int k, float *
         pthread_mutex_unlock(&mu);
         work(gen);
         /* only parts a worker has claimed and is computing remain */
-        while (atomic_load_explicit(&job_done, memory_order_acquire) < P) cpu_relax();
-        pthread_mutex_unlock(&step_mu);
+        while (atomic_load_explicit(&job_done, memory_order_acquire) < jb->nparts) cpu_relax();
+        pthread_mutex_unlock(&job_mu);
     } else {
-        for (int t = 0; t < P; t++) run_part(&jb, t);
+        for (int t = 0; t < jb->nparts; t++) run_part(jb, t);
     }
-    size_t kd = (size_t)k * d;
+}
+
+/* W [d][k] -> Wp [d][KV] vectors (zero padding lanes), b -> bp [KV]. */
+static void pad_params(const float *W, const float *b, int d, int k, int KV, v16 *Wp, v16 *bp) {
+    for (int j = 0; j < d; j++)
+        for (int v = 0; v < KV; v++) {
+            v16 w = vsplat(0.0f);
+            for (int c = v * LANES; c < k && c < (v + 1) * LANES; c++) w[c - v * LANES] = W[(size_t)j * k + c];
+            Wp[(size_t)j * KV + v] = w;
+        }
+    for (int v = 0; v < KV; v++) {
+        v16 w = vsplat(0.0f);
+        for (int c = v * LANES; c < k && c < (v + 1) * LANES; c++) w[c - v * LANES] = b[c];
+        bp[v] = w;
+    }
+}
+
+static int check_sizes(int n, int d, int k, int T) {
+    return n > 0 && d > 0 && d <= DMAX && k > 0 && k <= KMAX && T > 0;
+}
+
+/* Packing: the nonzero (j, x_j) of every row of x [n][d], once, for data that is stepped over many times
+   (the tutorial's unshuffled training split, the validation and test splits): ~6 bytes per nonzero
+   instead of 4 d bytes per row, and no scan. The packed rows give exactly the scanned ones.
+   logistic_pack_count: ptr[0..n] = offsets (ptr[0] = 0); returns 0, or -2 for bad sizes.
+   logistic_pack_fill: idx/val get ptr[n] + LANES entries (the last LANES are slack). */
+int logistic_pack_count(const float *x, int64_t n, int d, int64_t *ptr) {
+    if (n <= 0 || d <= 0 || d > DMAX) return -2;
+    ptr[0] = 0;
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        int m = 0;
+        for (int j = 0; j < d; j++) m += xr[j] != 0.0f;
+        ptr[r + 1] = ptr[r] + m;
+    }
+    return 0;
+}
+
+int logistic_pack_fill(const float *x, int64_t n, int d, const int64_t *ptr, uint16_t *idx, float *val) {
+    if (n <= 0 || d <= 0 || d > DMAX) return -2;
+    for (int64_t r = 0; r < n; r++) {
+        int m = row_nonzeros(x + (size_t)r * d, d, idx + ptr[r], val + ptr[r]);
+        if (m != ptr[r + 1] - ptr[r]) return -4; /* x changed between count and fill */
+    }
+    return 0;
+}
+
+/* Number of parts a step is cut into for T threads (the result depends on this, hence on T only). */
+int logistic_nparts(int T) { return T <= 1 ? 1 : 2 * T; }
+
+/* Bytes of scratch logistic_step needs (64-byte aligned by the caller). */
+size_t logistic_scratch_bytes(int d, int k, int T) {
+    int KV = (k + LANES - 1) / LANES;
+    return sizeof(v16) * ((size_t)KV * d * (1 + (size_t)logistic_nparts(T)) + KV) +
+           sizeof(double) * (size_t)logistic_nparts(T) * (k + 1);
+}
+
+/* Returns 0, or -1 for a label outside [0, k), -2 for bad sizes, -3 for misaligned scratch. W [d][k] and
+   b [k] are updated in place. scratch: logistic_scratch_bytes(d, k, T) bytes, 64-byte aligned. pk_ptr,
+   pk_idx, pk_val: NULL, or x packed by logistic_pack_* with x's row 0 at packed row pk_row0. */
+int logistic_step(const float *x, const int64_t *y, int n, int d, int k, float *W, float *b, void *scratch,
+                  int T, double lr_, double L1_, double L2_, double *cost_out, const int64_t *pk_ptr,
+                  const uint16_t *pk_idx, const float *pk_val, int64_t pk_row0) {
+    float lr = (float)lr_, L1 = (float)L1_, L2 = (float)(2.0 * L2_); /* as numpy: float32(2 * L2_reg) */
+    if (!check_sizes(n, d, k, T)) return -2;
+    if ((uintptr_t)scratch % 64) return -3;
+    for (int i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= k) return -1;
+    int KV = (k + LANES - 1) / LANES, P = logistic_nparts(T);
+    if (P > n) P = n; /* (never for the callers' sizes; still a fixed function of n and T) */
+    v16 *Wp = scratch, *bp = Wp + (size_t)KV * d, *gpart = bp + KV;
+    double *part = (double *)(gpart + (size_t)logistic_nparts(T) * KV * d);
+    pad_params(W, b, d, k, KV, Wp, bp);
+    double pen1 = 0.0, pen2 = 0.0;
+    if (L1 != 0.0f)
+        for (size_t i = 0; i < (size_t)d * k; i++) pen1 += fabs((double)W[i]);
+    if (L2 != 0.0f)
+        for (size_t i = 0; i < (size_t)d * k; i++) pen2 += (double)W[i] * (double)W[i];
+    job_t jb = {{x, d, pk_ptr, pk_idx, pk_val, pk_row0}, y, n, d, k, KV, P, (float)(1.0 / n), Wp, bp, gpart,
+                part, NULL};
+    run_job(&jb, T);
     /* sum the partials in part order and update W */
+    size_t pd = (size_t)KV * d;
     for (int j = 0; j < d; j++)
         for (int c = 0; c < k; c++) {
-            float g = gpart[(size_t)c * d + j];
-            for (int t = 1; t < P; t++) g += gpart[(size_t)t * kd + (size_t)c * d + j];
+            const float *g0 = (const float *)(gpart + (size_t)j * KV) + c;
+            float g = g0[0];
+            for (int t = 1; t < P; t++) g += g0[(size_t)t * pd * LANES];
             float w = W[(size_t)j * k + c];
             if (L1 != 0.0f) g += L1 * (w > 0.0f ? 1.0f : w < 0.0f ? -1.0f : w);
             if (L2 != 0.0f) g += L2 * w;
@@ -364,5 +441,23 @@ int logistic_step(const float *x, const int64_t *y, int n, int d, int k, float *
     if (L1_ != 0.0) cost += L1_ * pen1;
     if (L2_ != 0.0) cost += L2_ * pen2;
     *cost_out = cost;
+    return 0;
+}
+
+/* wrong[r] = (argmax of x[r] W + b) != y[r] for r < n; rows spread over T threads (the result does not
+   depend on T). Returns 0, or -2 for bad sizes, -3 for misaligned scratch. scratch:
+   logistic_scratch_bytes(d, k, 1) bytes, 64-byte aligned. pk_*: as for logistic_step. */
+int logistic_errors(const float *x, const int64_t *y, int n, int d, int k, const float *W, const float *b,
+                    void *scratch, int T, uint8_t *wrong, const int64_t *pk_ptr, const uint16_t *pk_idx,
+                    const float *pk_val, int64_t pk_row0) {
+    if (!check_sizes(n, d, k, T)) return -2;
+    if ((uintptr_t)scratch % 64) return -3;
+    int KV = (k + LANES - 1) / LANES;
+    v16 *Wp = scratch, *bp = Wp + (size_t)KV * d;
+    pad_params(W, b, d, k, KV, Wp, bp);
+    int P = T <= 1 ? 1 : 8 * T; /* small parts: a preempted thread leaves little for the others to wait on */
+    if (P > n) P = n;
+    job_t jb = {{x, d, pk_ptr, pk_idx, pk_val, pk_row0}, y, n, d, k, KV, P, 0.0f, Wp, bp, NULL, NULL, wrong};
+    run_job(&jb, T);
     return 0;
 }

@@ -50,20 +50,32 @@ class AutogradStep:
         self.optimizer.load_state_dict(state)
 
 
-class LogisticFusedStep:
-    """Plain SGD on logistic regression, forward and backward written out in numpy (CPU, float32).
+def _aligned(nbytes: int) -> np.ndarray:
+    """A uint8 buffer of nbytes at a 64-byte boundary (the C kernels' vectors)."""
+    raw = np.empty(nbytes + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + nbytes]
 
-    On a 2-core CPU numpy's OpenBLAS runs this model's skinny products (600x784 by 784x10) about 4x faster
-    than torch's CPU matmul, and the step has no autograd bookkeeping. The logits are kept transposed,
-    [n_out, n], so the per-example reductions of the softmax run along contiguous rows of length n instead
-    of rows of length 10 (5-10x faster in numpy). Parameters are updated in place through numpy views of the
+
+def _c_shapes_ok(x: torch.Tensor, y: torch.Tensor, W: np.ndarray, b: np.ndarray) -> bool:
+    return (x.dtype == torch.float32 and y.dtype == torch.int64 and x.dim() == 2 and x.device.type == "cpu"
+            and y.device.type == "cpu" and x.is_contiguous() and y.is_contiguous() and x.shape[1] == W.shape[0]
+            and y.shape == (x.shape[0],) and x.shape[0] > 0 and W.flags.c_contiguous and b.flags.c_contiguous)
+
+
+class LogisticFusedStep:
+    """Plain SGD on logistic regression without autograd (CPU, float32).
+
+    Where a C compiler is available the step is one fused C kernel (deeptut.ckernels, csrc/logistic_step.c):
+    each row of x is compacted to its nonzero pixels (MNIST is ~81 % zeros), then logits, softmax and
+    gradient in one pass; rows are split over torch's thread count T in a fixed way, so results are
+    deterministic for a given T. Otherwise numpy: its OpenBLAS runs this model's skinny products (600x784
+    by 784x10) about 4x faster than torch's CPU matmul on a 2-core CPU, and the logits are kept transposed,
+    [n_out, n], so the per-example reductions of the softmax run along contiguous rows of length n (5-10x
+    faster in numpy). The two paths sum in different orders, so they agree to float32 rounding, not bit
+    for bit. `use_ckernel=False` forces numpy. Parameters are updated in place through numpy views of the
     model's tensors, so the model always holds the current values.
     Gradient of the mean NLL w.r.t. the logits: (softmax - onehot) / n.
-
-    Where a C compiler is available the step runs as one fused C kernel instead (deeptut.ckernels,
-    csrc/logistic_step.c): one pass over x for the logits, softmax and gradient, rows split over torch's
-    thread count T in a fixed way, so results are deterministic for a given T (not bit-identical to numpy's:
-    other summation orders). `use_ckernel=False` forces the numpy path.
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, use_ckernel: bool = True) -> None:
@@ -80,27 +92,27 @@ class LogisticFusedStep:
             from deeptut import ckernels
 
             self._c = ckernels.logistic_step()  # None: no compiler or a failed build, numpy path below
+        if self._c is not None:
+            from deeptut.train.packed import PackCache
+
+            self._pack = PackCache(self._c)  # the training split's nonzeros, once it is read a second time
+        self.evaluator = cpu_evaluator(model) if self._c is not None else None  # fit() evaluates with it
         self._c_T = 0
         self._cost = ctypes.c_double()
 
     def _c_call(self, x: torch.Tensor, y: torch.Tensor, learning_rate: float) -> float | None:
-        """The fused C step (one pass over x, rows split over T = torch's thread count), or None to use numpy."""
-        if not (x.dtype == torch.float32 and y.dtype == torch.int64 and x.dim() == 2 and x.device.type == "cpu"
-                and x.is_contiguous() and y.is_contiguous() and x.shape[1] == self.W.shape[0]
-                and y.shape == (x.shape[0],) and self.W.flags.c_contiguous and self.b.flags.c_contiguous):
+        """The fused C step (rows split over T = torch's thread count), or None to use numpy."""
+        if not _c_shapes_ok(x, y, self.W, self.b):
             return None
         n, d = x.shape
         k = self.W.shape[1]
         T = max(1, min(torch.get_num_threads(), n // 64 or 1))  # a fixed split: results depend on T only
         if T != self._c_T:
-            P = self._c.nparts(T)
-            self._c_Wt = np.empty((k, d), np.float32)
-            self._c_g = np.empty((P, k, d), np.float32)
-            self._c_part = np.empty((P, k + 1), np.float64)
+            self._c_scratch = _aligned(self._c.scratch_bytes(d, k, T))
             self._c_T = T
         rc = self._c(x.data_ptr(), y.data_ptr(), n, d, k, self.W.ctypes.data, self.b.ctypes.data,
-                     self._c_Wt.ctypes.data, self._c_g.ctypes.data, self._c_part.ctypes.data, T,
-                     learning_rate, self.L1_reg, self.L2_reg, ctypes.byref(self._cost))
+                     self._c_scratch.ctypes.data, T, learning_rate, self.L1_reg, self.L2_reg,
+                     ctypes.byref(self._cost), *self._pack.args(x))
         if rc == -1:
             raise IndexError("label out of range")
         if rc != 0:
@@ -146,6 +158,50 @@ class LogisticFusedStep:
         pass
 
 
+class LogisticErrors:
+    """The zero-one loss of a logistic regression on a CPU by the C kernel (csrc/logistic_step.c: sparse
+    rows, both cores, no BLAS threads left spinning against the training step's). Same interface as
+    graphs.GraphEvaluator."""
+
+    def __init__(self, model: nn.Module, kernel: Any) -> None:
+        from deeptut.train.packed import PackCache
+
+        self.model, self._c = model, kernel
+        self._pack = PackCache(kernel)  # a split evaluated again and again is packed once
+
+    def misclassified(self, split: Any, n: int, rows: int, batch_size: int) -> torch.Tensor | None:
+        """bool [n]: argmax(x W + b) != y for the first n examples of `split`, or None (not a resident
+        CPU float32 split: evaluate eagerly instead)."""
+        x, y = getattr(split, "x", None), getattr(split, "y", None)
+        W, b = self.model.W.detach().numpy(), self.model.b.detach().numpy()
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or n > len(x) or n <= 0 \
+                or not _c_shapes_ok(x[:n], y[:n], W, b):
+            return None
+        d, k = W.shape
+        wrong = np.empty(n, np.uint8)
+        scratch = _aligned(self._c.scratch_bytes(d, k, 1))
+        rc = self._c.errors(x.data_ptr(), y.data_ptr(), n, d, k, W.ctypes.data, b.ctypes.data,
+                            scratch.ctypes.data, max(1, torch.get_num_threads()), wrong.ctypes.data,
+                            *self._pack.args(x[:n]))
+        if rc != 0:
+            return None
+        return torch.from_numpy(wrong.view(np.bool_))
+
+
+def cpu_evaluator(model: nn.Module) -> LogisticErrors | None:
+    """A faster evaluator for `model` on the CPU where there is one (logistic regression with the C
+    kernel), else None."""
+    from deeptut.models.logistic import LogisticRegression
+
+    if not isinstance(model, LogisticRegression) or model.W.device.type != "cpu" \
+            or model.W.dtype != torch.float32:
+        return None
+    from deeptut import ckernels
+
+    kernel = ckernels.logistic_step()
+    return LogisticErrors(model, kernel) if kernel is not None else None
+
+
 def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
     """The fastest step that computes the reference arithmetic for this model and device.
 
@@ -156,6 +212,15 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
     """
     from deeptut.train import graphs  # CUDA graphs of whole stretches of steps (graphs=auto on CUDA)
 
+    if cfg.model == "lenet" and hasattr(model, "channels_last"):
+        model.channels_last = cfg.fast_step  # CPU: the conv part in NHWC (oneDNN), same function, not same bits
+        if cfg.conv == "auto" and device.type == "cuda":
+            from deeptut.models.lenet import pick_conv
+
+            model.conv_gemm = pick_conv(model, cfg.batch_size, device)  # cuDNN or GEMM per layer, measured
+        else:
+            model.conv_gemm = (cfg.conv == "gemm",) * 2
+
     if graphs.wanted(cfg, device):
         try:
             return graphs.StretchStep(model, cfg, device)
@@ -164,8 +229,6 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
     plain_sgd = cfg.momentum == 0 and cfg.weight_decay == 0
     if cfg.fast_step and device.type == "cpu" and plain_sgd and cfg.model == "logistic":
         return LogisticFusedStep(model, cfg)
-    if cfg.model == "lenet" and hasattr(model, "channels_last"):
-        model.channels_last = cfg.fast_step  # CPU: the conv part in NHWC (oneDNN), same function, not same bits
     if cfg.fast_step and device.type == "cpu" and cfg.model == "mlp":
         from deeptut.train import fused
 
