@@ -14,7 +14,8 @@ Rows, in order (each row's errors are caught and reported; the JSON is rewritten
   chunked     resident vs streamed with device_memory_budget = 1/4 of the dataset (MLP, LeNet, logistic)
   mlp-fast    the fast preset, mean over 5 seeds
   extras      short runs of variants: graphs off (eager CUDA), the MLP's dense kernel on one stream vs with
-              side branches, bf16 autocast, cudnn.benchmark, torch.compile (last: cold compiles are slow)
+              side branches, bf16 autocast, LeNet's convolutions by cuDNN or as GEMMs, TF32, torch.compile
+              (last: cold compiles are slow)
 Near the deadline the remaining rows are skipped (recorded as skipped). "Plain PyTorch" is written in this
 file: nn.Module + autograd + torch.optim.SGD, data resident on the device, the tutorials' loop (minibatch
 slices, validation every epoch with the same early-stopping rule, test error on each new best).
@@ -138,7 +139,14 @@ def _sync(device: torch.device) -> None:
 
 
 def plain_fit(cfg: config.TrainConfig, data: Splits, device: torch.device, max_epochs: int) -> dict[str, Any]:
-    """The tutorials' loop in plain PyTorch: same minibatches, validation frequency, patience rule."""
+    """The tutorials' loop in plain PyTorch: same minibatches, validation frequency, patience rule; in IEEE
+    float32 like deeptut's tutorial presets (PyTorch's default would let cuDNN use TF32)."""
+    with loop.cuda_precision(cfg):
+        torch.backends.cudnn.benchmark = False  # PyTorch's default
+        return _plain_fit(cfg, data, device, max_epochs)
+
+
+def _plain_fit(cfg: config.TrainConfig, data: Splits, device: torch.device, max_epochs: int) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = plain_model(cfg).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum,
@@ -203,6 +211,7 @@ class StepSpy:
     def __enter__(self) -> "StepSpy":
         def spy(*a: Any, **k: Any) -> Any:
             self.step = self.real(*a, **k)
+            self.model = a[0]
             return self.step
         loop.make_train_step = spy
         return self
@@ -213,6 +222,8 @@ class StepSpy:
     def info(self) -> dict[str, Any]:
         s = self.step
         out: dict[str, Any] = {"step": type(s).__name__}
+        if hasattr(getattr(self, "model", None), "conv_gemm"):
+            out["conv_gemm"] = list(self.model.conv_gemm)  # LeNet: (layer0, layer1) as GEMM, else cuDNN
         if hasattr(s, "stats"):
             out.update(kernel=s.kind, graphs_active=s.use_graphs, **s.stats)
         return out
@@ -387,7 +398,7 @@ class Bench:
     def chunked(self) -> dict[str, Any]:
         d = self.data
         total = sum(s.x.shape[0] * (s.x.shape[1] * 4 + 8) for s in (d.train, d.valid, d.test))
-        budget = total // 4
+        budget = total // 4 if not self.args.quick else total // 2  # quick: room for two batches of 600
         out: dict[str, Any] = {"dataset_bytes": total, "budget_bytes": budget}
         for preset, epochs in (("mlp", 20), ("lenet", 20), ("logistic", 20)):
             if self.left() < self.args.reserve_s:
@@ -418,7 +429,9 @@ class Bench:
             ("mlp graphs=on", "mlp", 5, {}),
             ("mlp dense kernel on one stream", "mlp", 5, {"_one_stream": True}),
             ("lenet amp=bf16", "lenet", 5, {"amp": "bf16"}),
-            ("lenet cudnn.benchmark", "lenet", 5, {"_cudnn_benchmark": True}),
+            ("lenet conv=cudnn", "lenet", 5, {"conv": "cudnn"}),
+            ("lenet conv=gemm", "lenet", 5, {"conv": "gemm"}),
+            ("lenet tf32", "lenet", 5, {"tf32": True}),
             ("lenet compile", "lenet", 5, {"compile": True}),
             ("mlp compile", "mlp", 5, {"compile": True}),
         ]
@@ -427,10 +440,7 @@ class Bench:
                 out[label] = {"status": "skipped (time)"}
                 continue
             over = dict(over)
-            bench_flag = over.pop("_cudnn_benchmark", False)
             one_stream = over.pop("_one_stream", False)
-            old = torch.backends.cudnn.benchmark
-            torch.backends.cudnn.benchmark = bench_flag or old
             graphs.DenseKernel.side_streams = not one_stream
             try:
                 r = deeptut_fit(self.cfg(preset, n_epochs=self.epochs(epochs), **over), self.data)
@@ -441,7 +451,6 @@ class Bench:
             except Exception as e:  # noqa: BLE001
                 out[label] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
             finally:
-                torch.backends.cudnn.benchmark = old
                 graphs.DenseKernel.side_streams = True
             log(f"    {label}: {out[label].get('seconds_per_epoch', out[label].get('error'))} s/epoch")
         return out

@@ -230,3 +230,48 @@ def test_streamed_valid_and_test_splits():
                      data)  # every split streams
     assert all(torch.equal(p1[k], p2[k]) for k in p1)
     assert s1["best_validation_error"] == s2["best_validation_error"] and s1["test_error"] == s2["test_error"]
+
+
+# --- pixels k / 256 cross the bus as bytes -----------------------------------------------------------------
+
+
+def test_as_bytes_only_when_exact():
+    from deeptut.data.stream import as_bytes
+
+    x = torch.tensor([[0.0, 1 / 256, 128 / 256, 255 / 256]])
+    assert torch.equal(as_bytes(x), torch.tensor([[0, 1, 128, 255]], dtype=torch.uint8))
+    for bad in (1.0, -1 / 256, 0.5 / 256, float("nan"), float("inf")):
+        assert as_bytes(torch.tensor([[0.0, bad]])) is None, bad
+    assert as_bytes(x.double()) is None  # only float32 rows are scaled back exactly as stored
+    xs, _ = _data(10)
+    assert as_bytes(torch.from_numpy(xs)) is None  # arbitrary floats
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_byte_transport_gives_the_resident_floats(shuffled):
+    rng = np.random.default_rng(3)
+    x = (rng.integers(0, 256, (500, 784)) / 256).astype(np.float32)
+    y = rng.integers(0, 10, 500)
+    bs = 25
+    ref = DeviceSplit(x, y)
+    s = StreamSplit(x, y, "cpu", 2 * 3 * bs * (ROW + 784))  # a byte staging row per float32 row
+    assert s.shared.xq is not None and s.shared.xq.dtype == torch.uint8
+    assert s.buffers(bs).batches_per_chunk == 3
+    if shuffled:
+        perm = epoch_permutation(7, 1, len(ref))
+        s, ref = s.permuted(perm), ref.permuted(perm)
+    for i in range(s.n_batches(bs)):
+        assert _same(s.minibatch(i, bs), ref.minibatch(i, bs)), i
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_byte_streamed_run_is_identical_to_resident(shuffle):
+    from synthetic import tiny_splits
+
+    data = tiny_splits(1200, 300, 300)  # pixels at multiples of 1/256: the split streams as bytes
+    base = {"device": "cpu", "n_epochs": 3, "batch_size": 40, "patience": 10_000, "shuffle": shuffle}
+    p1, s1 = _params(config.resolve("logistic", None, base), data)
+    p2, s2 = _params(config.resolve("logistic", None, {**base, "device_memory_budget": str(2 * 4 * 40 * ROW)}),
+                     data)
+    assert all(torch.equal(p1[k], p2[k]) for k in p1)
+    assert s1["best_validation_error"] == s2["best_validation_error"] and s1["test_error"] == s2["test_error"]

@@ -61,13 +61,17 @@ class TrainConfig:
     save_every: int = 0  # keep an intermediate model every N validations (0 = never)
     checkpoint_every: int = 1  # write the resumable `last` checkpoint every N validations
     max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)
-    # --- GPU (train/graphs.py, data/stream.py; see GPU_NOTES.md) ---------------------------------
+    # --- GPU (train/graphs.py, data/stream.py; README "On a GPU") ----------------------------------
     device_memory_budget: str = "0"  # bytes of data one split may hold on the device: 0 = unlimited, or
     #   e.g. 200000000, "512MB", "2GiB"; a larger split streams through two chunk buffers within the budget
     graphs: str = "auto"  # auto | on | off: whole stretches of SGD steps and the evaluation as CUDA graphs
     #   (auto = on with CUDA); on without CUDA runs the same multi-step functions eagerly
     compile: bool = False  # torch.compile (inductor) the step that the graphs capture
     amp: str = "off"  # off | bf16: autocast the forward pass to bfloat16 (fast presets; CUDA)
+    tf32: bool = False  # CUDA: let float32 convolutions and matrix products use TF32 tensor cores (10-bit
+    #   mantissas; fast presets only). False: IEEE float32 throughout, the tutorials' arithmetic
+    conv: str = "auto"  # LeNet's convolutions: cudnn | gemm (im2col + one matrix product) | auto (on CUDA:
+    #   per layer whichever measures faster at the start of the run; elsewhere cudnn, i.e. torch's conv2d)
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
@@ -78,6 +82,7 @@ class TrainConfig:
         _check_choice("device", self.device, ("cpu", "cuda", "auto"))
         _check_choice("graphs", self.graphs, ("auto", "on", "off"))
         _check_choice("amp", self.amp, ("off", "bf16"))
+        _check_choice("conv", self.conv, ("auto", "cudnn", "gemm"))
         parse_bytes(self.device_memory_budget, "device_memory_budget")
         for name in ("batch_size", "n_epochs", "n_in", "n_out", "n_hidden", "checkpoint_every"):
             if getattr(self, name) < 1:

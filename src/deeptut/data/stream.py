@@ -51,22 +51,47 @@ def make_split(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, devic
     return DeviceSplit(x, y, device)
 
 
+def as_bytes(x: torch.Tensor) -> torch.Tensor | None:
+    """x as uint8 k when every value is exactly k / 256 (k = 0..255: MNIST as the tutorials scale it), else
+    None. float32(k) * 2**-8 gives back exactly the float32 x, from a quarter of the bytes."""
+    if x.dtype != torch.float32 or x.numel() == 0:
+        return None
+    q = x * 256.0  # exact: a power of two
+    if not bool(((q >= 0) & (q <= 255) & (q == q.round())).all()):
+        return None
+    return q.to(torch.uint8)
+
+
 class _Shared:
-    """What a split and its permuted views share: the host copy and the two device buffers."""
+    """What a split and its permuted views share: the host copy and the two device buffers.
+
+    Pixels that are exactly k / 256 cross the bus as the bytes k (a quarter of float32's traffic) and are
+    scaled back on the device, exactly: the buffers hold the same float32 values either way."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, device: torch.device, budget_bytes: int) -> None:
         self.device = device
         self.cuda = device.type == "cuda"
         self.budget_bytes = budget_bytes
-        self.row_bytes = _row_bytes(x)
+        self.xq = as_bytes(x)  # [n, ...] uint8, or None: transfer float32
+        # device bytes per row: the float32 row and label, plus the byte staging row
+        self.row_bytes = _row_bytes(x) + (0 if self.xq is None else self.xq[0].numel())
         if self.cuda:
             try:
-                x, y = x.pin_memory(), y.pin_memory()
+                if self.xq is None:
+                    x = x.pin_memory()
+                else:
+                    self.xq = self.xq.pin_memory()
+                y = y.pin_memory()
             except RuntimeError as e:  # e.g. pinned memory exhausted: copies still work, without overlap
                 warnings.warn(f"deeptut: could not pin host memory for streaming ({e}); transfers will not "
                               f"overlap the arithmetic", RuntimeWarning, stacklevel=3)
         self.x, self.y = x, y
         self.ring: _Ring | None = None
+
+    @property
+    def source(self) -> torch.Tensor:
+        """What is copied to the device: the bytes, or the float32 rows."""
+        return self.x if self.xq is None else self.xq
 
     def ring_for(self, batch_size: int) -> "_Ring":
         if self.ring is None or self.ring.batch_size != batch_size:
@@ -106,6 +131,9 @@ class _Ring:
         dev = shared.device
         self.x = [torch.empty((self.rows, *shared.x.shape[1:]), dtype=shared.x.dtype, device=dev) for _ in (0, 1)]
         self.y = [torch.empty(self.rows, dtype=torch.int64, device=dev) for _ in (0, 1)]
+        # the bytes land here, then are scaled into x (CUDA: on the copy stream)
+        self.xq = None if shared.xq is None else \
+            [torch.empty((self.rows, *shared.x.shape[1:]), dtype=torch.uint8, device=dev) for _ in (0, 1)]
         self.tag: list[tuple[object, int] | None] = [None, None]
         self.current: int | None = None
         self.loads = 0  # chunks copied (for tests and benchmarks)
@@ -114,7 +142,7 @@ class _Ring:
         self.released: list[torch.cuda.Event | None] = [None, None]  # compute stream done with buffer k
         self.staging: list[tuple[torch.Tensor, torch.Tensor] | None] = [None, None]  # pinned, for permuted views
         if self.stream is not None:
-            for t in (*self.x, *self.y):
+            for t in (*self.x, *self.y, *(self.xq or ())):
                 t.record_stream(self.stream)  # freeing the buffers waits for copies in flight
 
     def close(self) -> None:
@@ -137,37 +165,46 @@ class _Ring:
         sh = self.shared
         self.tag[k] = (view.token, c)
         self.loads += 1
+        src = sh.source
+        land = self.x[k] if self.xq is None else self.xq[k]  # where the copy lands on the device
         if self.stream is None:  # CPU: a synchronous copy (or gather) into the buffer
             if view.order is None:
-                self.x[k][:m].copy_(sh.x[lo:hi])
+                land[:m].copy_(src[lo:hi])
                 self.y[k][:m].copy_(sh.y[lo:hi])
             else:
                 idx = view.order[lo:hi]
-                torch.index_select(sh.x, 0, idx, out=self.x[k][:m])
+                torch.index_select(src, 0, idx, out=land[:m])
                 torch.index_select(sh.y, 0, idx, out=self.y[k][:m])
+            self._scale(k, m)
             return
         if view.order is None:
-            src_x, src_y = sh.x[lo:hi], sh.y[lo:hi]  # slices of pinned memory
+            src_x, src_y = src[lo:hi], sh.y[lo:hi]  # slices of pinned memory
         else:  # gather the permuted rows into this buffer's pinned staging area first
             if self.copied[k] is not None:
                 self.copied[k].synchronize()  # the previous copy out of this staging area is done
             if self.staging[k] is None:
-                pin = sh.x.is_pinned()
-                self.staging[k] = (torch.empty((self.rows, *sh.x.shape[1:]), dtype=sh.x.dtype, pin_memory=pin),
+                pin = src.is_pinned()
+                self.staging[k] = (torch.empty((self.rows, *src.shape[1:]), dtype=src.dtype, pin_memory=pin),
                                    torch.empty(self.rows, dtype=torch.int64, pin_memory=pin))
             sx, sy = self.staging[k]
             idx = view.order[lo:hi]
-            torch.index_select(sh.x, 0, idx, out=sx[:m])
+            torch.index_select(src, 0, idx, out=sx[:m])
             torch.index_select(sh.y, 0, idx, out=sy[:m])
             src_x, src_y = sx[:m], sy[:m]
         with torch.cuda.stream(self.stream):
             if self.released[k] is not None:
                 self.stream.wait_event(self.released[k])
-            self.x[k][:m].copy_(src_x, non_blocking=True)
+            land[:m].copy_(src_x, non_blocking=True)
             self.y[k][:m].copy_(src_y, non_blocking=True)
+            self._scale(k, m)
             ev = torch.cuda.Event()
             ev.record(self.stream)
         self.copied[k] = ev
+
+    def _scale(self, k: int, m: int) -> None:
+        """Bytes k -> float32 k / 256 in buffer k (exact), on the current stream."""
+        if self.xq is not None:
+            torch.mul(self.xq[k][:m], 1.0 / 256.0, out=self.x[k][:m])
 
     def acquire(self, view: "StreamSplit", c: int) -> int:
         """Make chunk c of `view` the current buffer; returns its index (0 or 1)."""

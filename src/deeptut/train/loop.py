@@ -12,6 +12,7 @@ Iterations are counted as the tutorial counts them: `iter` is the 0-based index 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -145,9 +146,29 @@ class _Progress:
             sys.stderr.write("\r\x1b[K")
 
 
+@contextlib.contextmanager
+def cuda_precision(cfg: TrainConfig):
+    """IEEE float32 on CUDA unless cfg.tf32 (PyTorch's default lets cuDNN convolutions use TF32, which is
+    not the tutorials' arithmetic); cuDNN picks its fastest algorithms by measuring them once per shape.
+    The previous settings are restored afterwards."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    old = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark)
+    cudnn.allow_tf32 = matmul.allow_tf32 = cfg.tf32
+    cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = old
+
+
 def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: bool = False,
         resume: bool = False) -> dict[str, Any]:
     """Train `cfg` on `data`; write the run directory if one is given. Returns the summary."""
+    with cuda_precision(cfg):
+        return _fit(cfg, data, run_dir, quiet=quiet, resume=resume)
+
+
+def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, resume: bool) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
     device = resolve_device(cfg.device)
     if cfg.threads:

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""LeNet's training step on one GPU, measured: cuDNN against convolutions as matrix products (im2col + one
+SGEMM, models/lenet.py conv_valid_gemm), per layer, in IEEE float32 and with TF32; a kernel profile of each;
+plain PyTorch's epoch for reference. Optionally a sweep of mlp-fast settings over seeds (an MLP run takes
+~1.5 s on a GPU and gives the CPU's errors).
+
+    python3 bench/gpu_lenet.py [--epochs 6] [--parts variants,plain,profile,full,mlp] [--out DIR]
+    python3 bench/gpu_lenet.py --device cpu --quick --epochs 3   # a dry run
+
+Prints tables; writes gpu_lenet.json to --out (default $OUT, else bench/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import torch  # noqa: E402
+
+from deeptut import config  # noqa: E402
+from deeptut.data.datasets import load_dataset  # noqa: E402
+from deeptut.train import loop  # noqa: E402
+
+T0 = time.perf_counter()
+DEVICE = "cuda"  # --device cpu: a dry run
+
+
+def log(msg: str) -> None:
+    print(f"[+{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def _gpu_bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "bench" / "gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def timed_fit(preset: str, data: Any, overrides: dict[str, Any], gemm: tuple[bool, bool] | None = None
+              ) -> dict[str, Any]:
+    """fit() with a run directory (metrics.jsonl gives the time of every epoch); `gemm` overrides the conv
+    choice per layer."""
+    cfg = config.resolve(preset, overrides={"device": DEVICE, **overrides})
+    real = loop.make_train_step
+
+    def patched(model: Any, c: Any, device: Any) -> Any:
+        step = real(model, c, device)
+        if gemm is not None:
+            model.conv_gemm = gemm
+        return step
+
+    loop.make_train_step = patched
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            s = loop.fit(cfg, data, Path(d), quiet=True)
+            el = [json.loads(line)["elapsed_s"] for line in open(Path(d) / "metrics.jsonl")]
+    finally:
+        loop.make_train_step = real
+    n = len(el)
+    per_epoch = (el[-1] - el[1]) / (n - 2) if n > 2 else None
+    return {"train_seconds": s["train_seconds"], "epochs": s["epochs"], "s_per_epoch": per_epoch,
+            "valid": s["best_validation_error"], "test": s["test_error"]}
+
+
+def profile(data: Any, overrides: dict[str, Any], gemm: tuple[bool, bool], steps: int = 20) -> list[str]:
+    """Top CUDA kernels of `steps` eager steps."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    from deeptut.data.device import DeviceSplit
+    from deeptut.models import build_model
+    from deeptut.train.step import make_train_step
+
+    cfg = config.resolve("lenet", overrides={"device": DEVICE, "graphs": "off", **overrides})
+    dev = torch.device(DEVICE)
+    with loop.cuda_precision(cfg):
+        model = build_model(cfg.model_args(), cfg.init_seed).to(dev)
+        step = make_train_step(model, cfg, dev)
+        model.conv_gemm = gemm
+        tr = DeviceSplit(data.train.x, data.train.y, dev)
+        nb = tr.n_batches(cfg.batch_size)
+        for i in range(3):
+            step(*tr.minibatch(i % nb, cfg.batch_size), cfg.learning_rate)
+        acts = [ProfilerActivity.CUDA] if DEVICE == "cuda" else [ProfilerActivity.CPU]
+        with prof(activities=acts) as p:
+            for i in range(steps):
+                step(*tr.minibatch(i % nb, cfg.batch_size), cfg.learning_rate)
+            if DEVICE == "cuda":
+                torch.cuda.synchronize()
+    table = p.key_averages().table(sort_by=f"{'cuda' if DEVICE == 'cuda' else 'cpu'}_time_total", row_limit=14, max_name_column_width=60)
+    return table.splitlines()
+
+
+def sweep(preset: str, grid: dict[str, dict[str, Any]], res: dict[str, Any], save: Any, args: Any) -> None:
+    """Each setting of `grid` (overrides on `preset`) over seeds 1-5: test errors, validation, seconds."""
+    res.setdefault("sweeps", {})[preset] = out = {}
+    for name, over in grid.items():
+        rows = []
+        for seed in range(1, 6 if DEVICE == "cuda" else 2):
+            cfg = config.resolve(preset, overrides={"device": DEVICE, "seed": seed, **over,
+                                                    **({"n_epochs": 1} if args.quick else {})})
+            s = loop.fit(cfg, res["_data"], None, quiet=True)
+            rows.append({"seed": seed, "valid": s["best_validation_error"], "test": s["test_error"],
+                         "s": s["train_seconds"]})
+        mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+        out[name] = {"overrides": over, "runs": rows, "mean_test": mean("test"), "mean_valid": mean("valid"),
+                     "mean_s": mean("s")}
+        log(f"{preset} {name:24s} valid {mean('valid'):.3f} test {mean('test'):.3f} in {mean('s'):.2f} s: "
+            + " ".join(f"{r['test']:.2f}" for r in rows))
+        save()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--parts", default="variants,plain,profile",
+                    help="comma list of: variants, plain, profile, full (the 200-epoch tutorial run, auto and "
+                         "cudnn), lenet-fast (a lenet-fast-gpu sweep), mlp (an mlp-fast sweep; both over seeds 1-5)")
+    ap.add_argument("--out")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run")
+    ap.add_argument("--quick", action="store_true", help="a tenth of the data (dry runs)")
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    global DEVICE
+    DEVICE = args.device
+    out = Path(args.out or os.environ.get("OUT") or ROOT / "bench" / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+                           "torch": torch.__version__,
+                           "date": time.strftime("%Y-%m-%d %H:%M")}
+    log(f"{res['device']}, torch {res['torch']}")
+    data = load_dataset()
+    if args.quick:
+        from deeptut.data.datasets import Split, Splits
+
+        tenth = [Split(s.x[:len(s.x) // 10], s.y[:len(s.y) // 10]) for s in (data.train, data.valid, data.test)]
+        data = Splits(*tenth, source=data.source, name=data.name)
+
+    res["_data"] = data
+
+    def save() -> None:
+        (out / "gpu_lenet.json").write_text(json.dumps({k: v for k, v in res.items() if k != "_data"}, indent=1))
+
+    ep = {"n_epochs": args.epochs, "patience": 10**9}
+    variants = [
+        ("cudnn, fp32", {"tf32": False}, (False, False)),
+        ("gemm both, fp32", {"tf32": False}, (True, True)),
+        ("gemm layer1 only, fp32", {"tf32": False}, (False, True)),
+        ("gemm layer0 only, fp32", {"tf32": False}, (True, False)),
+        ("cudnn, tf32", {"tf32": True}, (False, False)),
+        ("gemm both, tf32", {"tf32": True}, (True, True)),
+    ]
+    res["variants"] = {}
+    for name, over, gemm in variants if "variants" in parts else []:
+        try:
+            r = timed_fit("lenet", data, {**ep, **over}, gemm)
+        except Exception as e:  # noqa: BLE001
+            r = {"error": f"{type(e).__name__}: {e}"}
+        res["variants"][name] = r
+        log(f"{name:28s} {r}")
+        save()
+    gb = _gpu_bench()
+    res["plain"] = {}
+    for tf32 in (False, True) if "plain" in parts else ():
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+        cfg = config.resolve("lenet", overrides={"device": DEVICE})
+        try:
+            r = gb.plain_fit(cfg, data, torch.device(DEVICE), 4 if DEVICE == "cuda" else 1)
+        except Exception as e:  # noqa: BLE001
+            r = {"error": f"{type(e).__name__}: {e}"}
+        res["plain"][f"tf32={tf32}"] = r
+        log(f"plain PyTorch lenet, tf32={tf32}: {r}")
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+    save()
+    res["profiles"] = {}
+    for name, gemm in (("cudnn", (False, False)), ("gemm", (True, True))) if "profile" in parts else ():
+        try:
+            lines = profile(data, {"tf32": False}, gemm)
+        except Exception as e:  # noqa: BLE001
+            lines = [f"{type(e).__name__}: {e}"]
+        res["profiles"][name] = lines
+        print(f"--- profile, {name}, fp32, 20 eager steps", *lines, sep="\n", flush=True)
+    save()
+    if "full" in parts:
+        res["full"] = {}
+        for name, over in (("auto (fp32)", {}), ("cudnn (fp32)", {"conv": "cudnn"})):
+            r = timed_fit("lenet", data, {**over, **({"n_epochs": args.epochs} if args.quick else {})})
+            res["full"][name] = r
+            log(f"full tutorial lenet, {name}: {r}")
+            save()
+    if "lenet-fast" in parts:
+        sweep("lenet-fast-gpu", {
+            "preset": {},
+            "ieee fp32": {"tf32": False},
+            "14 epochs": {"n_epochs": 14},
+            "lr 0.2": {"learning_rate": 0.2},
+            "wd 1e-3": {"weight_decay": 1e-3},
+            "batch 512 lr 0.4 16 ep": {"batch_size": 512, "learning_rate": 0.4, "n_epochs": 16},
+            "warmup 0.3": {"warmup_fraction": 0.3},
+        }, res, save, args)
+    if "mlp" in parts:
+        grid = {
+            "preset": {},
+            "b256 lr0.6 e20": {"batch_size": 256, "learning_rate": 0.6, "n_epochs": 20},
+            "b256 lr0.4 e20": {"batch_size": 256, "learning_rate": 0.4, "n_epochs": 20},
+            "e20 warm0.3": {"n_epochs": 20, "warmup_fraction": 0.3},
+            "mom0.95 lr0.15": {"momentum": 0.95, "learning_rate": 0.15},
+            "L2 5e-5": {"L2_reg": 5e-5},
+            "L2 2e-4": {"L2_reg": 2e-4},
+            "lr0.2": {"learning_rate": 0.2},
+            "cosine": {"lr_schedule": "cosine"},
+        }
+        res["mlp_sweep"] = {}
+        for name, over in grid.items():
+            rows = []
+            for seed in range(1, 6 if DEVICE == "cuda" else 2):
+                cfg = config.resolve("mlp-fast", overrides={"device": DEVICE, "seed": seed, **over,
+                                                            **({"n_epochs": 2} if args.quick else {})})
+                s = loop.fit(cfg, data, None, quiet=True)
+                rows.append({"seed": seed, "valid": s["best_validation_error"], "test": s["test_error"],
+                             "s": s["train_seconds"]})
+            mean = sum(r["test"] for r in rows) / len(rows)
+            mean3 = sum(r["test"] for r in rows[:3]) / 3
+            vmean = sum(r["valid"] for r in rows) / len(rows)
+            res["mlp_sweep"][name] = {"runs": rows, "mean_test": mean, "mean_test_seeds_1_3": mean3,
+                                      "mean_valid": vmean}
+            log(f"mlp-fast {name:18s} valid {vmean:.3f} test {mean:.3f} (seeds 1-3 {mean3:.3f}): "
+                + " ".join(f"{r['test']:.2f}" for r in rows))
+            save()
+    log("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
