@@ -120,6 +120,17 @@ static inline int get_row(const rows_t *rs, int r, int last, const uint16_t **ix
     return row_nonzeros(xr, rs->d, idx, val);
 }
 
+/* The logits of row r (rows up to `last` in this part) into zv; its nonzeros in *idx / *val; returns their
+   number. */
+static inline __attribute__((always_inline)) int logits_row(const rows_t *rs, int r, int last, int KV,
+                                                            const v16 *Wp, const v16 *bp, v16 *zv,
+                                                            const uint16_t **idx, const float **val,
+                                                            uint16_t *idx_s, float *val_s) {
+    int m = get_row(rs, r, last, idx, val, idx_s, val_s);
+    forward_row(*idx, *val, m, KV, Wp, bp, zv);
+    return m;
+}
+
 /* Rows [r0, r1) of the step: accumulate into gWp (zeroed here) and part = {cost sum, gb[0..K)} (doubles). */
 static inline __attribute__((always_inline)) void step_part(const rows_t *rs, const int64_t *y, int r0, int r1,
                                                             int d, int K, int KV, float inv_n, const v16 *Wp,
@@ -131,9 +142,8 @@ static inline __attribute__((always_inline)) void step_part(const rows_t *rs, co
     for (int r = r0; r < r1; r++) {
         const uint16_t *idx;
         const float *val;
-        int m = get_row(rs, r, r1, &idx, &val, idx_s, val_s);
         v16 zv[KVMAX];
-        forward_row(idx, val, m, KV, Wp, bp, zv);
+        int m = logits_row(rs, r, r1, KV, Wp, bp, zv, &idx, &val, idx_s, val_s);
         float *z = (float *)zv;
         int yi = (int)y[r];
         float mx = z[0];
@@ -168,9 +178,8 @@ static inline __attribute__((always_inline)) void errors_part(const rows_t *rs, 
     for (int r = r0; r < r1; r++) {
         const uint16_t *idx;
         const float *val;
-        int m = get_row(rs, r, r1, &idx, &val, idx_s, val_s);
         v16 zv[KVMAX];
-        forward_row(idx, val, m, KV, Wp, bp, zv);
+        logits_row(rs, r, r1, KV, Wp, bp, zv, &idx, &val, idx_s, val_s);
         const float *z = (const float *)zv;
         int pred = 0;
         float best = z[0];
