@@ -99,8 +99,8 @@ def plain_step(name: str, lr: float, l2: float):
     return step, model
 
 
-def deeptut_step(preset: str):
-    cfg = config.resolve(preset, overrides={"device": "cpu"})
+def deeptut_step(preset: str, overrides: dict | None = None):
+    cfg = config.resolve(preset, overrides={"device": "cpu", **(overrides or {})})
     model = build_model(cfg.model_args(), cfg.init_seed)
     step = make_train_step(model, cfg, torch.device("cpu"))
     return (lambda x, y: float(step(x, y, cfg.learning_rate))), model, cfg, type(step).__name__
@@ -149,11 +149,12 @@ def bench_steps(data, rounds: int, default_threads: int) -> dict:
     tx, ty = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
     vx = torch.from_numpy(data.valid.x)
     out = {}
-    specs = [("logistic", "logistic", 600, 40, 0.0), ("mlp", "mlp", 20, 250, 1e-4), ("lenet", "lenet", 500, 4, 0.0)]
-    for name, preset, batch, n_steps, l2 in specs:
-        dstep, dmodel, cfg, step_type = deeptut_step(preset)
-        pstep, pmodel = plain_step(name, cfg.learning_rate, l2)
-        p1step, _ = plain_step(name, cfg.learning_rate, l2)
+    specs = [("logistic", "logistic", 600, 40, 0.0, {}), ("mlp", "mlp", 20, 250, 1e-4, {}),
+             ("mlp --sparse true", "mlp", 20, 250, 1e-4, {"sparse": True}), ("lenet", "lenet", 500, 4, 0.0, {})]
+    for name, preset, batch, n_steps, l2, over in specs:
+        dstep, dmodel, cfg, step_type = deeptut_step(preset, over)
+        pstep, pmodel = plain_step(preset, cfg.learning_rate, l2)
+        p1step, _ = plain_step(preset, cfg.learning_rate, l2)
         dthreads = cfg.threads or default_threads
         times: dict[str, list[float]] = {"plain": [], "plain-1t": [], "deeptut": [], "deeptut-default": []}
         evals: dict[str, list[float]] = {"plain": [], "deeptut": []}
@@ -181,7 +182,7 @@ def bench_steps(data, rounds: int, default_threads: int) -> dict:
         if evals["plain"]:
             rec["valid_pass_s"] = {k: statistics.median(v) for k, v in evals.items()}
         out[name] = rec
-        print(f"{name:9s} batch {batch:3d}: plain {med['plain'] * 1e3:9.2f} ms  plain-1t {med['plain-1t'] * 1e3:9.2f} ms"
+        print(f"{name:17s} batch {batch:3d}: plain {med['plain'] * 1e3:9.2f} ms  plain-1t {med['plain-1t'] * 1e3:9.2f} ms"
               f"  deeptut {med['deeptut'] * 1e3:9.2f} ms  ({step_type}, {dthreads} thr)  "
               f"x{rec['speedup_vs_plain']:.2f} vs plain, x{rec['speedup_vs_plain_1t']:.2f} vs plain-1t; deeptut at "
               f"{default_threads} thr {med['deeptut-default'] * 1e3:.2f} ms (x{rec['speedup_at_default_threads']:.2f})",

@@ -77,7 +77,7 @@ def cache_dirs() -> list[Path]:
 
 def _build(name: str) -> ctypes.CDLL:
     src = CSRC / f"{name}.c"
-    source = src.read_bytes()
+    source = src.read_bytes() + b"".join(h.read_bytes() for h in sorted(CSRC.glob("*.h")))  # headers too
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler")
@@ -164,3 +164,23 @@ def logistic_step():
     f.errors = lib.logistic_errors
     f.pack_count, f.pack_fill = lib.logistic_pack_count, lib.logistic_pack_fill
     return f
+
+
+def mlp_step():
+    """csrc/mlp_step.c's functions, argtypes set, as an object with `forward`, `backward` and
+    `scratch_bytes`; or None (no compiler, a failed build, DEEPTUT_NO_CKERNELS=1)."""
+    lib = load("mlp_step")
+    if lib is None:
+        return None
+    p, i, dbl, i64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_int64
+    lib.mlp_scratch_bytes.argtypes = [i, i, i, i]
+    lib.mlp_scratch_bytes.restype = ctypes.c_size_t
+    lib.mlp_forward.argtypes = [p, i, i, i, i, p, p, p, p, i, p, p, p, i64]
+    lib.mlp_forward.restype = i
+    lib.mlp_backward.argtypes = [p, i, i, i, i, p, p, p, p, p, p, i, dbl, dbl, dbl, p]
+    lib.mlp_backward.restype = i
+
+    class _MLP:
+        scratch_bytes, forward, backward = lib.mlp_scratch_bytes, lib.mlp_forward, lib.mlp_backward
+
+    return _MLP

@@ -56,8 +56,11 @@ class TrainConfig:
     seed: int = 1234  # torch/numpy/python RNG seed for data order and anything random in training
     device: str = "auto"  # cpu | cuda | auto
     threads: int = 0  # CPU threads for torch and BLAS (0 = their defaults: all cores); recorded. Busy machine: 1
-    fast_step: bool = True  # hand-fused CPU step where one exists (bit-identical to autograd); LeNet on CPU:
-    #   the conv layers in channels-last format (same function, rounding-level differences)
+    fast_step: bool = True  # hand-fused CPU step where one exists (see `sparse`); LeNet on CPU: the conv
+    #   layers in channels-last format (same function, rounding-level differences). False: plain autograd
+    sparse: bool = True  # CPU, with fast_step: logistic regression and the plain-SGD tanh MLP step in C on each
+    #   image's nonzero pixels (MNIST: ~19 %): the same function summed in another order. False: the MLP's
+    #   fused step (bit-identical to autograd) and logistic regression in numpy
     save_every: int = 0  # keep an intermediate model every N validations (0 = never)
     checkpoint_every: int = 1  # write the resumable `last` checkpoint every N validations
     max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)

@@ -11,7 +11,7 @@
    The step, for each row: z = b + x W (4 partial sums in a fixed order), softmax, g = (p - onehot) / n,
    gW[j] += x_j g for its nonzero j. Rows are split into P = logistic_nparts(T) fixed parts (part t: rows
    [t n / P, (t+1) n / P)), each with its own partial gradient; the partials are summed in part order, so
-   the result depends on T but not on which thread computed which part (see the pool below). Then
+   the result depends on T but not on which thread computed which part (see pool.h). Then
    W -= lr (gW [+ L1 sign(W)] [+ 2 L2 W]), b -= lr sum(g). IEEE arithmetic (no -ffast-math).
 
    Built and loaded by deeptut.ckernels. */
@@ -22,57 +22,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-#define LANES 16
-#define KMAX 32              /* classes supported: up to KV = 2 vectors of 16 */
+#include "pool.h"
+#include "sparse_rows.h"
+
+#define KMAX 32 /* classes supported: up to KV = 2 vectors of 16 */
 #define KVMAX (KMAX / LANES)
-#define DMAX 65535           /* inputs indexed by uint16 (MNIST: 784) */
-
-typedef float v16 __attribute__((vector_size(LANES * 4)));
-
-static inline v16 vsplat(float s) { /* written out: a lane-by-lane loop compiled to 16 masked inserts */
-    return (v16){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
-}
-
-/* The nonzero entries of row x [d]: idx/val get them in increasing j; returns their number. idx and val
-   hold m + LANES entries (the vector path stores whole vectors). */
-static inline int row_nonzeros(const float *x, int d, uint16_t *idx, float *val) {
-    int m = 0, j = 0;
-#if defined(__AVX512F__)
-    __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i step = _mm512_set1_epi32(LANES);
-    for (; j + LANES <= d; j += LANES) {
-        __m512 v = _mm512_loadu_ps(x + j);
-        __mmask16 nz = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-        /* compress into a register, then a full store (a compressing store to memory is microcoded on
-           some cores); the next store overwrites the unused tail */
-        _mm512_storeu_ps(val + m, _mm512_maskz_compress_ps(nz, v));
-        _mm256_storeu_si256((void *)(idx + m), _mm512_cvtepi32_epi16(_mm512_maskz_compress_epi32(nz, iota)));
-        m += __builtin_popcount((unsigned)nz);
-        iota = _mm512_add_epi32(iota, step);
-    }
-#else
-    for (; j + 8 <= d; j += 8) { /* elsewhere: skip blocks of 8 zeros (an image's margins), scan the rest */
-        int any = 0;
-        for (int t = 0; t < 8; t++) any |= x[j + t] != 0.0f;
-        if (!any) continue;
-        for (int t = 0; t < 8; t++) {
-            idx[m] = (uint16_t)(j + t);
-            val[m] = x[j + t];
-            m += x[j + t] != 0.0f;
-        }
-    }
-#endif
-    for (; j < d; j++) { /* branch-free: the pixel is written, kept only if nonzero */
-        idx[m] = (uint16_t)j;
-        val[m] = x[j];
-        m += x[j] != 0.0f;
-    }
-    return m;
-}
 
 /* z[0..KV) = b + sum_q val[q] W[idx[q]], W padded to KV vectors per input; fixed order: four running
    sums over q mod 4, then ((s0 + s1) + (s2 + s3)) + b. */
@@ -92,32 +47,6 @@ static inline __attribute__((always_inline)) void forward_row(const uint16_t *id
         if (q + 2 < m) s2 += vsplat(val[q + 2]) * Wp[(size_t)idx[q + 2] * KV + v];
         z[v] = ((s0 + s1) + (s2 + s3)) + bp[v];
     }
-}
-
-/* Rows, compacted: from a packed copy (logistic_pack) when there is one, else scanned into scratch. */
-typedef struct {
-    const float *x; /* [n][d] */
-    int d;
-    const int64_t *pk_ptr; /* packed: row r of x is pk_idx/pk_val [pk_ptr[pk_row0 + r], pk_ptr[pk_row0 + r + 1]) */
-    const uint16_t *pk_idx;
-    const float *pk_val;
-    int64_t pk_row0;
-} rows_t;
-
-static inline int get_row(const rows_t *rs, int r, int last, const uint16_t **ix, const float **vx,
-                          uint16_t *idx, float *val) {
-    if (rs->pk_ptr) {
-        int64_t a = rs->pk_ptr[rs->pk_row0 + r], e = rs->pk_ptr[rs->pk_row0 + r + 1];
-        *ix = rs->pk_idx + a;
-        *vx = rs->pk_val + a;
-        return (int)(e - a);
-    }
-    const float *xr = rs->x + (size_t)r * rs->d;
-    if (r + 1 < last) /* the next row streams from memory while this one computes */
-        for (int j = 0; j < rs->d; j += 16) __builtin_prefetch(xr + rs->d + j, 0, 3);
-    *ix = idx;
-    *vx = val;
-    return row_nonzeros(xr, rs->d, idx, val);
 }
 
 /* The logits of row r (rows up to `last` in this part) into zv; its nonzeros in *idx / *val; returns their
@@ -239,114 +168,7 @@ static void run_part(const job_t *jb, int t) {
         step_part(&jb->rows, jb->y, r0, r1, jb->d, jb->k, jb->kv, jb->inv_n, jb->Wp, jb->bp, g, p, idx, val);
 }
 
-/* A tiny pool of persistent worker threads. A job is cut into a fixed number of parts; the caller and the
-   workers claim parts one at a time. Who computes a part does not change the result, and the caller never
-   waits for a worker that has not started: on a busy machine (another process on the other core) it simply
-   does the remaining parts itself. It does wait for a part a worker has claimed (the worker reads the
-   caller's x, which may be freed after the return), so a worker preempted mid-part still costs a time slice;
-   workers spin only briefly and then sleep, which made that rarer under load than a long spin. */
-
-#define MAXW 63
-#ifndef SPIN
-#define SPIN 1000 /* pause iterations (~20-60 us) before sleeping: a long spin made things worse on a busy machine */
-#endif
-
-static pthread_mutex_t job_mu = PTHREAD_MUTEX_INITIALIZER; /* one multi-threaded job at a time */
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static job_t job;
-static int job_next, job_gen, n_sleeping, n_workers;
-static atomic_int job_done, job_gen_pub;
-static int atfork_set;
-
-/* Claim parts of the current job (gen) until none is left; under no lock while computing. */
-static void work(int gen) {
-    for (;;) {
-        pthread_mutex_lock(&mu);
-        if (job_gen != gen || job_next >= job.nparts) {
-            pthread_mutex_unlock(&mu);
-            return;
-        }
-        int t = job_next++;
-        job_t jb = job;
-        pthread_mutex_unlock(&mu);
-        run_part(&jb, t);
-        atomic_fetch_add_explicit(&job_done, 1, memory_order_release);
-    }
-}
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-static void *worker(void *arg) {
-    (void)arg;
-    int seen = 0;
-    for (;;) {
-        /* spin a little (the next step usually comes within tens of microseconds), then sleep */
-        for (int i = 0; i < SPIN && atomic_load_explicit(&job_gen_pub, memory_order_acquire) == seen; i++)
-            cpu_relax();
-        pthread_mutex_lock(&mu);
-        while (job_gen == seen) {
-            n_sleeping++;
-            pthread_cond_wait(&cv, &mu);
-            n_sleeping--;
-        }
-        seen = job_gen;
-        pthread_mutex_unlock(&mu);
-        work(seen);
-    }
-    return NULL;
-}
-
-static void after_fork_child(void) { /* the workers do not exist in a forked child */
-    pthread_mutex_init(&job_mu, NULL);
-    pthread_mutex_init(&mu, NULL);
-    pthread_cond_init(&cv, NULL);
-    n_workers = 0;
-    n_sleeping = 0;
-}
-
-static void ensure_workers(int want) {
-    if (want > MAXW) want = MAXW;
-    if (!atfork_set) {
-        pthread_atfork(NULL, NULL, after_fork_child);
-        atfork_set = 1;
-    }
-    while (n_workers < want) {
-        pthread_t th;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int rc = pthread_create(&th, &attr, worker, NULL);
-        pthread_attr_destroy(&attr);
-        if (rc != 0) break; /* fewer workers: the caller does more parts, same result */
-        n_workers++;
-    }
-}
-
-static void run_job(const job_t *jb, int T) {
-    if (T > 1 && jb->nparts > 1) {
-        pthread_mutex_lock(&job_mu);
-        pthread_mutex_lock(&mu);
-        ensure_workers(T - 1);
-        job = *jb;
-        job_next = 0;
-        atomic_store_explicit(&job_done, 0, memory_order_relaxed);
-        int gen = ++job_gen;
-        atomic_store_explicit(&job_gen_pub, gen, memory_order_release);
-        if (n_sleeping) pthread_cond_broadcast(&cv);
-        pthread_mutex_unlock(&mu);
-        work(gen);
-        /* only parts a worker has claimed and is computing remain */
-        while (atomic_load_explicit(&job_done, memory_order_acquire) < jb->nparts) cpu_relax();
-        pthread_mutex_unlock(&job_mu);
-    } else {
-        for (int t = 0; t < jb->nparts; t++) run_part(jb, t);
-    }
-}
+static void part_of_job(const void *ctx, int t) { run_part((const job_t *)ctx, t); }
 
 /* W [d][k] -> Wp [d][KV] vectors (zero padding lanes), b -> bp [KV]. */
 static void pad_params(const float *W, const float *b, int d, int k, int KV, v16 *Wp, v16 *bp) {
@@ -426,7 +248,7 @@ int logistic_step(const float *x, const int64_t *y, int n, int d, int k, float *
         for (size_t i = 0; i < (size_t)d * k; i++) pen2 += (double)W[i] * (double)W[i];
     job_t jb = {{x, d, pk_ptr, pk_idx, pk_val, pk_row0}, y, n, d, k, KV, P, (float)(1.0 / n), Wp, bp, gpart,
                 part, NULL};
-    run_job(&jb, T);
+    run_parts(part_of_job, &jb, jb.nparts, T);
     /* sum the partials in part order and update W */
     size_t pd = (size_t)KV * d;
     for (int j = 0; j < d; j++)
@@ -467,6 +289,6 @@ int logistic_errors(const float *x, const int64_t *y, int n, int d, int k, const
     int P = T <= 1 ? 1 : 8 * T; /* small parts: a preempted thread leaves little for the others to wait on */
     if (P > n) P = n;
     job_t jb = {{x, d, pk_ptr, pk_idx, pk_val, pk_row0}, y, n, d, k, KV, P, 0.0f, Wp, bp, NULL, NULL, wrong};
-    run_job(&jb, T);
+    run_parts(part_of_job, &jb, jb.nparts, T);
     return 0;
 }

@@ -228,10 +228,12 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
             graphs._warn(f"graph step unavailable ({type(e).__name__}: {e}); using eager steps")
     plain_sgd = cfg.momentum == 0 and cfg.weight_decay == 0
     if cfg.fast_step and device.type == "cpu" and plain_sgd and cfg.model == "logistic":
-        return LogisticFusedStep(model, cfg)
+        return LogisticFusedStep(model, cfg, use_ckernel=cfg.sparse)
     if cfg.fast_step and device.type == "cpu" and cfg.model == "mlp":
-        from deeptut.train import fused
+        from deeptut.train import fused, mlp_sparse
 
+        if cfg.sparse and mlp_sparse.supports(model, cfg, device) and mlp_sparse.available():
+            return mlp_sparse.MLPSparseStep(model, cfg)
         if fused.supports(model, cfg, device):
             # one thread at the tutorial's batch of 20 (synchronising a second costs more than it saves);
             # larger batches use the run's thread count
