@@ -258,3 +258,13 @@ def test_portable_build_matches_numpy(monkeypatch, tmp_path):
         test_packed_split_gives_the_scanned_bits(monkeypatch, 2)
     finally:
         ckernels.clear_cache()
+
+
+def test_sparse_false_gives_the_numpy_step():
+    from deeptut.train.step import make_train_step
+
+    cpu = torch.device("cpu")
+    for sparse, has_c in ((False, False), (True, ckernels.logistic_step() is not None)):
+        step = make_train_step(_model(), TrainConfig(sparse=sparse), cpu)
+        assert isinstance(step, LogisticFusedStep) and (step._c is not None) == has_c
+        assert (step.evaluator is not None) == has_c  # evaluation follows the step's arithmetic

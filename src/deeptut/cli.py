@@ -11,16 +11,20 @@ from deeptut.errors import DeeptutError
 
 EPILOG = """config overrides: any field of the config as --name value (dashes or underscores), e.g.
   deeptut train logistic --n_epochs 5 --learning-rate 0.1 --batch_size 20 --L2_reg 1e-4 --seed 3
-presets: logistic, mlp, lenet, mlp-fast, lenet-fast (deeptut presets lists them with their values)"""
+  deeptut train mlp --sparse true --threads 0    # the MLP step on nonzero pixels, both cores
+presets: {presets} (deeptut presets lists them with their values)"""
 
 
 def _parser() -> argparse.ArgumentParser:
+    from deeptut.config import preset_names
+
+    presets = ", ".join(preset_names())
     p = argparse.ArgumentParser(prog="deeptut", description="The Deep Learning Tutorials on PyTorch.")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a preset; any config field can be overridden with --name value",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("preset", nargs="?", help="preset name (logistic, mlp, lenet, mlp-fast, lenet-fast)")
+                       epilog=EPILOG.format(presets=presets), formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("preset", nargs="?", help=f"preset name ({presets})")
     t.add_argument("--config", help="a TOML file of config values (applied after the preset)")
     t.add_argument("--data-dir", help="directory with the four MNIST IDX files or mnist.pkl.gz")
     t.add_argument("--runs-dir", default="runs", help="where run directories are made (default: runs)")
