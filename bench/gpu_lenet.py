@@ -100,22 +100,23 @@ def profile(data: Any, overrides: dict[str, Any], gemm: tuple[bool, bool], steps
     return table.splitlines()
 
 
-def sweep(preset: str, grid: dict[str, dict[str, Any]], res: dict[str, Any], save: Any, args: Any) -> None:
-    """Each setting of `grid` (overrides on `preset`) over seeds 1-5: test errors, validation, seconds."""
-    res.setdefault("sweeps", {})[preset] = out = {}
+def sweep(preset: str, grid: dict[str, dict[str, Any]], data: Any, out: dict[str, Any], save: Any,
+          quick: bool) -> None:
+    """Each setting of `grid` (overrides on `preset`) over seeds 1-5 (1 on CPU): test and validation errors,
+    seconds; into out[name]."""
     for name, over in grid.items():
         rows = []
         for seed in range(1, 6 if DEVICE == "cuda" else 2):
             cfg = config.resolve(preset, overrides={"device": DEVICE, "seed": seed, **over,
-                                                    **({"n_epochs": 1} if args.quick else {})})
-            s = loop.fit(cfg, res["_data"], None, quiet=True)
+                                                    **({"n_epochs": 1} if quick else {})})
+            s = loop.fit(cfg, data, None, quiet=True)
             rows.append({"seed": seed, "valid": s["best_validation_error"], "test": s["test_error"],
                          "s": s["train_seconds"]})
-        mean = lambda k: sum(r[k] for r in rows) / len(rows)  # noqa: E731
+        mean = lambda k, rs=rows: sum(r[k] for r in rs) / len(rs)  # noqa: E731
         out[name] = {"overrides": over, "runs": rows, "mean_test": mean("test"), "mean_valid": mean("valid"),
-                     "mean_s": mean("s")}
-        log(f"{preset} {name:24s} valid {mean('valid'):.3f} test {mean('test'):.3f} in {mean('s'):.2f} s: "
-            + " ".join(f"{r['test']:.2f}" for r in rows))
+                     "mean_test_seeds_1_3": mean("test", rows[:3]), "mean_s": mean("s")}
+        log(f"{preset} {name:24s} valid {mean('valid'):.3f} test {mean('test'):.3f} (seeds 1-3 "
+            f"{mean('test', rows[:3]):.3f}) in {mean('s'):.2f} s: " + " ".join(f"{r['test']:.2f}" for r in rows))
         save()
 
 
@@ -145,10 +146,8 @@ def main() -> int:
         tenth = [Split(s.x[:len(s.x) // 10], s.y[:len(s.y) // 10]) for s in (data.train, data.valid, data.test)]
         data = Splits(*tenth, source=data.source, name=data.name)
 
-    res["_data"] = data
-
     def save() -> None:
-        (out / "gpu_lenet.json").write_text(json.dumps({k: v for k, v in res.items() if k != "_data"}, indent=1))
+        (out / "gpu_lenet.json").write_text(json.dumps(res, indent=1))
 
     ep = {"n_epochs": args.epochs, "patience": 10**9}
     variants = [
@@ -206,9 +205,9 @@ def main() -> int:
             "wd 1e-3": {"weight_decay": 1e-3},
             "batch 512 lr 0.4 16 ep": {"batch_size": 512, "learning_rate": 0.4, "n_epochs": 16},
             "warmup 0.3": {"warmup_fraction": 0.3},
-        }, res, save, args)
+        }, data, res.setdefault("lenet_fast_sweep", {}), save, args.quick)
     if "mlp" in parts:
-        grid = {
+        sweep("mlp-fast", {
             "preset": {},
             "b256 lr0.6 e20": {"batch_size": 256, "learning_rate": 0.6, "n_epochs": 20},
             "b256 lr0.4 e20": {"batch_size": 256, "learning_rate": 0.4, "n_epochs": 20},
@@ -218,24 +217,7 @@ def main() -> int:
             "L2 2e-4": {"L2_reg": 2e-4},
             "lr0.2": {"learning_rate": 0.2},
             "cosine": {"lr_schedule": "cosine"},
-        }
-        res["mlp_sweep"] = {}
-        for name, over in grid.items():
-            rows = []
-            for seed in range(1, 6 if DEVICE == "cuda" else 2):
-                cfg = config.resolve("mlp-fast", overrides={"device": DEVICE, "seed": seed, **over,
-                                                            **({"n_epochs": 2} if args.quick else {})})
-                s = loop.fit(cfg, data, None, quiet=True)
-                rows.append({"seed": seed, "valid": s["best_validation_error"], "test": s["test_error"],
-                             "s": s["train_seconds"]})
-            mean = sum(r["test"] for r in rows) / len(rows)
-            mean3 = sum(r["test"] for r in rows[:3]) / 3
-            vmean = sum(r["valid"] for r in rows) / len(rows)
-            res["mlp_sweep"][name] = {"runs": rows, "mean_test": mean, "mean_test_seeds_1_3": mean3,
-                                      "mean_valid": vmean}
-            log(f"mlp-fast {name:18s} valid {vmean:.3f} test {mean:.3f} (seeds 1-3 {mean3:.3f}): "
-                + " ".join(f"{r['test']:.2f}" for r in rows))
-            save()
+        }, data, res.setdefault("mlp_sweep", {}), save, args.quick)
     log("done")
     return 0
 

@@ -40,6 +40,17 @@ def random_batch(n=60, seed=0, n_in=784):
     return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
 
 
+def sparse_batch(n=60, seed=0, n_in=784, density=0.2):
+    """Like random_batch, but MNIST-like in its zeros: a fraction `density` of nonzero pixels (at multiples
+    of 1/256), some negative zeros, and an all-zero first row (the case the sparse C kernels compact)."""
+    rng = np.random.default_rng(seed)
+    x = (rng.integers(1, 256, (n, n_in)) / 256).astype(np.float32)
+    x[rng.random((n, n_in)) > density] = 0.0
+    x[rng.random((n, n_in)) < 0.02] = -0.0
+    x[0] = 0.0
+    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
+
+
 def random_logistic(seed=1, n_in=784):
     """A LogisticRegression with small random parameters (the tutorial's zeros would hide errors)."""
     from deeptut.models.logistic import LogisticRegression

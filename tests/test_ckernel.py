@@ -13,7 +13,7 @@ import torch
 from deeptut import ckernels
 from deeptut.config import TrainConfig
 from deeptut.train.step import LogisticFusedStep
-from synthetic import random_batch, random_logistic
+from synthetic import random_batch, random_logistic, sparse_batch
 
 needs_c = pytest.mark.skipif(ckernels.logistic_step() is None, reason=f"no C kernel: {ckernels.last_error}")
 
@@ -126,16 +126,6 @@ def test_builds_when_cache_dir_unwritable(monkeypatch, tmp_path):
         ckernels.clear_cache()
 
 
-def _sparse_batch(n, seed, n_in=784, density=0.2):
-    """MNIST-like rows: mostly zeros (and some negative zeros), the rest at multiples of 1/256."""
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(1, 256, (n, n_in)) / 256).astype(np.float32)
-    x[rng.random((n, n_in)) > density] = 0.0
-    x[rng.random((n, n_in)) < 0.02] = -0.0
-    x[0] = 0.0  # an all-zero row
-    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
-
-
 @needs_c
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n_in", [784, 29, 16])
@@ -146,7 +136,7 @@ def test_c_step_sparse_rows_match_numpy(threads, n_in):
     for use_c in (True, False):
         m = _model(n_in=n_in)
         step = LogisticFusedStep(m, TrainConfig(batch_size=50, L2_reg=1e-4), use_ckernel=use_c)
-        costs = [step(*_sparse_batch(50, i, n_in), 0.13) for i in range(5)]
+        costs = [step(*sparse_batch(50, i, n_in), 0.13) for i in range(5)]
         out.append((costs, m.W.detach().clone(), m.b.detach().clone()))
     (cc, Wc, bc), (cn, Wn, bn) = out
     assert cc == pytest.approx(cn, rel=1e-5)
@@ -169,7 +159,7 @@ def test_packed_split_gives_the_scanned_bits(monkeypatch, threads):
     from deeptut.train.packed import PackCache
 
     torch.set_num_threads(threads)
-    x, y = _sparse_batch(400, 7)
+    x, y = sparse_batch(400, 7)
     runs = []
     for packing in (True, False):
         if not packing:
@@ -191,7 +181,7 @@ def test_pack_policy():
     from deeptut.train.packed import PackCache
 
     c = PackCache(ckernels.logistic_step())
-    x, _ = _sparse_batch(100, 1)
+    x, _ = sparse_batch(100, 1)
     assert c.args(x[:60]) == PackCache.NONE and c.args(x[60:]) == PackCache.NONE  # 100 rows: one pass
     ptr, idx, val, row0 = c.args(x[40:80])  # the next use: packed
     assert ptr is not None and row0 == 40
@@ -199,7 +189,7 @@ def test_pack_policy():
     assert c.args(x) == PackCache.NONE and not c._packed
     assert c.args(x[:10])[0] is not None and len(c._packed) == 1
     for seed in range(5):  # one-off copies, used once each (a shuffled epoch's), stay unpacked
-        assert c.args(_sparse_batch(100, seed)[0]) == PackCache.NONE
+        assert c.args(sparse_batch(100, seed)[0]) == PackCache.NONE
     dense, _ = random_batch(100, 0)
     for _ in range(3):
         assert c.args(dense) == PackCache.NONE  # packed form would not be smaller
@@ -218,7 +208,7 @@ def test_c_errors_match_numpy(threads):
     m = _model()
     ev = cpu_evaluator(m)
     assert ev is not None
-    for x, y in (_batch(257, 3), _sparse_batch(300, 4)):
+    for x, y in (_batch(257, 3), sparse_batch(300, 4)):
         split = DeviceSplit(x, y)
         want = (x.numpy() @ m.W.detach().numpy() + m.b.detach().numpy()).argmax(1) != y.numpy()
         for _ in range(3):  # the later calls use the packed split
@@ -228,7 +218,7 @@ def test_c_errors_match_numpy(threads):
     with torch.no_grad():
         zero.W.zero_()
         zero.b.zero_()
-    x, y = _sparse_batch(40, 5)
+    x, y = sparse_batch(40, 5)
     x[3, 5] = float("nan")  # NaN logits: numpy's argmax is the first NaN, class 0
     got = cpu_evaluator(zero).misclassified(DeviceSplit(x, y), 40, 0, 1)
     np.testing.assert_array_equal(got.numpy(), y.numpy() != 0)  # all tied (or NaN): class 0
@@ -239,7 +229,7 @@ def test_c_step_too_wide_falls_back_to_numpy():
     """Inputs wider than the kernel's uint16 pixel index: the numpy step, same arithmetic."""
     m = _model(n_in=70_000)
     step = LogisticFusedStep(m, TrainConfig(batch_size=2))
-    x, y = _sparse_batch(2, 0, n_in=70_000)
+    x, y = sparse_batch(2, 0, n_in=70_000)
     assert step._c_call(x, y, 0.1) is None
     assert np.isfinite(step(x, y, 0.1))
 

@@ -18,6 +18,7 @@ from deeptut.train import mlp_sparse
 from deeptut.train.fused import MLPFusedStep
 from deeptut.train.mlp_sparse import MLPSparseStep
 from deeptut.train.step import AutogradStep, make_train_step
+from synthetic import sparse_batch
 
 needs_c = pytest.mark.skipif(not mlp_sparse.available(), reason=f"no C kernel: {ckernels.last_error}")
 
@@ -27,14 +28,6 @@ def _restore_threads():
     t = torch.get_num_threads()
     yield
     torch.set_num_threads(t)
-
-
-def _batch(n, seed, n_in=784, density=0.2):
-    """MNIST-like rows: mostly zeros, the rest at multiples of 1/256."""
-    rng = np.random.default_rng(seed)
-    x = (rng.integers(1, 256, (n, n_in)) / 256).astype(np.float32)
-    x[rng.random((n, n_in)) > density] = 0.0
-    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 10, n))
 
 
 def _model(n_in=784, n_hidden=37, seed=5):
@@ -52,7 +45,7 @@ def _train(cls, threads, n=20, steps=6, n_in=784, n_hidden=37, x_of=None, **over
     step = cls(m, cfg)
     costs = []
     for i in range(steps):
-        x, y = x_of(i) if x_of else _batch(n, i, n_in)
+        x, y = x_of(i) if x_of else sparse_batch(n, i, n_in)
         costs.append(float(step(x, y, 0.05)))
     return costs, [p.detach().clone() for p in m.parameters()], step
 
@@ -77,7 +70,7 @@ def test_deterministic_and_packed_equals_scanned(monkeypatch, threads):
     """Repeated runs give the same bits; rows from a packed split give the bits scanned rows give."""
     from deeptut.train.packed import PackCache
 
-    x, y = _batch(80, 9)  # one split, stepped over for three epochs: packed after the first
+    x, y = sparse_batch(80, 9)  # one split, stepped over for three epochs: packed after the first
     split = lambda i: (x[(i % 4) * 20:(i % 4 + 1) * 20], y[(i % 4) * 20:(i % 4 + 1) * 20])  # noqa: E731
     a = _train(MLPSparseStep, threads, steps=12, x_of=split)
     assert len(a[2]._pack._packed) == 1
@@ -92,7 +85,7 @@ def test_deterministic_and_packed_equals_scanned(monkeypatch, threads):
 def test_falls_back_to_the_fused_step():
     """Inputs the kernel does not take go to MLPFusedStep: a non-contiguous minibatch, float64, inputs wider
     than its uint16 pixel index."""
-    x, y = _batch(20, 1)
+    x, y = sparse_batch(20, 1)
     for bad_x in (x.t().contiguous().t(), ):
         _, ps, step = _train(MLPSparseStep, 1, steps=1, x_of=lambda i: (bad_x, y))
         assert step.n == 0  # never allocated: every call went to the fallback
@@ -110,7 +103,7 @@ def test_bad_label_raises_and_changes_nothing():
     m = _model()
     step = MLPSparseStep(m, TrainConfig(model="mlp", n_hidden=37, batch_size=4))
     before = [p.detach().clone() for p in m.parameters()]
-    x, y = _batch(4, 0)
+    x, y = sparse_batch(4, 0)
     y[1] = 10
     with pytest.raises(IndexError):
         step(x, y, 0.1)

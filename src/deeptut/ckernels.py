@@ -137,6 +137,26 @@ def clear_cache() -> None:
     _cache.clear()
 
 
+def aligned_buffer(nbytes: int):
+    """A numpy uint8 buffer of nbytes at a 64-byte boundary (the kernels' scratch: they use 64-byte vectors)."""
+    import numpy as np
+
+    raw = np.empty(nbytes + 64, np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + nbytes]
+
+
+def takes(x, y, *params) -> bool:
+    """Whether the kernels can read these: x [n, n_in] float32 and y [n] int64, contiguous CPU tensors with
+    n > 0 and n_in = params[0].shape[0], and every parameter array (numpy) C-contiguous."""
+    import torch
+
+    return (x.dtype == torch.float32 and y.dtype == torch.int64 and x.dim() == 2 and x.device.type == "cpu"
+            and y.device.type == "cpu" and x.is_contiguous() and y.is_contiguous()
+            and x.shape[1] == params[0].shape[0] and y.shape == (x.shape[0],) and x.shape[0] > 0
+            and all(p.flags.c_contiguous for p in params))
+
+
 def logistic_step():
     """The C function `logistic_step`, argtypes set, or None. Attributes: the other functions of
     csrc/logistic_step.c: `nparts(T)`, `scratch_bytes(d, k, T)`, `errors` (evaluation), `pack_count` and

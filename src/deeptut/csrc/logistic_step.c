@@ -73,24 +73,7 @@ static inline __attribute__((always_inline)) void step_part(const rows_t *rs, co
         const float *val;
         v16 zv[KVMAX];
         int m = logits_row(rs, r, r1, KV, Wp, bp, zv, &idx, &val, idx_s, val_s);
-        float *z = (float *)zv;
-        int yi = (int)y[r];
-        float mx = z[0];
-        for (int c = 1; c < K; c++) mx = z[c] > mx ? z[c] : mx;
-        float ly = z[yi] - mx; /* shifted logit of the true class */
-        float s = 0.0f;
-        for (int c = 0; c < K; c++) {
-            z[c] = expf(z[c] - mx);
-            s += z[c];
-        }
-        cost += (double)(logf(s) - ly); /* NLL of this row */
-        for (int c = 0; c < K; c++) {
-            float p = z[c] / s;
-            if (c == yi) p -= 1.0f;
-            z[c] = p * inv_n;
-            gb[c] += z[c];
-        }
-        for (int c = K; c < KV * LANES; c++) z[c] = 0.0f; /* padding lanes stay zero in gWp */
+        cost += softmax_nll_grad((float *)zv, K, KV * LANES, (int)y[r], inv_n, gb); /* padding stays zero in gWp */
         for (int v = 0; v < KV; v++)
             for (int q = 0; q < m; q++) gWp[(size_t)idx[q] * KV + v] += vsplat(val[q]) * zv[v];
     }

@@ -1,5 +1,5 @@
 /* The tutorials' MLP (n_in - n_hidden tanh - n_out softmax) on a CPU: one plain-SGD step on the nonzero
-   pixels of the minibatch (float32, plain C, no Python API, one thread).
+   pixels of the minibatch (float32, plain C, no Python API; T threads, each owning a block of pixels).
 
    Why: at the tutorial's minibatch of 20 the step is two products with the 784 x 500 hidden weights, and
    MNIST is ~81 % zeros. A zero pixel adds nothing to the hidden pre-activations (a = b1 + sum_j x_j W1[j])
@@ -15,8 +15,9 @@
                    W1 -= lr (x^T ga [+ L1 sign W1] [+ 2 L2 W1]) in one pass over W1 (rows no example
                    touches get the penalty terms only), b1 -= lr sum(ga).
    The cost (NLL + L1 sum|W| + L2 sum W^2, at the parameters before the update) is returned. Sums run in
-   fixed orders, so a step is deterministic; they are not autograd's orders, so results agree with autograd
-   to float32 rounding, not bit for bit. IEEE arithmetic (no -ffast-math).
+   orders fixed by the thread count T (each thread's block of pixels, then the blocks in order), so a step
+   is deterministic for a given T; they are not autograd's orders, so results agree with autograd to
+   float32 rounding, not bit for bit. IEEE arithmetic (no -ffast-math).
 
    Built and loaded by deeptut.ckernels; the packed rows come from logistic_step.c's logistic_pack_*. */
 
@@ -300,23 +301,7 @@ int mlp_backward(const int64_t *y, int n, int d, int H, int K, float *W1, float 
         }
         for (; k < H; k++) s0 += vsplat(hr[k]) * w.W2p[k];
         v16 zv = ((s0 + s1) + (s2 + s3)) + b2p;
-        float *z = (float *)&zv;
-        int yi = (int)y[r];
-        float mx = z[0];
-        for (int c = 1; c < K; c++) mx = z[c] > mx ? z[c] : mx;
-        float ly = z[yi] - mx, s = 0.0f;
-        for (int c = 0; c < K; c++) {
-            z[c] = expf(z[c] - mx);
-            s += z[c];
-        }
-        cost += (double)(logf(s) - ly);
-        for (int c = 0; c < K; c++) {
-            float p = z[c] / s;
-            if (c == yi) p -= 1.0f;
-            z[c] = p * inv_n;
-            gb2[c] += z[c];
-        }
-        for (int c = K; c < LANES; c++) z[c] = 0.0f;
+        cost += softmax_nll_grad((float *)&zv, K, LANES, (int)y[r], inv_n, gb2);
         w.gz[r] = zv;
     }
 

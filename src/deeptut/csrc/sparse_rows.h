@@ -1,5 +1,6 @@
-/* Rows of a float32 matrix compacted to their nonzero entries: shared by the sparse CPU kernels
-   (logistic_step.c, mlp_step.c). A row of MNIST has ~150 nonzero pixels of 784.
+/* Rows of a float32 matrix compacted to their nonzero entries, and the softmax / NLL gradient of one row:
+   shared by the sparse CPU kernels (logistic_step.c, mlp_step.c). A row of MNIST has ~150 nonzero pixels
+   of 784.
 
    row_nonzeros() scans a row (AVX-512: compress 16 lanes at a time; elsewhere: skip blocks of 8 zeros);
    get_row() gives a row from a packed copy (logistic_pack_*, made once per split) or scans it into
@@ -8,6 +9,7 @@
 #ifndef DEEPTUT_SPARSE_ROWS_H
 #define DEEPTUT_SPARSE_ROWS_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #if defined(__AVX512F__)
@@ -84,6 +86,27 @@ static inline int get_row(const rows_t *rs, int r, int last, const uint16_t **ix
     *ix = idx;
     *vx = val;
     return row_nonzeros(xr, rs->d, idx, val);
+}
+
+/* z[0..K): one row's logits in, d (mean NLL) / d logits out, (softmax - onehot(y)) * inv_n, computed from
+   the shifted logits (exp cannot overflow); z[K..npad) are zeroed (padding lanes). The gradient is added
+   to gb[0..K); returns the row's NLL. */
+static inline double softmax_nll_grad(float *z, int K, int npad, int y, float inv_n, double *gb) {
+    float mx = z[0];
+    for (int c = 1; c < K; c++) mx = z[c] > mx ? z[c] : mx;
+    float ly = z[y] - mx, s = 0.0f; /* shifted logit of the true class */
+    for (int c = 0; c < K; c++) {
+        z[c] = expf(z[c] - mx);
+        s += z[c];
+    }
+    for (int c = 0; c < K; c++) {
+        float p = z[c] / s;
+        if (c == y) p -= 1.0f;
+        z[c] = p * inv_n;
+        gb[c] += z[c];
+    }
+    for (int c = K; c < npad; c++) z[c] = 0.0f;
+    return (double)(logf(s) - ly);
 }
 
 #endif

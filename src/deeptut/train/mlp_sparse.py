@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deeptut import ckernels
 from deeptut.config import TrainConfig
 from deeptut.train.fused import MLPFusedStep, _Threads
 
@@ -32,8 +33,6 @@ def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
 
 
 def available() -> bool:
-    from deeptut import ckernels
-
     return ckernels.mlp_step() is not None
 
 
@@ -42,9 +41,7 @@ class MLPSparseStep:
     `MLPFusedStep` per call when the C kernel is missing or the input is not a float32 CPU matrix."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
-        from deeptut import ckernels
         from deeptut.train.packed import PackCache
-        from deeptut.train.step import _aligned
 
         self.fallback = MLPFusedStep(model, cfg, threads=1)
         self._one_thread = _Threads(1)
@@ -54,7 +51,6 @@ class MLPSparseStep:
         self._c = ckernels.mlp_step()
         packer = ckernels.logistic_step()  # the packing functions live with the logistic kernel
         self._pack = PackCache(packer) if packer is not None else None
-        self._aligned = _aligned
         self._cost = ctypes.c_double()
         self.n = 0
 
@@ -64,16 +60,10 @@ class MLPSparseStep:
         self.n = n
         self.a = np.empty((n, H), np.float32)  # hidden pre-activation, then tanh of it
         self.a_t = torch.from_numpy(self.a)
-        self.scratch = self._aligned(self._c.scratch_bytes(n, d, H, K))
-
-    def _ok(self, x: torch.Tensor, y: torch.Tensor) -> bool:
-        return (self._c is not None and x.dtype == torch.float32 and y.dtype == torch.int64 and x.dim() == 2
-                and x.device.type == "cpu" and x.is_contiguous() and y.is_contiguous()
-                and x.shape[1] == self.W1.shape[0] and y.shape == (x.shape[0],) and x.shape[0] > 0
-                and all(a.flags.c_contiguous for a in (self.W1, self.b1, self.W2, self.b2)))
+        self.scratch = ckernels.aligned_buffer(self._c.scratch_bytes(n, d, H, K))
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, learning_rate: float) -> float:
-        if not self._ok(x, y):
+        if self._c is None or not ckernels.takes(x, y, self.W1, self.b1, self.W2, self.b2):
             return self.fallback(x, y, learning_rate)
         n, d = x.shape
         H, K = self.W1.shape[1], self.W2.shape[1]

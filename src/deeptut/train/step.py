@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from deeptut import ckernels
 from deeptut.config import TrainConfig
 from deeptut.train.losses import L1, L2_sqr, negative_log_likelihood
 
@@ -50,19 +51,6 @@ class AutogradStep:
         self.optimizer.load_state_dict(state)
 
 
-def _aligned(nbytes: int) -> np.ndarray:
-    """A uint8 buffer of nbytes at a 64-byte boundary (the C kernels' vectors)."""
-    raw = np.empty(nbytes + 64, np.uint8)
-    skip = -raw.ctypes.data % 64
-    return raw[skip:skip + nbytes]
-
-
-def _c_shapes_ok(x: torch.Tensor, y: torch.Tensor, W: np.ndarray, b: np.ndarray) -> bool:
-    return (x.dtype == torch.float32 and y.dtype == torch.int64 and x.dim() == 2 and x.device.type == "cpu"
-            and y.device.type == "cpu" and x.is_contiguous() and y.is_contiguous() and x.shape[1] == W.shape[0]
-            and y.shape == (x.shape[0],) and x.shape[0] > 0 and W.flags.c_contiguous and b.flags.c_contiguous)
-
-
 class LogisticFusedStep:
     """Plain SGD on logistic regression without autograd (CPU, float32).
 
@@ -89,26 +77,24 @@ class LogisticFusedStep:
         self.cols = np.arange(n)
         self._c = None
         if use_ckernel:
-            from deeptut import ckernels
-
             self._c = ckernels.logistic_step()  # None: no compiler or a failed build, numpy path below
         if self._c is not None:
             from deeptut.train.packed import PackCache
 
             self._pack = PackCache(self._c)  # the training split's nonzeros, once it is read a second time
-        self.evaluator = cpu_evaluator(model) if self._c is not None else None  # fit() evaluates with it
+        self.evaluator = LogisticErrors(model, self._c) if self._c is not None else None  # fit() uses it
         self._c_T = 0
         self._cost = ctypes.c_double()
 
     def _c_call(self, x: torch.Tensor, y: torch.Tensor, learning_rate: float) -> float | None:
         """The fused C step (rows split over T = torch's thread count), or None to use numpy."""
-        if not _c_shapes_ok(x, y, self.W, self.b):
+        if not ckernels.takes(x, y, self.W, self.b):
             return None
         n, d = x.shape
         k = self.W.shape[1]
         T = max(1, min(torch.get_num_threads(), n // 64 or 1))  # a fixed split: results depend on T only
         if T != self._c_T:
-            self._c_scratch = _aligned(self._c.scratch_bytes(d, k, T))
+            self._c_scratch = ckernels.aligned_buffer(self._c.scratch_bytes(d, k, T))
             self._c_T = T
         rc = self._c(x.data_ptr(), y.data_ptr(), n, d, k, self.W.ctypes.data, self.b.ctypes.data,
                      self._c_scratch.ctypes.data, T, learning_rate, self.L1_reg, self.L2_reg,
@@ -168,6 +154,7 @@ class LogisticErrors:
 
         self.model, self._c = model, kernel
         self._pack = PackCache(kernel)  # a split evaluated again and again is packed once
+        self._scratch = ckernels.aligned_buffer(kernel.scratch_bytes(*model.W.shape, 1))
 
     def misclassified(self, split: Any, n: int, rows: int, batch_size: int) -> torch.Tensor | None:
         """bool [n]: argmax(x W + b) != y for the first n examples of `split`, or None (not a resident
@@ -175,13 +162,12 @@ class LogisticErrors:
         x, y = getattr(split, "x", None), getattr(split, "y", None)
         W, b = self.model.W.detach().numpy(), self.model.b.detach().numpy()
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or n > len(x) or n <= 0 \
-                or not _c_shapes_ok(x[:n], y[:n], W, b):
+                or not ckernels.takes(x[:n], y[:n], W, b):
             return None
         d, k = W.shape
         wrong = np.empty(n, np.uint8)
-        scratch = _aligned(self._c.scratch_bytes(d, k, 1))
         rc = self._c.errors(x.data_ptr(), y.data_ptr(), n, d, k, W.ctypes.data, b.ctypes.data,
-                            scratch.ctypes.data, max(1, torch.get_num_threads()), wrong.ctypes.data,
+                            self._scratch.ctypes.data, max(1, torch.get_num_threads()), wrong.ctypes.data,
                             *self._pack.args(x[:n]))
         if rc != 0:
             return None
@@ -196,8 +182,6 @@ def cpu_evaluator(model: nn.Module) -> LogisticErrors | None:
     if not isinstance(model, LogisticRegression) or model.W.device.type != "cpu" \
             or model.W.dtype != torch.float32:
         return None
-    from deeptut import ckernels
-
     kernel = ckernels.logistic_step()
     return LogisticErrors(model, kernel) if kernel is not None else None
 
