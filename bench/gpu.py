@@ -14,7 +14,8 @@ Rows, in order (each row's errors are caught and reported; the JSON is rewritten
   chunked     resident vs streamed with device_memory_budget = 1/4 of the dataset (MLP, LeNet, logistic)
   mlp-fast    the fast preset, mean over 5 seeds
   extras      short runs of variants: graphs off (eager CUDA), the MLP's dense kernel on one stream vs with
-              side branches, bf16 autocast, LeNet's convolutions by cuDNN or as GEMMs, TF32, torch.compile
+              side branches, bf16 autocast, LeNet's conv-pool layers by cuDNN or fused Triton kernels (the
+              written-out step) or as GEMMs (the autograd step), TF32, torch.compile
               (last: cold compiles are slow)
 Near the deadline the remaining rows are skipped (recorded as skipped). "Plain PyTorch" is written in this
 file: nn.Module + autograd + torch.optim.SGD, data resident on the device, the tutorials' loop (minibatch
@@ -429,8 +430,9 @@ class Bench:
             ("mlp graphs=on", "mlp", 5, {}),
             ("mlp dense kernel on one stream", "mlp", 5, {"_one_stream": True}),
             ("lenet amp=bf16", "lenet", 5, {"amp": "bf16"}),
-            ("lenet conv=cudnn", "lenet", 5, {"conv": "cudnn"}),
-            ("lenet conv=gemm", "lenet", 5, {"conv": "gemm"}),
+            ("lenet conv=cudnn (written-out step)", "lenet", 5, {"conv": "cudnn"}),
+            ("lenet conv=triton (written-out step)", "lenet", 5, {"conv": "triton"}),
+            ("lenet conv=gemm (autograd step)", "lenet", 5, {"conv": "gemm"}),
             ("lenet tf32", "lenet", 5, {"tf32": True}),
             ("lenet compile", "lenet", 5, {"compile": True}),
             ("mlp compile", "mlp", 5, {"compile": True}),

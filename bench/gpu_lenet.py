@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""LeNet's training step on one GPU, measured: cuDNN against convolutions as matrix products (im2col + one
-SGEMM, models/lenet.py conv_valid_gemm), per layer, in IEEE float32 and with TF32; a kernel profile of each;
-plain PyTorch's epoch for reference. Optionally a sweep of mlp-fast settings over seeds (an MLP run takes
+"""LeNet's training step on one GPU, measured: the step variants (train/lenet_step.py's written-out step with
+cuDNN or fused Triton conv-pool layers, the autograd step with cuDNN or GEMM convolutions), per step and per
+epoch, in IEEE float32 and with TF32; kernel profiles; plain PyTorch's epoch for reference. Optionally a sweep of mlp-fast settings over seeds (an MLP run takes
 ~1.5 s on a GPU and gives the CPU's errors).
 
     python3 bench/gpu_lenet.py [--epochs 6] [--parts variants,plain,profile,full,mlp] [--out DIR]
@@ -72,31 +72,56 @@ def timed_fit(preset: str, data: Any, overrides: dict[str, Any], gemm: tuple[boo
             "valid": s["best_validation_error"], "test": s["test_error"]}
 
 
-def profile(data: Any, overrides: dict[str, Any], gemm: tuple[bool, bool], steps: int = 20) -> list[str]:
-    """Top CUDA kernels of `steps` eager steps."""
-    from torch.profiler import ProfilerActivity, profile as prof
-
-    from deeptut.data.device import DeviceSplit
+def step_times(overrides: dict[str, Any], repeats: int = 20) -> dict[str, float]:
+    """ms per training step of each LeNet step variant (train/lenet_step.py's candidates and the autograd
+    step), as `conv = "auto"` measures them at the start of a run, on a random batch."""
     from deeptut.models import build_model
-    from deeptut.train.step import make_train_step
+    from deeptut.train import lenet_step
+    from deeptut.train.graphs import AutogradKernel, StretchStep
 
-    cfg = config.resolve("lenet", overrides={"device": DEVICE, "graphs": "off", **overrides})
+    cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})
     dev = torch.device(DEVICE)
     with loop.cuda_precision(cfg):
         model = build_model(cfg.model_args(), cfg.init_seed).to(dev)
-        step = make_train_step(model, cfg, dev)
-        model.conv_gemm = gemm
-        tr = DeviceSplit(data.train.x, data.train.y, dev)
-        nb = tr.n_batches(cfg.batch_size)
-        for i in range(3):
-            step(*tr.minibatch(i % nb, cfg.batch_size), cfg.learning_rate)
+        model.channels_last = False
+        s = StretchStep(model, cfg, dev)
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(cfg.batch_size, 784, generator=g).to(dev)
+        y = torch.randint(0, 10, (cfg.batch_size,), generator=g).to(dev)
+        options = [*lenet_step.candidates(cfg, dev), "autograd"]
+        make = lambda o: AutogradKernel(s.ref, s.params, s.bufs, cfg) if o == "autograd" \
+            else lenet_step.LeNetKernel(s.ref, s.params, s.bufs, cfg, model, o)  # noqa: E731
+        _, times = lenet_step.choose(make, options, s._state_tensors()[:-1], x, y, cfg.learning_rate, repeats)
+    return {("-".join(o) if o != "autograd" else o): round(t, 4) for o, t in times.items()}
+
+
+def profile_written(data: Any, overrides: dict[str, Any], layers: tuple[str, str], steps: int = 20) -> list[str]:
+    """Top kernels of `steps` eager steps of the written-out LeNet step with these layer kinds."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    from deeptut.models import build_model
+    from deeptut.train import lenet_step
+    from deeptut.train.step import AutogradStep
+
+    cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})
+    dev = torch.device(DEVICE)
+    with loop.cuda_precision(cfg):
+        model = build_model(cfg.model_args(), cfg.init_seed).to(dev)
+        ref = AutogradStep(model, cfg)
+        k = lenet_step.LeNetKernel(ref, list(model.parameters()), None, cfg, model, layers)
+        x = torch.as_tensor(data.train.x[:cfg.batch_size]).to(dev)
+        y = torch.as_tensor(data.train.y[:cfg.batch_size]).long().to(dev)
+        acc = torch.zeros(1, 1, device=dev)
+        for _ in range(3):
+            k._step(x, y, cfg.learning_rate, acc)
         acts = [ProfilerActivity.CUDA] if DEVICE == "cuda" else [ProfilerActivity.CPU]
         with prof(activities=acts) as p:
-            for i in range(steps):
-                step(*tr.minibatch(i % nb, cfg.batch_size), cfg.learning_rate)
+            for _ in range(steps):
+                k._step(x, y, cfg.learning_rate, acc)
             if DEVICE == "cuda":
                 torch.cuda.synchronize()
-    table = p.key_averages().table(sort_by=f"{'cuda' if DEVICE == 'cuda' else 'cpu'}_time_total", row_limit=14, max_name_column_width=60)
+    table = p.key_averages().table(sort_by=f"{'cuda' if DEVICE == 'cuda' else 'cpu'}_time_total", row_limit=16,
+                                   max_name_column_width=60)
     return table.splitlines()
 
 
@@ -123,9 +148,11 @@ def sweep(preset: str, grid: dict[str, dict[str, Any]], data: Any, out: dict[str
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--parts", default="variants,plain,profile",
-                    help="comma list of: variants, plain, profile, full (the 200-epoch tutorial run, auto and "
-                         "cudnn), lenet-fast (a lenet-fast-gpu sweep), mlp (an mlp-fast sweep; both over seeds 1-5)")
+    ap.add_argument("--parts", default="steps,variants,plain,profile",
+                    help="comma list of: steps (ms per step of each step variant), variants (epochs of each), "
+                         "plain, profile, full (the 200-epoch tutorial run: auto, written-out cudnn, autograd "
+                         "cudnn), lenet-fast (a lenet-fast-gpu sweep), mlp (an mlp-fast sweep; both over seeds "
+                         "1-5)")
     ap.add_argument("--out")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run")
     ap.add_argument("--quick", action="store_true", help="a tenth of the data (dry runs)")
@@ -149,14 +176,26 @@ def main() -> int:
     def save() -> None:
         (out / "gpu_lenet.json").write_text(json.dumps(res, indent=1))
 
+    res["steps"] = {}
+    for name, over in (("batch 500, fp32", {"tf32": False}), ("batch 256, tf32", {"batch_size": 256, "tf32": True}),
+                       ("batch 500, tf32", {"tf32": True})) if "steps" in parts else ():
+        try:
+            r = step_times(over)
+        except Exception as e:  # noqa: BLE001
+            r = {"error": f"{type(e).__name__}: {e}"}
+        res["steps"][name] = r
+        log(f"ms per step, {name:18s} {r}")
+        save()
     ep = {"n_epochs": args.epochs, "patience": 10**9}
-    variants = [
-        ("cudnn, fp32", {"tf32": False}, (False, False)),
-        ("gemm both, fp32", {"tf32": False}, (True, True)),
-        ("gemm layer1 only, fp32", {"tf32": False}, (False, True)),
-        ("gemm layer0 only, fp32", {"tf32": False}, (True, False)),
-        ("cudnn, tf32", {"tf32": True}, (False, False)),
-        ("gemm both, tf32", {"tf32": True}, (True, True)),
+    variants = [  # (name, overrides, conv_gemm forced after the step is made: the autograd step's convolutions)
+        ("autograd cudnn, fp32", {"tf32": False, "conv": "gemm"}, (False, False)),
+        ("written-out cudnn, fp32", {"tf32": False, "conv": "cudnn"}, None),
+        ("triton, fp32", {"tf32": False, "conv": "triton"}, None),
+        ("auto, fp32", {"tf32": False}, None),
+        ("gemm both, fp32", {"tf32": False, "conv": "gemm"}, (True, True)),
+        ("written-out cudnn, tf32", {"tf32": True, "conv": "cudnn"}, None),
+        ("triton, tf32", {"tf32": True, "conv": "triton"}, None),
+        ("auto, tf32", {"tf32": True}, None),
     ]
     res["variants"] = {}
     for name, over, gemm in variants if "variants" in parts else []:
@@ -181,9 +220,10 @@ def main() -> int:
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
     save()
     res["profiles"] = {}
-    for name, gemm in (("cudnn", (False, False)), ("gemm", (True, True))) if "profile" in parts else ():
+    for name, layers in (("written-out cudnn", ("cudnn", "cudnn")), ("triton", ("triton", "triton")),
+                         ("triton layer 0", ("triton", "cudnn"))) if "profile" in parts else ():
         try:
-            lines = profile(data, {"tf32": False}, gemm)
+            lines = profile_written(data, {"tf32": False}, layers)
         except Exception as e:  # noqa: BLE001
             lines = [f"{type(e).__name__}: {e}"]
         res["profiles"][name] = lines
@@ -191,8 +231,9 @@ def main() -> int:
     save()
     if "full" in parts:
         res["full"] = {}
-        for name, over in (("auto (fp32)", {}), ("cudnn (fp32)", {"conv": "cudnn"})):
-            r = timed_fit("lenet", data, {**over, **({"n_epochs": args.epochs} if args.quick else {})})
+        for name, over, gemm in (("auto (fp32)", {}, None), ("written-out cudnn (fp32)", {"conv": "cudnn"}, None),
+                                 ("autograd cudnn (fp32)", {"conv": "gemm"}, (False, False))):
+            r = timed_fit("lenet", data, {**over, **({"n_epochs": args.epochs} if args.quick else {})}, gemm)
             res["full"][name] = r
             log(f"full tutorial lenet, {name}: {r}")
             save()

@@ -73,8 +73,10 @@ class TrainConfig:
     amp: str = "off"  # off | bf16: autocast the forward pass to bfloat16 (fast presets; CUDA)
     tf32: bool = False  # CUDA: let float32 convolutions and matrix products use TF32 tensor cores (10-bit
     #   mantissas; fast presets only). False: IEEE float32 throughout, the tutorials' arithmetic
-    conv: str = "auto"  # LeNet's convolutions: cudnn | gemm (im2col + one matrix product) | auto (on CUDA:
-    #   per layer whichever measures faster at the start of the run; elsewhere cudnn, i.e. torch's conv2d)
+    conv: str = "auto"  # LeNet's conv-pool layers: cudnn (torch's kernels) | gemm (im2col + one matrix product,
+    #   autograd) | triton (fused Triton kernels, CUDA) | auto (on CUDA: the fastest measured at the start of
+    #   the run, per layer; elsewhere torch's conv2d). On CUDA cudnn/triton/auto use the written-out step
+    #   with parallel streams (train/lenet_step.py)
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODELS)
@@ -85,7 +87,7 @@ class TrainConfig:
         _check_choice("device", self.device, ("cpu", "cuda", "auto"))
         _check_choice("graphs", self.graphs, ("auto", "on", "off"))
         _check_choice("amp", self.amp, ("off", "bf16"))
-        _check_choice("conv", self.conv, ("auto", "cudnn", "gemm"))
+        _check_choice("conv", self.conv, ("auto", "cudnn", "gemm", "triton"))
         parse_bytes(self.device_memory_budget, "device_memory_budget")
         for name in ("batch_size", "n_epochs", "n_in", "n_out", "n_hidden", "checkpoint_every"):
             if getattr(self, name) < 1:

@@ -104,7 +104,13 @@ class LeNetConvPoolLayer(nn.Module):
         self.W = nn.Parameter(torch.from_numpy(W))
         self.b = nn.Parameter(torch.zeros(out_maps))
 
-    def forward(self, x: torch.Tensor, channels_last: bool = False, gemm: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, channels_last: bool = False, gemm: bool = False,
+                triton: str | None = None) -> torch.Tensor:
+        if triton is not None and not (torch.is_grad_enabled() and (x.requires_grad or self.W.requires_grad)):
+            from deeptut.models import lenet_triton  # the fused kernels (no autograd): evaluation on CUDA
+
+            if lenet_triton.available(x.device):
+                return lenet_triton.conv_pool_forward(x.contiguous(), self.W, self.b, self.activation, triton)[0]
         if gemm:
             conv = conv_valid_gemm(x, self.W)
         else:
@@ -133,6 +139,9 @@ class LeNet5(nn.Module):
         self.channels_last = True
         # Convolutions as matrix products (conv_valid_gemm) instead of cuDNN: per layer, (layer0, layer1).
         self.conv_gemm = (False, False)
+        # Per layer, the Triton kernels' precision ("ieee" | "tf32") where the training step chose the fused
+        # Triton layer (train/lenet_step.py); forward passes without gradients then use it too.
+        self.conv_triton: tuple[str | None, str | None] = (None, None)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The conv part: x [n, 784] -> layer2's input [n, nkerns[1] * 16] (Theano's .flatten(2) order)."""
@@ -140,8 +149,8 @@ class LeNet5(nn.Module):
         cl = self.channels_last and x.device.type == "cpu"
         if cl:  # the same numbers, strided as NHWC: oneDNN's conv and the 2x2 pooling are much faster so
             x = x.as_strided(x.shape, (IMAGE * IMAGE, 1, IMAGE, 1))
-        g0, g1 = self.conv_gemm
-        h = self.layer1(self.layer0(x, cl, g0), cl, g1)
+        (g0, g1), (t0, t1) = self.conv_gemm, self.conv_triton
+        h = self.layer1(self.layer0(x, cl, g0, t0), cl, g1, t1)
         return h.reshape(h.shape[0], -1)  # reshape copies NHWC back to (c, i, j) order: Theano's flatten(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

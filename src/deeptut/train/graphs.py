@@ -313,6 +313,7 @@ class StretchStep:
         self.const_lr = cfg.learning_rate if cfg.lr_schedule == "constant" else None
         self.lrs = torch.zeros(MAX_STRETCH, 4, device=device)  # step sizes of a stretch (rows 16-byte aligned)
         self.acc = torch.zeros(1, 1, device=device)  # cost summed over the stretch
+        self.stats = {"graph_replays": 0, "eager_blocks": 0, "captures": 0, "home_copies": 0}
         self.kernel, self.kind = self._make_kernel()
         self.max_stretch = MAX_STRETCH
         self.use_graphs = graphs_available(device)
@@ -321,7 +322,6 @@ class StretchStep:
         self.warmed = False
         self.home: tuple[torch.Tensor, torch.Tensor] | None = None  # fixed buffer for shuffled epochs
         self.home_src: Any = None
-        self.stats = {"graph_replays": 0, "eager_blocks": 0, "captures": 0, "home_copies": 0}
         self.evaluator = GraphEvaluator(model) if self.use_graphs else None
         if cfg.compile:
             self._compile()
@@ -340,7 +340,49 @@ class StretchStep:
                 k = DenseKernel(self.model, layers, cfg, weights)
                 if self._forward_matches(k):
                     return k, "dense"
+        if cfg.model == "lenet":
+            k = self._lenet_kernel()
+            if k is not None:
+                return k, "lenet-" + "-".join(k.layers)
         return AutogradKernel(self.ref, self.params, self.bufs, cfg), "autograd"
+
+    def _lenet_kernel(self) -> Any:
+        """LeNet on CUDA: the written-out step (train/lenet_step.py) with cuDNN or Triton conv-pool layers,
+        as `cfg.conv` says; `auto` measures them and the autograd step (with pick_conv's convolutions) and
+        keeps the fastest. None: the autograd step. On CPU only `conv = "triton"` (Triton's interpreter, for
+        the tests) selects it."""
+        from deeptut.models import lenet_triton
+        from deeptut.train import lenet_step
+
+        cfg, dev = self.cfg, self.device
+        if not lenet_step.supports(self.model, cfg) or cfg.conv == "gemm":
+            return None
+        if dev.type != "cuda" and cfg.conv != "triton":
+            return None
+        if cfg.conv == "triton" and not lenet_triton.available(dev):
+            _warn("conv = 'triton' needs Triton and a CUDA device; using cuDNN")
+        make = lambda layers: lenet_step.LeNetKernel(self.ref, self.params, self.bufs, cfg, self.model,  # noqa: E731
+                                                     layers)
+        if cfg.conv == "triton" and lenet_triton.available(dev):
+            layers: Any = ("triton", "triton")
+        elif cfg.conv == "cudnn" or dev.type != "cuda":
+            layers = ("cudnn", "cudnn")
+        else:  # auto: measure
+            options = [*lenet_step.candidates(cfg, dev), "autograd"]
+            g = torch.Generator().manual_seed(0)
+            x = torch.rand(cfg.batch_size, cfg.n_in, generator=g).to(dev)
+            y = torch.randint(0, cfg.n_out, (cfg.batch_size,), generator=g).to(dev)
+            maker = lambda o: AutogradKernel(self.ref, self.params, self.bufs, cfg) if o == "autograd" \
+                else make(o)  # noqa: E731
+            layers, times = lenet_step.choose(maker, options, self._state_tensors()[:-1], x, y,
+                                              cfg.learning_rate)
+            self.stats["lenet_step_ms"] = {"-".join(o) if o != "autograd" else o: round(t, 4)
+                                           for o, t in times.items()}
+            if layers == "autograd":
+                return None
+        self.model.conv_triton = tuple(
+            ("tf32" if cfg.tf32 else "ieee") if k == "triton" else None for k in layers)
+        return make(layers)
 
     @torch.no_grad()
     def _forward_matches(self, k: DenseKernel) -> bool:

@@ -1,0 +1,248 @@
+"""LeNet's written-out step (train/lenet_step.py) and its fused Triton conv-pool kernels
+(models/lenet_triton.py).
+
+Oracles: torch's conv2d / max_pool2d / activation under autograd. On CPU the "cudnn" variant calls the very
+kernels autograd calls, so its gradients are compared bit for bit; the Triton kernels (run by Triton's
+interpreter without CUDA; tests/conftest.py selects it) sum in another order and are compared within float32
+rounding (1e-5). Ties in the pooling window (all-zero inputs) go to the first maximum, as in max_pool2d."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deeptut import config
+from deeptut.models import lenet_triton
+from deeptut.models.lenet import LeNet5
+from deeptut.train import graphs, lenet_step
+from deeptut.train.graphs import AutogradKernel, StretchStep
+from deeptut.train.step import AutogradStep
+
+CPU = torch.device("cpu")
+needs_triton = pytest.mark.skipif(not lenet_triton.available(CPU) and not torch.cuda.is_available(),
+                                  reason="Triton is not installed (pip install triton: its interpreter runs "
+                                         "the kernels on CPU)")
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+ACT = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
+
+
+def reference_layer(x, W, b, activation):
+    c = F.conv2d(x, W)
+    m, idx = F.max_pool2d(c, 2, return_indices=True)
+    o = c.shape[-1]
+    pos = (idx // o % 2) * 2 + idx % o % 2  # the window position of the maximum, row by row
+    return ACT[activation](m + b.view(1, -1, 1, 1)), pos
+
+
+def layer_inputs(n, ic, h, oc, seed=0, zeros=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, ic, h, h) if zeros else torch.randn(n, ic, h, h, generator=g)
+    W = torch.randn(oc, ic, 5, 5, generator=g) * (0.5 / ic)
+    b = torch.randn(oc, generator=g) * 0.1
+    return x.to(DEV), W.to(DEV), b.to(DEV)
+
+
+SHAPES = [(3, 1, 12, 5, "tanh"), (2, 3, 12, 7, "sigmoid"), (2, 4, 8, 3, "relu"), (5, 1, 28, 20, "tanh")]
+
+
+@needs_triton
+@pytest.mark.parametrize("n,ic,h,oc,activation", SHAPES)
+def test_triton_forward_is_conv_pool_bias_activation(n, ic, h, oc, activation):
+    x, W, b = layer_inputs(n, ic, h, oc)
+    y, pos = lenet_triton.conv_pool_forward(x, W, b, activation)
+    ref, ref_pos = reference_layer(x, W, b, activation)
+    assert y.shape == ref.shape and pos.dtype == torch.uint8
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    assert torch.equal(pos.long(), ref_pos)
+
+
+@needs_triton
+def test_triton_ties_go_to_the_first_maximum_as_in_max_pool2d():
+    x, W, b = layer_inputs(2, 2, 12, 3, zeros=True)  # every window all zeros
+    y, pos = lenet_triton.conv_pool_forward(x, W, b, "tanh")
+    assert torch.equal(pos, torch.zeros_like(pos))
+    torch.testing.assert_close(y, torch.tanh(b).view(1, -1, 1, 1).expand_as(y), rtol=1e-6, atol=1e-7)
+
+
+@needs_triton
+@pytest.mark.parametrize("n,ic,h,oc,activation", SHAPES)
+@pytest.mark.parametrize("zeros", [False, True])
+def test_triton_gradients_are_autograds(n, ic, h, oc, activation, zeros):
+    x, W, b = layer_inputs(n, ic, h, oc, seed=1, zeros=zeros)
+    if zeros:
+        x[0, 0, 3:7, 2:9] = 1.0  # ties in most windows, a few real maxima
+    xg, Wg, bg = (t.clone().requires_grad_() for t in (x, W, b))
+    ref, _ = reference_layer(xg, Wg, bg, activation)
+    gy = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2)).to(DEV)
+    dx, dW, db = torch.autograd.grad(ref, (xg, Wg, bg), gy)
+    y, pos = lenet_triton.conv_pool_forward(x, W, b, activation)
+    tW, tb = lenet_triton.weight_grad(gy, y, pos, x, W, activation)
+    tx = lenet_triton.data_grad(gy, y, pos, x, W, activation)
+    for got, want in ((tW, dW), (tb, db), (tx, dx)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_supports_needs_an_even_convolution_output():
+    assert lenet_triton.supports((1, 1, 28, 28), 20, "tanh") and lenet_triton.supports((1, 20, 12, 12), 50, "relu")
+    assert not lenet_triton.supports((1, 1, 27, 27), 20, "tanh")  # 23x23: the pooling drops a row
+    assert not lenet_triton.supports((1, 1, 28, 28), 20, "softplus")
+
+
+# --- the written-out step -------------------------------------------------------------------------------
+
+
+def lenet_and_batch(activation="tanh", n=8, seed=0, **cfg_kw):
+    cfg = config.TrainConfig(model="lenet", batch_size=n, learning_rate=0.1, activation=activation, **cfg_kw)
+    m = LeNet5(activation=activation).to(DEV)
+    m.channels_last = False  # the NCHW kernels the written-out step calls
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # move the zero-initialised layers off zero, so every gradient is exercised
+        m.layer3.W.copy_(torch.randn(m.layer3.W.shape, generator=g) * 0.1)
+        for layer in (m.layer0, m.layer1, m.layer2, m.layer3):
+            layer.b.copy_(torch.randn(layer.b.shape, generator=g) * 0.1)
+    x = torch.rand(n, 784, generator=g).to(DEV)
+    x[:, :100] = 0.0  # MNIST-like blank borders: ties in the first layer's pooling
+    y = torch.randint(0, 10, (n,), generator=g).to(DEV)
+    return cfg, m, x, y
+
+
+def kernel(cfg, m, layers):
+    ref = AutogradStep(m, cfg)
+    params = [p for grp in ref.optimizer.param_groups for p in grp["params"]]
+    bufs = [torch.zeros_like(p) for p in params] if cfg.momentum else None
+    return lenet_step.LeNetKernel(ref, params, bufs, cfg, m, layers), ref, params, bufs
+
+
+@pytest.mark.skipif(DEV.type != "cpu", reason="bit-identity holds for the CPU kernels")
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+def test_written_out_cudnn_gradients_are_autograds_bit_for_bit_on_cpu(activation):
+    cfg, m, x, y = lenet_and_batch(activation)
+    k, ref, params, _ = kernel(cfg, m, ("cudnn", "cudnn"))
+    cost = ref.cost(x, y)
+    want = torch.autograd.grad(cost, params)
+    got, got_cost = k.gradients(x, y)
+    assert torch.equal(got_cost, cost.detach())
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_written_out_gradients_with_l1_and_l2_penalties():
+    cfg, m, x, y = lenet_and_batch(L1_reg=1e-3, L2_reg=1e-2)
+    k, ref, params, _ = kernel(cfg, m, ("cudnn", "cudnn"))
+    cost = ref.cost(x, y)
+    want = torch.autograd.grad(cost, params)
+    got, got_cost = k.gradients(x, y)
+    torch.testing.assert_close(got_cost, cost.detach(), rtol=1e-6, atol=1e-7)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("layers", [("cudnn", "cudnn"),
+                                    pytest.param(("triton", "cudnn"), marks=needs_triton),
+                                    pytest.param(("triton", "triton"), marks=needs_triton)])
+def test_written_out_steps_follow_the_autograd_steps(layers):
+    """Steps with Nesterov momentum, weight decay and a device-tensor step size (the fast presets' options)
+    from the same start: the same parameters and momentum buffers, and the same summed cost. Bit for bit
+    with torch's kernels on CPU (5 steps); within rounding with Triton's (3 steps: on this random tiny
+    batch a rounding-level change in the parameters grows ~10x per step in the gradients, as it would
+    between any two summation orders)."""
+    cfg, m, x, y = lenet_and_batch(momentum=0.9, nesterov=True, weight_decay=5e-4)
+    m2 = LeNet5().to(DEV)
+    m2.load_state_dict(m.state_dict())
+    m2.channels_last = False
+    k, _, params, bufs = kernel(cfg, m, layers)
+    ref = AutogradStep(m2, cfg)
+    params2 = [p for grp in ref.optimizer.param_groups for p in grp["params"]]
+    bufs2 = [torch.zeros_like(p) for p in params2]
+    a = AutogradKernel(ref, params2, bufs2, cfg)
+    acc, acc2 = torch.zeros(1, 1, device=DEV), torch.zeros(1, 1, device=DEV)
+    lr = torch.tensor(0.05, device=DEV)
+    exact = layers == ("cudnn", "cudnn") and DEV.type == "cpu"
+    for _ in range(5 if exact else 3):
+        k._step(x, y, lr, acc)
+        a._step(x, y, lr, acc2)
+    tol = dict(rtol=0, atol=0) if exact else dict(rtol=1e-4, atol=1e-5)
+    for p, q in zip(params + bufs, params2 + bufs2):
+        torch.testing.assert_close(p, q, **tol)
+    torch.testing.assert_close(acc, acc2, **tol)
+
+
+@needs_triton
+def test_triton_forward_serves_evaluation_without_gradients():
+    _, m, x, _ = lenet_and_batch()
+    with torch.no_grad():
+        ref = m(x)
+        m.conv_triton = ("ieee", "ieee")
+        got = m(x)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():  # with gradients the autograd path runs (the fused kernels have no backward)
+        assert m(x).requires_grad
+
+
+def test_choose_times_the_options_and_restores_the_parameters():
+    cfg, m, x, y = lenet_and_batch()
+    k, ref, params, _ = kernel(cfg, m, ("cudnn", "cudnn"))
+    before = [p.detach().clone() for p in params]
+
+    def make(option):
+        if option == "broken":
+            raise RuntimeError("this variant does not compile here")
+        return AutogradKernel(ref, params, None, cfg) if option == "autograd" else kernel(cfg, m, option)[0]
+
+    with pytest.warns(RuntimeWarning, match="broken"):
+        best, times = lenet_step.choose(make, [("cudnn", "cudnn"), "broken", "autograd"], params, x, y, 0.1,
+                                        repeats=2)
+    assert set(times) == {("cudnn", "cudnn"), "autograd"} and best == min(times, key=times.get)
+    assert all(t > 0 for t in times.values())
+    assert all(torch.equal(p, q) for p, q in zip(params, before))
+
+
+@needs_triton
+def test_conv_triton_runs_the_written_out_step_in_a_tiny_fit(tmp_path):
+    """conv = "triton" on CPU (the interpreter) through the stretch runner and the loop, against conv =
+    "cudnn" (torch's kernels, autograd): the same run up to float32 rounding."""
+    from deeptut.train.loop import fit
+    from synthetic import tiny_splits
+
+    data = tiny_splits(n_train=60, n_valid=40, n_test=40)
+    out = {}
+    for conv in ("triton", "cudnn"):
+        cfg = config.resolve("lenet", overrides=dict(nkerns="4,8", n_hidden=16, batch_size=20, n_epochs=1,
+                                                     learning_rate=0.1, seed=1, device=DEV.type, graphs="on",
+                                                     conv=conv, threads=1))
+        (tmp_path / conv).mkdir()
+        out[conv] = fit(cfg, data, tmp_path / conv, quiet=True)
+    assert out["triton"]["test_error"] == pytest.approx(out["cudnn"]["test_error"], abs=2.5)  # <= 1 example
+    from deeptut import runs
+
+    a, _ = runs.load_model(tmp_path / "triton")
+    b, _ = runs.load_model(tmp_path / "cudnn")
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+@needs_triton
+def test_stretch_step_picks_the_written_out_kernel_for_conv_triton():
+    cfg, m, x, y = lenet_and_batch(graphs="on", conv="triton")
+    s = StretchStep(m, cfg, DEV)
+    assert s.kind == "lenet-triton-triton" and m.conv_triton == ("ieee", "ieee")
+    cfg2 = config.TrainConfig(model="lenet", batch_size=8, graphs="on", conv="cudnn")
+    assert StretchStep(LeNet5(), cfg2, CPU).kind == "autograd"  # on CPU only conv = "triton" selects it
+
+
+def test_conv_choice_is_checked():
+    assert config.TrainConfig(model="lenet", conv="triton").conv == "triton"
+    with pytest.raises(Exception, match="conv"):
+        config.TrainConfig(model="lenet", conv="fft")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="conv = 'auto' measures the variants on CUDA")
+def test_auto_measures_the_variants_on_cuda():
+    cfg, m, x, y = lenet_and_batch(n=64, conv="auto")
+    s = StretchStep(m, cfg, DEV)
+    times = s.stats["lenet_step_ms"]
+    assert "cudnn-cudnn" in times and "autograd" in times
+    best = min(times, key=times.get)
+    assert s.kind == ("autograd" if best == "autograd" else "lenet-" + best)
+    graphs  # noqa: B018 - imported for the runner the kinds come from
