@@ -198,6 +198,25 @@ def test_choose_times_the_options_and_restores_the_parameters():
     assert all(torch.equal(p, q) for p, q in zip(params, before))
 
 
+def test_choose_leaves_out_a_kernel_whose_gradients_are_wrong():
+    cfg, m, x, y = lenet_and_batch()
+    k, ref, params, _ = kernel(cfg, m, ("cudnn", "cudnn"))
+    reference = list(torch.autograd.grad(ref.cost(x, y), params))
+
+    class Off(lenet_step.LeNetKernel):
+        def gradients(self, x, y):
+            g, c = super().gradients(x, y)
+            g[2] = g[2] * 1.01  # layer1.W's gradient 1 % off
+            return g, c
+
+    def make(option):
+        return Off(ref, params, None, cfg, m, ("cudnn", "cudnn")) if option == "off" else k
+
+    with pytest.warns(RuntimeWarning, match="off.*differ from autograd"):
+        best, times = lenet_step.choose(make, ["off", "good"], params, x, y, 0.1, reference, 1e-3, repeats=1)
+    assert best == "good" and set(times) == {"good"}
+
+
 @needs_triton
 def test_conv_triton_runs_the_written_out_step_in_a_tiny_fit(tmp_path):
     """conv = "triton" on CPU (the interpreter) through the stretch runner and the loop, against conv =
@@ -246,3 +265,15 @@ def test_auto_measures_the_variants_on_cuda():
     best = min(times, key=times.get)
     assert s.kind == ("autograd" if best == "autograd" else "lenet-" + best)
     graphs  # noqa: B018 - imported for the runner the kinds come from
+
+
+@needs_triton
+def test_conv_triton_falls_back_to_torchs_kernels_when_triton_fails(monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeError("no such instruction on this GPU")
+
+    monkeypatch.setattr(lenet_triton, "conv_pool_forward", broken)
+    cfg, m, x, y = lenet_and_batch(graphs="on", conv="triton")
+    with pytest.warns(RuntimeWarning, match="Triton conv-pool kernels failed.*no such instruction"):
+        s = StretchStep(m, cfg, DEV)
+    assert s.kind == "lenet-cudnn-cudnn" and m.conv_triton == (None, None)

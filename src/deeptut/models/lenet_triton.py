@@ -222,6 +222,11 @@ def conv_pool_forward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, activat
     """x [n, IC, H, H], W [OC, IC, 5, 5], b [OC] (float32, contiguous) -> (y [n, OC, P, P], the window
     position of each maximum [n, OC, P, P] uint8, 0..3 row by row), P = (H - 4) / 2."""
     n, ic, h, oc, p, k = _dims(x, W)
+    per_image = max(ic * h * h, oc * p * p)
+    if n * per_image >= 2**31:  # the kernel's offsets are 32-bit: a very large batch goes in pieces
+        step = (2**31 - 1) // per_image
+        parts = [conv_pool_forward(x[i:i + step], W, b, activation, precision) for i in range(0, n, step)]
+        return torch.cat([a for a, _ in parts]), torch.cat([q for _, q in parts])
     x, W = x.contiguous(), W.contiguous()
     y = torch.empty(n, oc, p, p, device=x.device, dtype=torch.float32)
     pos = torch.empty(n, oc, p, p, device=x.device, dtype=torch.uint8)

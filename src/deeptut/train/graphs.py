@@ -354,28 +354,34 @@ class StretchStep:
         from deeptut.models import lenet_triton
         from deeptut.train import lenet_step
 
-        cfg, dev = self.cfg, self.device
-        if not lenet_step.supports(self.model, cfg) or cfg.conv == "gemm":
+        cfg, dev, conv = self.cfg, self.device, self.cfg.conv
+        if not lenet_step.supports(self.model, cfg) or conv == "gemm":
             return None
-        if dev.type != "cuda" and cfg.conv != "triton":
+        if conv == "triton" and not lenet_triton.available(dev):
+            _warn("conv = 'triton' needs Triton and a CUDA device; using torch's convolutions")
+            conv = "cudnn"
+        if dev.type != "cuda" and conv != "triton":
             return None
-        if cfg.conv == "triton" and not lenet_triton.available(dev):
-            _warn("conv = 'triton' needs Triton and a CUDA device; using cuDNN")
         make = lambda layers: lenet_step.LeNetKernel(self.ref, self.params, self.bufs, cfg, self.model,  # noqa: E731
                                                      layers)
-        if cfg.conv == "triton" and lenet_triton.available(dev):
+        if conv == "triton":
             layers: Any = ("triton", "triton")
-        elif cfg.conv == "cudnn" or dev.type != "cuda":
+            try:  # compile and run the kernels once (no update): a failure falls back to cuDNN, not mid-run
+                make(layers).gradients(*self._probe_batch())
+            except Exception as e:  # noqa: BLE001
+                _warn(f"the Triton conv-pool kernels failed ({type(e).__name__}: {e}); using cuDNN")
+                layers = ("cudnn", "cudnn")
+        elif conv == "cudnn":
             layers = ("cudnn", "cudnn")
         else:  # auto: measure
             options = [*lenet_step.candidates(cfg, dev), "autograd"]
-            g = torch.Generator().manual_seed(0)
-            x = torch.rand(cfg.batch_size, cfg.n_in, generator=g).to(dev)
-            y = torch.randint(0, cfg.n_out, (cfg.batch_size,), generator=g).to(dev)
+            x, y = self._probe_batch()
             maker = lambda o: AutogradKernel(self.ref, self.params, self.bufs, cfg) if o == "autograd" \
                 else make(o)  # noqa: E731
+            with torch.enable_grad():
+                reference = list(torch.autograd.grad(self.ref.cost(x, y), self.params))
             layers, times = lenet_step.choose(maker, options, self._state_tensors()[:-1], x, y,
-                                              cfg.learning_rate)
+                                              cfg.learning_rate, reference, 1e-2 if cfg.tf32 else 1e-3)
             self.stats["lenet_step_ms"] = {"-".join(o) if o != "autograd" else o: round(t, 4)
                                            for o, t in times.items()}
             if layers == "autograd":
@@ -383,6 +389,13 @@ class StretchStep:
         self.model.conv_triton = tuple(
             ("tf32" if cfg.tf32 else "ieee") if k == "triton" else None for k in layers)
         return make(layers)
+
+    def _probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed random minibatch (x [batch_size, n_in], y) on the device, for checks and timings."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(self.cfg.batch_size, self.cfg.n_in, generator=g).to(self.device)
+        y = torch.randint(0, self.cfg.n_out, (self.cfg.batch_size,), generator=g).to(self.device)
+        return x, y
 
     @torch.no_grad()
     def _forward_matches(self, k: DenseKernel) -> bool:

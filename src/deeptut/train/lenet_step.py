@@ -172,11 +172,14 @@ def candidates(cfg: TrainConfig, device: torch.device) -> list[tuple[str, str]]:
 
 
 def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Tensor], x: torch.Tensor,
-           y: torch.Tensor, lr: float, repeats: int = 10) -> tuple[Any, dict[Any, float]]:
+           y: torch.Tensor, lr: float, reference: list[torch.Tensor] | None = None, tolerance: float = 1e-3,
+           repeats: int = 10) -> tuple[Any, dict[Any, float]]:
     """The fastest of `options`: make(option) builds a kernel whose _step(x, y, lr, acc) is timed (after a
     warm-up that compiles and tunes). The steps are real updates, so the `state` tensors (parameters,
-    momentum buffers) are restored after each option. An option whose kernel fails is left out, with a
-    warning. Returns (the fastest, {option: ms per step})."""
+    momentum buffers) are restored after each option. A kernel with `gradients` is first checked against
+    `reference` (the autograd gradients at x, y, in the same order): each gradient within `tolerance` of
+    it in relative norm (a kernel that miscomputes on this device is never picked for its speed). An option
+    that fails either way is left out, with a warning. Returns (the fastest, {option: ms per step})."""
     from deeptut.train.graphs import _warn
 
     saved = [t.detach().clone() for t in state]
@@ -185,6 +188,11 @@ def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Ten
     for opt in options:
         try:
             k = make(opt)
+            if reference is not None and hasattr(k, "gradients"):
+                got = k.gradients(x, y)[0]
+                err = max(float((a - b).norm() / b.norm().clamp_min(1e-30)) for a, b in zip(got, reference))
+                if not err <= tolerance:
+                    raise RuntimeError(f"gradients differ from autograd's by {err:.2e} (relative norm)")
             times[opt] = _ms_per_call(lambda: k._step(x, y, lr, acc), repeats, x.device)
         except Exception as e:  # noqa: BLE001 - e.g. a Triton kernel that does not compile on this GPU
             _warn(f"LeNet step {opt} unavailable ({type(e).__name__}: {e})")
