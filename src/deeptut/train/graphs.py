@@ -349,14 +349,14 @@ class StretchStep:
     def _lenet_kernel(self) -> Any:
         """LeNet on CUDA: the written-out step (train/lenet_step.py) with cuDNN or Triton conv-pool layers,
         as `cfg.conv` says; `auto` measures them and the autograd step (with pick_conv's convolutions) and
-        keeps the fastest. None: the autograd step. On CPU only `conv = "triton"` (Triton's interpreter, for
-        the tests) selects it."""
+        keeps the fastest. None: the autograd step (also with `compile`). On CPU only `conv = "triton"`
+        (Triton's interpreter, for the tests) selects it."""
         from deeptut.models import lenet_triton
         from deeptut.train import lenet_step
 
         cfg, dev, conv = self.cfg, self.device, self.cfg.conv
-        if not lenet_step.supports(self.model, cfg) or conv == "gemm":
-            return None
+        if not lenet_step.supports(self.model, cfg) or conv == "gemm" or cfg.compile:
+            return None  # (torch.compile fuses the autograd step instead)
         if conv == "triton" and not lenet_triton.available(dev):
             _warn("conv = 'triton' needs Triton and a CUDA device; using torch's convolutions")
             conv = "cudnn"
