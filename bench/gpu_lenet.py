@@ -13,6 +13,7 @@ Prints tables; writes gpu_lenet.json to --out (default $OUT, else bench/results/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -84,14 +85,17 @@ def step_times(overrides: dict[str, Any], repeats: int = 20) -> dict[str, float]
     with loop.cuda_precision(cfg):
         model = build_model(cfg.model_args(), cfg.init_seed).to(dev)
         model.channels_last = False
-        s = StretchStep(model, cfg, dev)
+        s = StretchStep(model, dataclasses.replace(cfg, conv="gemm"), dev)  # its state only: no choice made here
         g = torch.Generator().manual_seed(0)
         x = torch.rand(cfg.batch_size, 784, generator=g).to(dev)
         y = torch.randint(0, 10, (cfg.batch_size,), generator=g).to(dev)
         options = [*lenet_step.candidates(cfg, dev), "autograd"]
         make = lambda o: AutogradKernel(s.ref, s.params, s.bufs, cfg) if o == "autograd" \
             else lenet_step.LeNetKernel(s.ref, s.params, s.bufs, cfg, model, o)  # noqa: E731
-        _, times = lenet_step.choose(make, options, s._state_tensors()[:-1], x, y, cfg.learning_rate, repeats)
+        with torch.enable_grad():
+            reference = list(torch.autograd.grad(s.ref.cost(x, y), s.params))
+        _, times = lenet_step.choose(make, options, s._state_tensors()[:-1], x, y, cfg.learning_rate, reference,
+                                     1e-2 if cfg.tf32 else 1e-3, repeats=repeats)
     return {("-".join(o) if o != "autograd" else o): round(t, 4) for o, t in times.items()}
 
 

@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 
 from deeptut.config import TrainConfig
+from deeptut.models.mlp import ACTIVATIONS as _ACT
 from deeptut.train.graphs import AutogradKernel, _act_backward, _branch, _wait, sgd_update
 from deeptut.train.step import AutogradStep
 
 LAYER_KINDS = ("cudnn", "triton")
 _CONV = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)  # stride, padding, dilation, transposed, out-pad, groups
 _POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
-_ACT = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
 
 
 def supports(model: Any, cfg: TrainConfig) -> bool:
