@@ -277,3 +277,36 @@ def test_conv_triton_falls_back_to_torchs_kernels_when_triton_fails(monkeypatch)
     with pytest.warns(RuntimeWarning, match="Triton conv-pool kernels failed.*no such instruction"):
         s = StretchStep(m, cfg, DEV)
     assert s.kind == "lenet-cudnn-cudnn" and m.conv_triton == (None, None)
+
+
+def _nvidia_backend() -> bool:
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("triton")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    base = list(spec.submodule_search_locations)[0]
+    return os.path.exists(os.path.join(base, "backends", "nvidia", "bin", "ptxas"))
+
+
+@pytest.mark.skipif(not _nvidia_backend(), reason="needs Triton with its NVIDIA backend (ptxas) to compile for a GPU")
+def test_kernels_compile_for_an_h100_without_spilling(tmp_path):
+    """What the interpreter cannot check: each kernel's default configuration compiles for sm_90 (H100/H200),
+    within the 255 registers a thread has and without spilling. In a child process: the interpreter is on
+    in this one, and the kernels must be compiled from their source."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "aot.json"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, str(root / "bench" / "triton_aot.py"), "--first", "--precision", "ieee",
+                        "--arch", "90", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 4  # forward and weight gradient, two layer shapes
+    for row in rows:
+        assert 0 < row["registers"] <= 255 and row["stack_bytes"] == 0, row

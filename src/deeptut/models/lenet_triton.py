@@ -188,6 +188,29 @@ def _dims(x: torch.Tensor, W: torch.Tensor) -> tuple[int, int, int, int, int, in
     return n, ic, h, oc, p, ic * FILTER * FILTER
 
 
+# Launch configurations worth timing, best guess first: (BLOCK_R, BLOCK_K, num_warps) for the forward
+# kernel, (BLOCK_R, BLOCK_K, programs per SM, num_warps) for the weight gradient; by kernel, K <= 32 (layer
+# 0: one input map, K = 25) or larger (layer 1: K = 500; OC 50 -> 64), and precision. Chosen from
+# bench/triton_aot.py (every candidate compiled for sm_90 without a GPU): the ones that compile without
+# spilling registers, larger tiles first. Triton's float32 "ieee" dot runs on FMA units with its operands
+# in registers, so large tiles spill (e.g. the forward kernel at BLOCK_R 64, BLOCK_K 32, 4 warps).
+CONFIGS = {
+    ("forward", "small", "ieee"): [(64, 32, 8), (64, 16, 8), (32, 32, 4), (128, 16, 8)],
+    ("forward", "small", "tf32"): [(64, 32, 4), (128, 32, 8), (64, 32, 8)],
+    ("forward", "large", "ieee"): [(32, 16, 8), (64, 16, 8), (32, 32, 8), (32, 64, 8)],
+    ("forward", "large", "tf32"): [(64, 16, 8), (64, 32, 8), (32, 16, 8), (128, 16, 8)],
+    ("weight_grad", "small", "ieee"): [(64, 32, 2, 8), (32, 32, 4, 4), (128, 32, 2, 8)],
+    ("weight_grad", "small", "tf32"): [(64, 32, 2, 8), (128, 32, 2, 8), (32, 32, 4, 4)],
+    ("weight_grad", "large", "ieee"): [(32, 64, 2, 8), (64, 64, 2, 8), (32, 32, 4, 8), (64, 32, 2, 8)],
+    ("weight_grad", "large", "tf32"): [(32, 64, 2, 8), (32, 32, 4, 8), (16, 64, 4, 4), (64, 32, 2, 8)],
+}
+
+
+def configs(kernel: str, k: int, precision: str) -> list[tuple[int, ...]]:
+    """The launch configurations to time for `kernel` at patch length k (IC * 25)."""
+    return CONFIGS[(kernel, "small" if k <= 32 else "large", "ieee" if precision == "ieee" else "tf32")]
+
+
 _chosen: dict[tuple, Any] = {}  # (kernel, shape...) -> the fastest configuration measured
 
 
@@ -231,15 +254,15 @@ def conv_pool_forward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, activat
     y = torch.empty(n, oc, p, p, device=x.device, dtype=torch.float32)
     pos = torch.empty(n, oc, p, p, device=x.device, dtype=torch.uint8)
     R = n * p * p
-    block_oc, block_k = _pow2(oc), min(32, _pow2(k))
+    block_oc = _pow2(oc)
 
-    def launch(c: tuple[int, int]) -> None:
-        block_r, warps = c
+    def launch(c: tuple[int, int, int]) -> None:
+        block_r, block_k, warps = c
         _forward_kernel[(triton.cdiv(R, block_r),)](
             x, W, b, y, pos, R, IC=ic, H=h, OC=oc, P=p, K=k, ACT=ACTS[activation], PREC=precision,
             BLOCK_R=block_r, BLOCK_OC=block_oc, BLOCK_K=block_k, num_warps=warps)
 
-    launch(_best(("forward", n, ic, h, oc, activation, precision), [(64, 4), (32, 4), (128, 8)],
+    launch(_best(("forward", n, ic, h, oc, activation, precision), configs("forward", k, precision),
                  launch, x.device))
     return y, pos
 
@@ -274,9 +297,8 @@ def weight_grad(gy: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, x: torch.T
             PREC=precision, BLOCK_R=block_r, BLOCK_OC=block_oc, BLOCK_K=block_k, num_warps=warps)
         return pw, pb
 
-    bk = min(64, _pow2(k))
-    configs = [(64, bk, 2, 4), (32, bk, 4, 4), (32, min(32, bk), 4, 4)]
-    pw, pb = launch(_best(("weight_grad", n, ic, h, oc, activation, precision), configs, launch, x.device))
+    pw, pb = launch(_best(("weight_grad", n, ic, h, oc, activation, precision),
+                          configs("weight_grad", k, precision), launch, x.device))
     return pw.sum(0).view(W.shape), pb.sum(0)
 
 
@@ -287,3 +309,38 @@ def data_grad(gy: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, x: torch.Ten
     dc = _unpool(gy.contiguous(), y, pos, activation)
     return torch.ops.aten.convolution_backward(dc, x, W, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                                                [True, False, False])[0]
+
+
+def compile_for_gpu(kernel: str, in_maps: int, side: int, out_maps: int, config: tuple[int, ...],
+                    precision: str = "ieee", arch: int = 90) -> tuple[int, int]:
+    """Compile one kernel ahead of time for an NVIDIA GPU of compute capability `arch` (90: H100/H200) --
+    no GPU needed, only Triton's bundled ptxas -- and return (registers per thread, stack bytes per thread;
+    > 0 means registers spilled). For bench/triton_aot.py and the tests: the interpreter checks what the
+    kernels compute, this checks that they compile for the hardware and how heavy they are."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    p, k = (side - FILTER + 1) // 2, in_maps * FILTER * FILTER
+    consts = {"IC": in_maps, "H": side, "OC": out_maps, "P": p, "K": k, "ACT": 0, "PREC": precision,
+              "BLOCK_R": config[0], "BLOCK_OC": _pow2(out_maps), "BLOCK_K": config[1]}
+    if kernel == "forward":
+        fn, sig = _forward_kernel, {"x_ptr": "*fp32", "w_ptr": "*fp32", "b_ptr": "*fp32", "y_ptr": "*fp32",
+                                    "pos_ptr": "*u8", "R": "i32"}
+    else:
+        fn, sig = _weight_grad_kernel, {"gy_ptr": "*fp32", "y_ptr": "*fp32", "pos_ptr": "*u8", "x_ptr": "*fp32",
+                                        "pw_ptr": "*fp32", "pb_ptr": "*fp32", "R": "i32", "rows_per": "i32"}
+    src = ASTSource(fn=fn, signature={**sig, **{c: "constexpr" for c in consts}}, constexprs=consts)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": config[-1]})
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+)", out)
+    if m is None:
+        raise RuntimeError(f"cuobjdump printed no resource usage: {out[-300:]}")
+    return int(m.group(1)), int(m.group(2))
