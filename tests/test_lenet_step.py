@@ -310,3 +310,12 @@ def test_kernels_compile_for_an_h100_without_spilling(tmp_path):
     assert len(rows) == 4  # forward and weight gradient, two layer shapes
     for row in rows:
         assert 0 < row["registers"] <= 255 and row["stack_bytes"] == 0, row
+
+
+def test_conv_triton_without_cuda_says_it_uses_torchs_convolutions(monkeypatch):
+    from deeptut.train.step import make_train_step
+
+    monkeypatch.setattr(lenet_triton, "available", lambda device: False)
+    with pytest.warns(RuntimeWarning, match="conv = 'triton' runs in the CUDA graph step"):
+        step = make_train_step(LeNet5(), config.TrainConfig(model="lenet", batch_size=10, conv="triton"), CPU)
+    assert isinstance(step, AutogradStep)

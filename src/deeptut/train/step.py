@@ -204,6 +204,13 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
             model.conv_gemm = pick_conv(model, cfg.batch_size, device)  # cuDNN or GEMM per layer, measured
         else:
             model.conv_gemm = (cfg.conv == "gemm",) * 2
+        if cfg.conv == "triton":
+            from deeptut.models import lenet_triton
+
+            in_graph_step = graphs.wanted(cfg, device) and (device.type == "cuda" or lenet_triton.available(device))
+            if not in_graph_step:
+                graphs._warn("conv = 'triton' runs in the CUDA graph step (device cuda, graphs auto/on); "
+                             "using torch's convolutions")
 
     if graphs.wanted(cfg, device):
         try:
