@@ -5,7 +5,8 @@
     python3 bench/gpu_smoke.py --compile  # also torch.compile under capture (cold compile: +20-60 s)
     python3 bench/gpu_smoke.py --device cpu  # a dry run of the script's logic (graph checks relaxed)
 
-Paths: graph capture + replay of the dense kernel (MLP) and the autograd kernel (LeNet), a step-size schedule
+Paths: graph capture + replay of the dense kernel (MLP), the autograd kernel and the written-out step (LeNet, cuDNN
+or Triton layers; conv = auto's measured choice), a step-size schedule
 with momentum in a device tensor, the shuffled-epoch fixed buffer, chunked streaming on a side stream,
 graph-captured evaluation, bf16 autocast, checkpoints of a CUDA run reloaded into a graph step, and
 torch.compile under capture. Each compares with the eager computation and prints the tolerance it used; the
@@ -105,8 +106,8 @@ def graph_vs_eager(c: config.TrainConfig, n_steps: int, rtol: float, atol: float
     lr = lambda k: c.learning_rate * (1 - 0.5 * k / n_steps)  # noqa: E731
     eager = graphs.StretchStep(m_e, c, DEV)
     eager.use_graphs = False
-    if isinstance(eager.kernel, graphs.DenseKernel):
-        eager.kernel.side = None  # the reference on one stream: the graph's side branches must agree with it
+    if hasattr(eager.kernel, "side"):  # dense and LeNet kernels: the reference on one stream, which the
+        eager.kernel.side = None  # graph's side branches must agree with
     eager.run(data, 0, n_steps, lr)
     step = graphs.StretchStep(m_g, c, DEV)
     step.run(data, 0, n_steps, lr)
@@ -160,7 +161,22 @@ def main() -> int:
 
     @check("graph: autograd kernel, tutorial LeNet (batch 500, 20 steps)")
     def _():
-        return graph_vs_eager(cfg("lenet"), 20, 1e-4, 1e-5)
+        return graph_vs_eager(cfg("lenet", conv="gemm"), 20, 1e-4, 1e-5)  # gemm: the autograd kernel (cuDNN here)
+
+    @check("graph: written-out LeNet step, cuDNN layers on parallel streams (batch 500, 20 steps)")
+    def _():
+        return graph_vs_eager(cfg("lenet", conv="cudnn"), 20, 1e-4, 1e-5)
+
+    @check("graph: written-out LeNet step, fused Triton layers (batch 500, 20 steps)")
+    def _():
+        return graph_vs_eager(cfg("lenet", conv="triton"), 20, 1e-4, 1e-5)
+
+    @check("LeNet conv = auto: the step variants measured (batch 500)")
+    def _():
+        c = cfg("lenet")
+        m = build_model(c.model_args(), c.init_seed).to(DEV)
+        s = graphs.StretchStep(m, c, DEV)
+        return f"picked {s.kind}; ms per step {s.stats.get('lenet_step_ms')}"
 
     @check("graph: autograd kernel, momentum + Nesterov + onecycle lr in a device tensor (mlp-fast)")
     def _():
