@@ -221,7 +221,7 @@ def _best(key: tuple, configs: list[Any], launch: Any, device: torch.device) -> 
         return _chosen[key]
     if device.type != "cuda" or len(configs) == 1 or torch.cuda.is_current_stream_capturing():
         return configs[0]
-    times = []
+    times, failure = [], None
     for c in configs:
         try:
             launch(c)  # compiles
@@ -232,10 +232,10 @@ def _best(key: tuple, configs: list[Any], launch: Any, device: torch.device) -> 
             end.record()
             end.synchronize()
             times.append((start.elapsed_time(end), c))
-        except Exception:  # noqa: BLE001 - a configuration that does not compile (too many registers...)
-            continue
+        except Exception as e:  # noqa: BLE001 - a configuration that does not compile (resources...)
+            failure = f"{c}: {type(e).__name__}: {e}"
     if not times:
-        raise RuntimeError(f"no kernel configuration of {key[0]} runs")
+        raise RuntimeError(f"no launch configuration of the {key[0]} kernel runs (last: {failure})")
     _chosen[key] = min(times, key=lambda t: t[0])[1]
     return _chosen[key]
 

@@ -64,7 +64,6 @@ class LeNetKernel(AutogradKernel):
         m = model
         self.conv = [(m.layer0.W, m.layer0.b), (m.layer1.W, m.layer1.b)]
         self.dense = [(m.layer2.W, m.layer2.b), (m.layer3.W, m.layer3.b)]
-        self.order = {id(p): i for i, p in enumerate(params)}
 
     def _step(self, x: torch.Tensor, y: torch.Tensor, lr: float | torch.Tensor, acc: torch.Tensor) -> None:
         with torch.no_grad():
