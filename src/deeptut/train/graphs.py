@@ -355,6 +355,8 @@ class StretchStep:
         from deeptut.train import lenet_step
 
         cfg, dev, conv = self.cfg, self.device, self.cfg.conv
+        if hasattr(self.model, "conv_triton"):
+            self.model.conv_triton = (None, None)  # set below where the step uses the Triton layers
         if not lenet_step.supports(self.model, cfg) or conv == "gemm" or cfg.compile:
             return None  # (torch.compile fuses the autograd step instead)
         if conv == "triton" and not lenet_triton.available(dev):
