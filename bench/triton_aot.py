@@ -66,6 +66,17 @@ def main() -> int:
                   + (f"{row['registers']:3d} registers, {row['stack_bytes']:5d} stack bytes"
                      if "error" not in row else row["error"]) + f"  ({time.perf_counter() - t:.1f} s)",
                   flush=True)
+    for layer, (ic, h, oc) in list(LAYERS.items())[1:]:  # the data gradient's col2im: layer 1 only
+        t = time.perf_counter()
+        try:
+            reg, stack = lt.compile_for_gpu("fold", ic, h, oc, (512, 4), "ieee", args.arch)
+            row = {"layer": layer, "kernel": "fold", "config": (512, 4), "registers": reg, "stack_bytes": stack}
+        except Exception as e:  # noqa: BLE001
+            row = {"layer": layer, "kernel": "fold", "config": (512, 4), "error": f"{type(e).__name__}: {e}"[:300]}
+        rows.append(row)
+        print(f"{layer} fold        -    (512, 4)           "
+              + (f"{row['registers']:3d} registers, {row['stack_bytes']:5d} stack bytes"
+                 if "error" not in row else row["error"]) + f"  ({time.perf_counter() - t:.1f} s)", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"arch": args.arch, "triton": lt.triton.__version__, "rows": rows},
                                              indent=1))

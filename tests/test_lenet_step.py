@@ -78,8 +78,9 @@ def test_triton_gradients_are_autograds(n, ic, h, oc, activation, zeros):
     dx, dW, db = torch.autograd.grad(ref, (xg, Wg, bg), gy)
     y, pos = lenet_triton.conv_pool_forward(x, W, b, activation)
     tW, tb = lenet_triton.weight_grad(gy, y, pos, x, W, activation)
-    tx = lenet_triton.data_grad(gy, y, pos, x, W, activation)
-    for got, want in ((tW, dW), (tb, db), (tx, dx)):
+    tx = lenet_triton.data_grad(gy, y, pos, x, W, activation, how="cudnn")
+    fx = lenet_triton.data_grad(gy, y, pos, x, W, activation, how="fold")  # product + col2im gather
+    for got, want in ((tW, dW), (tb, db), (tx, dx), (fx, dx)):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -307,7 +308,7 @@ def test_kernels_compile_for_an_h100_without_spilling(tmp_path):
                         "--arch", "90", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 4  # forward and weight gradient, two layer shapes
+    assert len(rows) == 5  # forward and weight gradient at both layer shapes; layer 1's col2im
     for row in rows:
         assert 0 < row["registers"] <= 255 and row["stack_bytes"] == 0, row
 
