@@ -77,6 +77,21 @@ def main() -> int:
         print(f"{layer} fold        -    (512, 4)           "
               + (f"{row['registers']:3d} registers, {row['stack_bytes']:5d} stack bytes"
                  if "error" not in row else row["error"]) + f"  ({time.perf_counter() - t:.1f} s)", flush=True)
+    from deeptut.models import tail_triton
+
+    for prec in precisions:  # the dense tail: LeNet's 500 hidden units, 10 classes
+        for c in tail_triton.CONFIGS[:1 if args.first else None]:
+            try:
+                reg, stack = lt.compile_for_gpu("tail", 500, 0, 10, c, prec, args.arch)
+                row = {"layer": "dense", "kernel": "tail", "precision": prec, "config": c, "registers": reg,
+                       "stack_bytes": stack}
+            except Exception as e:  # noqa: BLE001
+                row = {"layer": "dense", "kernel": "tail", "precision": prec, "config": c,
+                       "error": f"{type(e).__name__}: {e}"[:300]}
+            rows.append(row)
+            print(f"dense  tail        {prec} {str(c):18s} "
+                  + (f"{row['registers']:3d} registers, {row['stack_bytes']:5d} stack bytes"
+                     if "error" not in row else row["error"]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"arch": args.arch, "triton": lt.triton.__version__, "rows": rows},
                                              indent=1))

@@ -85,6 +85,27 @@ def test_triton_gradients_are_autograds(n, ic, h, oc, activation, zeros):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@needs_triton
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("n,hidden,classes", [(37, 50, 10), (16, 20, 3)])
+def test_dense_tail_is_activation_softmax_nll_and_their_backward(activation, n, hidden, classes):
+    from deeptut.models import tail_triton
+
+    g = torch.Generator().manual_seed(3)
+    pre = torch.randn(n, hidden, generator=g).to(DEV).requires_grad_()
+    W = (torch.randn(hidden, classes, generator=g) * 0.3).to(DEV)
+    b = (torch.randn(classes, generator=g) * 0.1).to(DEV)
+    y = torch.randint(0, classes, (n,), generator=g).to(DEV)
+    h = ACT[activation](pre)
+    z = h @ W + b
+    cost = F.nll_loss(F.log_softmax(z, dim=1), y)
+    dpre, dz = torch.autograd.grad(cost, (pre, z))
+    th, tdz, tdpre, nll = tail_triton.dense_tail(pre.detach(), W, b, y, activation)
+    for got, want in ((th, h), (tdz, dz), (tdpre, dpre), (nll.mean(), cost)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_supports_needs_an_even_convolution_output():
     assert lenet_triton.supports((1, 1, 28, 28), 20, "tanh") and lenet_triton.supports((1, 20, 12, 12), 50, "relu")
     assert not lenet_triton.supports((1, 1, 27, 27), 20, "tanh")  # 23x23: the pooling drops a row
@@ -308,7 +329,7 @@ def test_kernels_compile_for_an_h100_without_spilling(tmp_path):
                         "--arch", "90", "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 5  # forward and weight gradient at both layer shapes; layer 1's col2im
+    assert len(rows) == 6  # forward and weight gradient at both layer shapes; layer 1's col2im; the dense tail
     for row in rows:
         assert 0 < row["registers"] <= 255 and row["stack_bytes"] == 0, row
 

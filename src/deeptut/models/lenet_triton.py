@@ -378,6 +378,14 @@ def compile_for_gpu(kernel: str, in_maps: int, side: int, out_maps: int, config:
     if kernel == "fold":  # config: (BLOCK, num_warps)
         consts = {"IC": in_maps, "H": side, "O": side - FILTER + 1, "BLOCK": config[0]}
         fn, sig = _fold_kernel, {"cols_ptr": "*fp32", "dx_ptr": "*fp32", "total": "i32"}
+    elif kernel == "tail":  # models/tail_triton.py; in_maps = hidden units, out_maps = classes; config:
+        from deeptut.models import tail_triton  # (BLOCK_R, BLOCK_H, num_warps)
+
+        consts = {"H": in_maps, "C": out_maps, "ACT": 0, "PREC": precision, "BLOCK_R": config[0],
+                  "BLOCK_H": config[1], "BLOCK_C": 16}
+        fn, sig = tail_triton._tail_kernel, {
+            "pre_ptr": "*fp32", "w_ptr": "*fp32", "b_ptr": "*fp32", "y_ptr": "*i64", "h_ptr": "*fp32",
+            "dz_ptr": "*fp32", "dpre_ptr": "*fp32", "nll_ptr": "*fp32", "n": "i32", "inv_n": "fp32"}
     elif kernel == "forward":
         fn, sig = _forward_kernel, {"x_ptr": "*fp32", "w_ptr": "*fp32", "b_ptr": "*fp32", "y_ptr": "*fp32",
                                     "pos_ptr": "*u8", "R": "i32"}

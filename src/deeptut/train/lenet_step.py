@@ -13,7 +13,8 @@ Each conv-pool layer runs either
   activation; backward: activation', max-pool backward, bias sum, convolution_backward split into its
   weight and data halves -- the same kernels autograd calls; or
 * "triton": the fused kernels of models/lenet_triton.py (the convolution's output never written; the
-  pooling's backward folded into the weight gradient).
+  pooling's backward folded into the weight gradient). With either layer in Triton, the hidden layer's
+  activation, the output layer, the cost and their backward run as one kernel too (models/tail_triton.py).
 
 The dense layers, the cost and the update are the autograd step's (addmm, log_softmax, nll, foreach SGD).
 The same function, so the same parameters up to float32 rounding: on CPU (one stream) the "cudnn" variant
@@ -57,6 +58,13 @@ class LeNetKernel(AutogradKernel):
         self.model, self.layers = model, tuple(layers)
         self.act = cfg.activation
         self.precision = "tf32" if cfg.tf32 else "ieee"
+        # with Triton layers, the dense layers' middle (activation, output layer, cost and back) is fused too
+        if "triton" in self.layers:
+            from deeptut.models import tail_triton
+
+            self.fused_tail = tail_triton.supports(model.n_hidden, model.n_out)
+        else:
+            self.fused_tail = False
         self.L1_reg, self.L2_reg = cfg.L1_reg, cfg.L2_reg
         dev = params[0].device
         # side streams: [dense layers' weight gradients, layer 1's weight gradient]; None on CPU
@@ -89,18 +97,21 @@ class LeNetKernel(AutogradKernel):
             h = out
         f = h.reshape(n, -1)
         (W2, b2), (W3, b3) = self.dense
-        hid = _ACT[act](torch.addmm(b2, f, W2))
-        logp = F.log_softmax(torch.addmm(b3, hid, W3), dim=1)
-        cost = F.nll_loss(logp, y)
-        # backward of the cost: (softmax - onehot) / n
-        t = torch.zeros_like(logp).scatter_(1, y[:, None], -1.0 / n)
-        dz = torch._log_softmax_backward_data(t, logp, 1, logp.dtype)
-        forked, keep = [], []  # keep: what the branches read, alive until the join
+        if self.fused_tail:  # hidden activation .. cost .. gradient of the hidden pre-activation: one kernel
+            from deeptut.models import tail_triton
+
+            hid, dz, dpre, nll = tail_triton.dense_tail(torch.addmm(b2, f, W2), W3, b3, y, act, self.precision)
+            cost = nll.mean()
+        else:
+            hid = _ACT[act](torch.addmm(b2, f, W2))
+            logp = F.log_softmax(torch.addmm(b3, hid, W3), dim=1)
+            cost = F.nll_loss(logp, y)
+            t = torch.zeros_like(logp).scatter_(1, y[:, None], -1.0 / n)
+            dz = torch._log_softmax_backward_data(t, logp, 1, logp.dtype)  # (softmax - onehot) / n
+            dpre = _act_backward(dz.mm(W3.t()), hid, act)
+        forked, keep = [dense_side], []  # keep: what the branches read, alive until the join
         with _branch(dense_side, main):
             grads[id(W3)], grads[id(b3)] = hid.t().mm(dz), dz.sum(0)
-        forked.append(dense_side)
-        dpre = _act_backward(dz.mm(W3.t()), hid, act)
-        with _branch(dense_side, main):
             grads[id(W2)], grads[id(b2)] = f.t().mm(dpre), dpre.sum(0)
         gy = dpre.mm(W2.t()).view(h.shape)
         for i in (1, 0):
