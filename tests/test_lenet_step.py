@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from deeptut import config
 from deeptut.models import lenet_triton
 from deeptut.models.lenet import LeNet5
-from deeptut.train import graphs, lenet_step
+from deeptut.train import lenet_step
 from deeptut.train.graphs import AutogradKernel, StretchStep
 from deeptut.train.step import AutogradStep
 
@@ -286,7 +286,6 @@ def test_auto_measures_the_variants_on_cuda():
     assert "cudnn-cudnn" in times and "autograd" in times
     best = min(times, key=times.get)
     assert s.kind == ("autograd" if best == "autograd" else "lenet-" + best)
-    graphs  # noqa: B018 - imported for the runner the kinds come from
 
 
 @needs_triton

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from deeptut.models.lenet_triton import ACTS, _best, available, triton  # noqa: F401 - available: re-exported
+from deeptut.models.lenet_triton import ACTS, _best, triton
 
 if triton is not None:
     import triton.language as tl
