@@ -195,7 +195,8 @@ def _plain_fit(cfg: config.TrainConfig, data: Splits, device: torch.device, max_
     seconds = time.perf_counter() - start
     return {"seconds": round(seconds, 3), "epochs": epoch, "iterations": it + 1,
             "seconds_per_epoch": round(seconds / epoch, 5), "best_validation_error": best * 100,
-            "test_error": test_score * 100, "stopped": "patience" if done else "n_epochs"}
+            "best_iteration": best_iter + 1, "test_error": test_score * 100,
+            "stopped": "patience" if done else "n_epochs"}
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import tiny
 from deeptut import checkpoints, cli, runs
 from deeptut.data.datasets import Split, Splits
 from deeptut.errors import CheckpointError, TrainingError
-from deeptut.train import loop
 from deeptut.train import state as train_state
 from deeptut.train.loop import fit
 

@@ -207,8 +207,6 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def fresh_parts(cfg: TrainConfig):
     """A new (model, step, stopper) for `cfg`, as fit builds them, to load a checkpoint into."""
-    import torch
-
     from deeptut.models import build_model
     from deeptut.train.early_stopping import EarlyStopping
     from deeptut.train.step import make_train_step

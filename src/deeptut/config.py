@@ -10,7 +10,7 @@ import dataclasses
 import json
 import tomllib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
