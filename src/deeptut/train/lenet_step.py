@@ -185,7 +185,7 @@ def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Ten
            y: torch.Tensor, lr: float, reference: list[torch.Tensor] | None = None, tolerance: float = 1e-3,
            repeats: int = 10) -> tuple[Any, dict[Any, float]]:
     """The fastest of `options`: make(option) builds a kernel whose _step(x, y, lr, acc) is timed (after a
-    warm-up that compiles and tunes). The steps are real updates, so the `state` tensors (parameters,
+    warm-up that compiles and tunes; on CUDA as replays of a captured graph, as the run executes it). The steps are real updates, so the `state` tensors (parameters,
     momentum buffers) are restored after each option. A kernel with `gradients` is first checked against
     `reference` (the autograd gradients at x, y, in the same order): each gradient within `tolerance` of
     it in relative norm (a kernel that miscomputes on this device is never picked for its speed). An option
@@ -216,14 +216,31 @@ def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Ten
 
 
 def _ms_per_call(fn: Callable[[], Any], repeats: int, device: torch.device, warm: int = 3) -> float:
-    for _ in range(warm):
-        fn()
+    """ms per call of fn. On CUDA as the run will execute it: `repeats` calls captured in one CUDA graph and
+    replayed (timed eagerly, Python's launch overhead -- larger for Triton's launcher than for torch's ops --
+    would decide instead of the GPU's work); eagerly where capture fails, and on CPU."""
+    from deeptut.train import graphs
+
     if device.type != "cuda":
+        for _ in range(warm):
+            fn()
         start = time.perf_counter()
         for _ in range(repeats):
             fn()
         return (time.perf_counter() - start) * 1e3 / repeats
+    graphs.warm_up(fn, device, times=warm)  # compiles, tunes, initialises handles (on a side stream)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    try:
+        g, _ = graphs.capture(lambda: [fn() for _ in range(repeats)], graphs.new_pool())
+        g.replay()
+        start.record()
+        for _ in range(3):
+            g.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / (3 * repeats)
+    except Exception as e:  # noqa: BLE001 - time eagerly instead
+        graphs._warn(f"timing without a CUDA graph ({type(e).__name__}: {e})")
     start.record()
     for _ in range(repeats):
         fn()
