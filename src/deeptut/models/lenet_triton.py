@@ -27,8 +27,8 @@ units in the last place of torch.tanh.
 
 The kernels need CUDA, or Triton's interpreter on CPU (`TRITON_INTERPRET=1` set before this module is
 imported; the tests do this). `available(device)` says whether they can run; callers fall back to cuDNN.
-Block sizes are chosen per shape by timing a few configurations once on CUDA (`_best`), outside any graph
-capture (the step runner warms up before it captures).
+Block sizes are chosen per shape by timing a few configurations once on CUDA (`_best`, each as replays of
+a small captured graph), outside the run's own graph captures (the step runner warms up before it captures).
 """
 
 from __future__ import annotations
@@ -248,19 +248,40 @@ def _best(key: tuple, configs: list[Any], launch: Any, device: torch.device) -> 
     for c in configs:
         try:
             launch(c)  # compiles
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(5):
-                launch(c)
-            end.record()
-            end.synchronize()
-            times.append((start.elapsed_time(end), c))
+            times.append((_graph_ms(lambda: launch(c)), c))
         except Exception as e:  # noqa: BLE001 - a configuration that does not compile (resources...)
             failure = f"{c}: {type(e).__name__}: {e}"
     if not times:
         raise RuntimeError(f"no launch configuration of the {key[0]} kernel runs (last: {failure})")
     _chosen[key] = min(times, key=lambda t: t[0])[1]
     return _chosen[key]
+
+
+def _graph_ms(fn: Any, reps: int = 10) -> float:
+    """GPU time of fn() in ms: `reps` calls captured in a CUDA graph, replayed. (Timed as eager launches,
+    Triton's Python launcher -- tens of us a call -- would be measured instead of the kernel.)"""
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    try:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(reps):
+                fn()
+        g.replay()
+        start.record()
+        for _ in range(3):
+            g.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / (3 * reps)
+    except RuntimeError:  # not capturable here: eager launches, the best available estimate
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(reps):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / reps
 
 
 def conv_pool_forward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, activation: str = "tanh",
