@@ -28,7 +28,7 @@ units in the last place of torch.tanh.
 The kernels need CUDA, or Triton's interpreter on CPU (`TRITON_INTERPRET=1` set before this module is
 imported; the tests do this). `available(device)` says whether they can run; callers fall back to cuDNN.
 Block sizes are chosen per shape by timing a few configurations once on CUDA (`_best`, each as replays of
-a small captured graph), outside the run's own graph captures (the step runner warms up before it captures).
+a small captured graph: graphs.replay_ms), outside the run's own graph captures (the step runner warms up before it captures).
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None
 
 FILTER = 5  # 5x5 kernels ("valid": the output is 4 pixels smaller per side)
+# aten.convolution's arguments for a "valid" 2-D convolution: stride, padding, dilation, transposed,
+# output padding, groups
+CONV_ARGS = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)
 ACTS = {"tanh": 0, "sigmoid": 1, "relu": 2}
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -244,44 +247,19 @@ def _best(key: tuple, configs: list[Any], launch: Any, device: torch.device) -> 
         return _chosen[key]
     if device.type != "cuda" or len(configs) == 1 or torch.cuda.is_current_stream_capturing():
         return configs[0]
+    from deeptut.train import graphs  # its capture and timing helpers
+
     times, failure = [], None
     for c in configs:
         try:
             launch(c)  # compiles
-            times.append((_graph_ms(lambda: launch(c)), c))
+            times.append((graphs.replay_ms(lambda: launch(c), 10), c))
         except Exception as e:  # noqa: BLE001 - a configuration that does not compile (resources...)
             failure = f"{c}: {type(e).__name__}: {e}"
     if not times:
         raise RuntimeError(f"no launch configuration of the {key[0]} kernel runs (last: {failure})")
     _chosen[key] = min(times, key=lambda t: t[0])[1]
     return _chosen[key]
-
-
-def _graph_ms(fn: Any, reps: int = 10) -> float:
-    """GPU time of fn() in ms: `reps` calls captured in a CUDA graph, replayed. (Timed as eager launches,
-    Triton's Python launcher -- tens of us a call -- would be measured instead of the kernel.)"""
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    try:
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(reps):
-                fn()
-        g.replay()
-        start.record()
-        for _ in range(3):
-            g.replay()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / (3 * reps)
-    except RuntimeError:  # not capturable here: eager launches, the best available estimate
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / reps
 
 
 def conv_pool_forward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, activation: str = "tanh",
@@ -365,8 +343,7 @@ def data_grad(gy: torch.Tensor, y: torch.Tensor, pos: torch.Tensor, x: torch.Ten
 
     def run(way: str) -> torch.Tensor:
         if way == "cudnn":
-            return torch.ops.aten.convolution_backward(dc, x, W, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-                                                       [True, False, False])[0]
+            return torch.ops.aten.convolution_backward(dc, x, W, None, *CONV_ARGS, [True, False, False])[0]
         n, ic, h = x.shape[0], x.shape[1], x.shape[2]
         oc, o = W.shape[0], dc.shape[-1]
         cols = torch.matmul(W.reshape(oc, ic * FILTER * FILTER).t(), dc.reshape(n, oc, o * o))  # [n, K, O*O]

@@ -614,6 +614,32 @@ def capture(fn: Callable[[], Any], pool: Any) -> tuple[torch.cuda.CUDAGraph, Any
     raise AssertionError("unreachable")
 
 
+def replay_ms(fn: Callable[[], Any], reps: int) -> float:
+    """GPU milliseconds per call of fn (warmed up by the caller): `reps` calls captured in one CUDA graph and
+    replayed, as a run executes them. (Timed as eager launches, Python's launch overhead -- tens of us for
+    Triton's launcher -- would be measured instead of the GPU's work.) Eagerly, with a warning, where the
+    capture fails."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    try:
+        g, _ = capture(lambda: [fn() for _ in range(reps)], new_pool())
+        g.replay()
+        start.record()
+        for _ in range(3):
+            g.replay()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / (3 * reps)
+    except Exception as e:  # noqa: BLE001 - time eagerly instead
+        _warn(f"timing without a CUDA graph ({type(e).__name__}: {e})")
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / reps
+
+
 def _base(t: torch.Tensor) -> torch.Tensor:
     return t._base if t._base is not None else t
 

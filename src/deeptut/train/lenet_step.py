@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from deeptut.config import TrainConfig
+from deeptut.models.lenet_triton import CONV_ARGS as _CONV
 from deeptut.models.mlp import ACTIVATIONS as _ACT
 from deeptut.train.graphs import AutogradKernel, _act_backward, _branch, _wait, sgd_update
 from deeptut.train.step import AutogradStep
 
 LAYER_KINDS = ("cudnn", "triton")
-_CONV = ([1, 1], [0, 0], [1, 1], False, [0, 0], 1)  # stride, padding, dilation, transposed, out-pad, groups
 _POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode
 
 
@@ -216,34 +216,16 @@ def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Ten
 
 
 def _ms_per_call(fn: Callable[[], Any], repeats: int, device: torch.device, warm: int = 3) -> float:
-    """ms per call of fn. On CUDA as the run will execute it: `repeats` calls captured in one CUDA graph and
-    replayed (timed eagerly, Python's launch overhead -- larger for Triton's launcher than for torch's ops --
-    would decide instead of the GPU's work); eagerly where capture fails, and on CPU."""
+    """ms per call of fn after `warm` calls: on CUDA as replays of a captured graph (graphs.replay_ms), the way
+    the run executes the step; on CPU by the wall clock."""
     from deeptut.train import graphs
 
-    if device.type != "cuda":
-        for _ in range(warm):
-            fn()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - start) * 1e3 / repeats
-    graphs.warm_up(fn, device, times=warm)  # compiles, tunes, initialises handles (on a side stream)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    try:
-        g, _ = graphs.capture(lambda: [fn() for _ in range(repeats)], graphs.new_pool())
-        g.replay()
-        start.record()
-        for _ in range(3):
-            g.replay()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / (3 * repeats)
-    except Exception as e:  # noqa: BLE001 - time eagerly instead
-        graphs._warn(f"timing without a CUDA graph ({type(e).__name__}: {e})")
-    start.record()
+    if device.type == "cuda":
+        graphs.warm_up(fn, device, times=warm)  # compiles, tunes, initialises handles (on a side stream)
+        return graphs.replay_ms(fn, repeats)
+    for _ in range(warm):
+        fn()
+    start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / repeats
+    return (time.perf_counter() - start) * 1e3 / repeats
