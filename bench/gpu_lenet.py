@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """LeNet's training step on one GPU, measured: the step variants (train/lenet_step.py's written-out step with
 cuDNN or fused Triton conv-pool layers, the autograd step with cuDNN or GEMM convolutions), per step and per
-epoch, in IEEE float32 and with TF32; kernel profiles; plain PyTorch's epoch for reference. Optionally a sweep of mlp-fast settings over seeds (an MLP run takes
-~1.5 s on a GPU and gives the CPU's errors).
+epoch, in IEEE float32 and with TF32; kernel profiles; plain PyTorch's epoch for reference. Optionally a
+sweep of mlp-fast settings over seeds (an MLP run takes ~1.5 s on a GPU and gives the CPU's errors).
 
     python3 bench/gpu_lenet.py [--epochs 6] [--parts variants,plain,profile,full,mlp] [--out DIR]
     python3 bench/gpu_lenet.py --device cpu --quick --epochs 3   # a dry run

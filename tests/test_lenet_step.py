@@ -112,6 +112,17 @@ def test_supports_needs_an_even_convolution_output():
     assert not lenet_triton.supports((1, 1, 28, 28), 20, "softplus")
 
 
+def test_candidates_offer_triton_only_for_the_layers_it_covers(monkeypatch):
+    monkeypatch.setattr(lenet_triton, "available", lambda device: True)
+    both = lenet_step.candidates(config.TrainConfig(model="lenet", nkerns=(20, 50)), CPU)
+    assert sorted(both) == sorted([(a, b) for a in ("cudnn", "triton") for b in ("cudnn", "triton")])
+    # layer 1 with 200 maps is beyond the kernels (<= 128 output maps): only layer 0 may use Triton
+    wide = lenet_step.candidates(config.TrainConfig(model="lenet", nkerns=(20, 200)), CPU)
+    assert sorted(wide) == [("cudnn", "cudnn"), ("triton", "cudnn")]
+    monkeypatch.setattr(lenet_triton, "available", lambda device: False)
+    assert lenet_step.candidates(config.TrainConfig(model="lenet"), CPU) == [("cudnn", "cudnn")]
+
+
 # --- the written-out step -------------------------------------------------------------------------------
 
 

@@ -28,7 +28,8 @@ units in the last place of torch.tanh.
 The kernels need CUDA, or Triton's interpreter on CPU (`TRITON_INTERPRET=1` set before this module is
 imported; the tests do this). `available(device)` says whether they can run; callers fall back to cuDNN.
 Block sizes are chosen per shape by timing a few configurations once on CUDA (`_best`, each as replays of
-a small captured graph: graphs.replay_ms), outside the run's own graph captures (the step runner warms up before it captures).
+a small captured graph: graphs.replay_ms), outside the run's own graph captures (the step runner warms up
+before it captures).
 """
 
 from __future__ import annotations
@@ -218,8 +219,8 @@ def _dims(x: torch.Tensor, W: torch.Tensor) -> tuple[int, int, int, int, int, in
 # kernel, (BLOCK_R, BLOCK_K, programs per SM, num_warps) for the weight gradient; by kernel, K <= 32 (layer
 # 0: one input map, K = 25) or larger (layer 1: K = 500; OC 50 -> 64), and precision. Chosen from
 # bench/triton_aot.py (every candidate compiled for sm_90 without a GPU, with Triton 3.9 and with 3.6,
-# torch 2.11's): the ones that compile without spilling registers in both, larger tiles first. Triton's float32 "ieee" dot runs on FMA units with its operands
-# in registers, so large tiles spill (e.g. the forward kernel at BLOCK_R 64, BLOCK_K 32, 4 warps).
+# torch 2.11's): the ones that compile without spilling registers in both, larger tiles first. Triton's
+# float32 "ieee" dot runs on FMA units with its operands in registers, so large tiles spill (e.g. the forward kernel at BLOCK_R 64, BLOCK_K 32, 4 warps).
 CONFIGS = {
     ("forward", "small", "ieee"): [(64, 32, 8), (64, 16, 8), (32, 32, 4), (128, 16, 8)],
     ("forward", "small", "tf32"): [(64, 32, 4), (128, 32, 8), (64, 32, 8)],

@@ -172,24 +172,31 @@ class LeNetKernel(AutogradKernel):
 
 
 def candidates(cfg: TrainConfig, device: torch.device) -> list[tuple[str, str]]:
-    """The layer kinds worth measuring on `device` (cuDNN always; Triton where it runs)."""
+    """The layer kinds worth measuring on `device`: cuDNN always; Triton for each layer whose shape the
+    Triton kernels cover (layer 0: [n, 1, 28, 28] -> nkerns[0] maps; layer 1: [n, nkerns[0], 12, 12] ->
+    nkerns[1]), where Triton runs."""
     from deeptut.models import lenet_triton
+    from deeptut.models.lenet import FILTER, IMAGE, POOL
 
-    out = [("cudnn", "cudnn")]
-    if lenet_triton.available(device) and lenet_triton.supports((1, 1, 28, 28), cfg.nkerns[0], cfg.activation):
-        out += [("triton", "cudnn"), ("triton", "triton"), ("cudnn", "triton")]
-    return out
+    if not lenet_triton.available(device):
+        return [("cudnn", "cudnn")]
+    side1 = (IMAGE - FILTER + 1) // POOL
+    ok = (lenet_triton.supports((1, 1, IMAGE, IMAGE), cfg.nkerns[0], cfg.activation),
+          lenet_triton.supports((1, cfg.nkerns[0], side1, side1), cfg.nkerns[1], cfg.activation))
+    k0, k1 = [("cudnn", "triton") if o else ("cudnn",) for o in ok]
+    return [(a, b) for a in k0 for b in k1]
 
 
 def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Tensor], x: torch.Tensor,
            y: torch.Tensor, lr: float, reference: list[torch.Tensor] | None = None, tolerance: float = 1e-3,
            repeats: int = 10) -> tuple[Any, dict[Any, float]]:
     """The fastest of `options`: make(option) builds a kernel whose _step(x, y, lr, acc) is timed (after a
-    warm-up that compiles and tunes; on CUDA as replays of a captured graph, as the run executes it). The steps are real updates, so the `state` tensors (parameters,
-    momentum buffers) are restored after each option. A kernel with `gradients` is first checked against
-    `reference` (the autograd gradients at x, y, in the same order): each gradient within `tolerance` of
-    it in relative norm (a kernel that miscomputes on this device is never picked for its speed). An option
-    that fails either way is left out, with a warning. Returns (the fastest, {option: ms per step})."""
+    warm-up that compiles and tunes; on CUDA as replays of a captured graph, as the run executes it). The
+    steps are real updates, so the `state` tensors (parameters, momentum buffers) are restored after each
+    option. A kernel with `gradients` is first checked against `reference` (the autograd gradients at x, y,
+    in the same order): each gradient within `tolerance` of it in relative norm (a kernel that miscomputes
+    on this device is never picked for its speed). An option that fails either way is left out, with a
+    warning. Returns (the fastest, {option: ms per step})."""
     from deeptut.train.graphs import _warn
 
     saved = [t.detach().clone() for t in state]
