@@ -246,12 +246,12 @@ def main() -> int:
         # settings whose mean time fits
         sweep("lenet-fast-gpu", {
             "preset": {},
+            "10 epochs": {"n_epochs": 10},
             "14 epochs": {"n_epochs": 14},
             "16 epochs": {"n_epochs": 16},
-            "18 epochs": {"n_epochs": 18},
-            "16 epochs, warm-up 0.3": {"n_epochs": 16, "warmup_fraction": 0.3},
-            "ieee fp32": {"tf32": False},
-            "warmup 0.3": {"warmup_fraction": 0.3},
+            "lr 0.3": {"learning_rate": 0.3},
+            "moves of 1 pixel": {"augment_shift": 1},
+            "no moves, lr 0.3 (the preset before augment_shift)": {"augment_shift": 0, "learning_rate": 0.3},
         }, data, res.setdefault("lenet_fast_sweep", {}), save, args.quick)
     if "mlp" in parts:
         sweep("mlp-fast", {

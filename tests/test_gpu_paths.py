@@ -270,7 +270,7 @@ def test_fit_with_the_stretch_runner_keeps_the_loops_bookkeeping(tmp_path, model
 
 
 @pytest.mark.parametrize("kw", [{}, {"shuffle": True, "momentum": 0.9, "nesterov": True,
-                                     "lr_schedule": "onecycle", "warmup_fraction": 0.2}])
+                                     "lr_schedule": "onecycle", "warmup_fraction": 0.2, "augment_shift": 2}])
 def test_interrupted_graph_run_resumes_exactly(tmp_path, monkeypatch, kw):
     """SIGINT after the second stretch: checkpoint, then --resume ends exactly as the uninterrupted run."""
     import signal
@@ -390,6 +390,8 @@ def _fit_with_step(cfg, data):
     {},  # dense kernel, one stretch per epoch
     {"shuffle": True, "momentum": 0.9, "lr_schedule": "cosine"},  # autograd kernel, fixed buffer, lr tensor
     {"device_memory_budget": str(2 * 9 * 20 * (784 * 4 + 8))},  # streamed: 5 x 9 + 5 minibatches, 2 buffers
+    {"augment_shift": 2},  # moved images, unshuffled: each epoch a new tensor, copied into the fixed buffer
+    {"augment_shift": 1, "device_memory_budget": str(2 * 9 * 20 * (784 * 4 + 8))},
 ])
 def test_simulated_graphs_match_eager_steps(fake_graphs, kw):
     data = _data(1000, 200)
@@ -406,7 +408,8 @@ def test_simulated_graphs_match_eager_steps(fake_graphs, kw):
     assert n_eval == 2
     assert fake_graphs["captures"] - n_eval == step.stats["captures"] == len(step.graphs)
     assert step.stats["captures"] <= (1 if "device_memory_budget" not in kw else 4)  # graphs are reused
-    assert step.stats["home_copies"] == (3 if kw.get("shuffle") else 0)
+    resident_new_each_epoch = (kw.get("shuffle") or kw.get("augment_shift")) and "device_memory_budget" not in kw
+    assert step.stats["home_copies"] == (3 if resident_new_each_epoch else 0)
     assert fake_graphs["warmups"] == 1 + n_eval  # the train step warms up once
     _close(step.model, eager.model)  # warm-up updates were undone
     for key in ("iterations", "epochs", "best_iteration"):
@@ -452,9 +455,10 @@ def test_cuda_graph_replay_equals_eager_block(kw):
 
 
 @needs_cuda
-def test_cuda_streamed_fit_equals_resident():
+@pytest.mark.parametrize("kw", [{}, {"shuffle": True, "augment_shift": 2}])
+def test_cuda_streamed_fit_equals_resident(kw):
     data = _data(2000, 400)
-    base = {"device": "cuda", "n_epochs": 3, "batch_size": 20, "patience": 10_000}
+    base = {"device": "cuda", "n_epochs": 3, "batch_size": 20, "patience": 10_000, **kw}
     results = []
     for budget in ("0", str(2 * 10 * 20 * (784 * 4 + 8))):
         cfg = config.resolve("logistic", None, {**base, "device_memory_budget": budget})

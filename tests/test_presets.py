@@ -14,6 +14,7 @@ def test_mlp_preset_is_the_tutorial():
         (1000, 10000, 2.0, 0.995)
     assert (cfg.momentum, cfg.weight_decay, cfg.lr_schedule, cfg.shuffle) == (0.0, 0.0, "constant", False)
     assert cfg.evaluation == "tutorial" and cfg.validation_frequency == 0
+    assert cfg.augment_shift == 0  # the tutorials train on the images as they are
 
 
 def test_lenet_preset_is_the_tutorial():
@@ -23,6 +24,14 @@ def test_lenet_preset_is_the_tutorial():
     assert (cfg.learning_rate, cfg.batch_size, cfg.n_epochs, cfg.patience) == (0.1, 500, 200, 10000)
     assert (cfg.L1_reg, cfg.L2_reg, cfg.momentum, cfg.shuffle, cfg.lr_schedule) == (0.0, 0.0, 0.0, False, "constant")
     assert (cfg.patience_increase, cfg.improvement_threshold, cfg.evaluation) == (2.0, 0.995, "tutorial")
+    assert cfg.augment_shift == 0
+
+
+def test_lenet_fast_gpu_trains_the_tutorials_network_on_moved_images():
+    f, t = config.resolve("lenet-fast-gpu"), config.resolve("lenet")
+    assert f.model_args() == t.model_args() and f.init_seed == t.init_seed
+    assert f.augment_shift == 2 and f.shuffle and f.tf32 and f.evaluation == "full"
+    assert (f.patience_increase, f.improvement_threshold) == (t.patience_increase, t.improvement_threshold)
 
 
 @pytest.mark.parametrize("fast, tutorial", [("mlp-fast", "mlp"), ("lenet-fast", "lenet")])

@@ -96,6 +96,28 @@ def test_resume_refuses_other_data_and_edited_configs(tmp_path, monkeypatch, cap
     assert "another config" in capsys.readouterr().err
 
 
+def test_a_run_from_before_a_config_key_existed_resumes(tmp_path, monkeypatch):
+    """A run written before a key was added to TrainConfig (here augment_shift) resumes: the missing key
+    means its default, the behaviour before the key existed."""
+    from deeptut import config, runs
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    fit(tiny.tiny_config("fused"), tiny.tiny_splits(), ref, quiet=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    real = config.TrainConfig.to_dict
+    monkeypatch.setattr(config.TrainConfig, "to_dict",
+                        lambda self: {k: v for k, v in real(self).items() if k != "augment_shift"})
+    tiny.at_step(monkeypatch, 9, lambda: os.kill(os.getpid(), signal.SIGINT))
+    with pytest.raises(loop.Interrupted):
+        fit(tiny.tiny_config("fused"), tiny.tiny_splits(), run, quiet=True)
+    monkeypatch.undo()
+    assert "augment_shift" not in json.loads((run / "config.json").read_text())["config"]
+    fit(runs.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
+    assert tiny.differences(tiny.run_record(run), tiny.run_record(ref)) == []
+
+
 def test_resume_arguments(tmp_path, capsys):
     assert cli.main(["train", "--resume", str(tmp_path / "nope")]) == 2
     assert "no such run directory" in capsys.readouterr().err

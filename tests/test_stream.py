@@ -207,6 +207,8 @@ def _params(cfg: config.TrainConfig, data: Splits) -> tuple[dict, dict]:
     {"fast_step": False, "shuffle": True, "momentum": 0.9, "lr_schedule": "cosine"},  # AutogradStep
     {"graphs": "on"},  # the stretch runner's dense kernel, eagerly
     {"graphs": "on", "shuffle": True, "momentum": 0.5},  # the stretch runner's autograd kernel
+    {"augment_shift": 2},  # each epoch's images moved (data/augment.py), chunk by chunk when streamed
+    {"graphs": "on", "shuffle": True, "augment_shift": 1},
 ])
 def test_streamed_run_is_identical_to_resident(overrides):
     data = _splits()
@@ -264,12 +266,13 @@ def test_byte_transport_gives_the_resident_floats(shuffled):
         assert _same(s.minibatch(i, bs), ref.minibatch(i, bs)), i
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_byte_streamed_run_is_identical_to_resident(shuffle):
+@pytest.mark.parametrize("shuffle,shift", [(False, 0), (True, 0), (True, 2)])
+def test_byte_streamed_run_is_identical_to_resident(shuffle, shift):
     from synthetic import tiny_splits
 
     data = tiny_splits(1200, 300, 300)  # pixels at multiples of 1/256: the split streams as bytes
-    base = {"device": "cpu", "n_epochs": 3, "batch_size": 40, "patience": 10_000, "shuffle": shuffle}
+    base = {"device": "cpu", "n_epochs": 3, "batch_size": 40, "patience": 10_000, "shuffle": shuffle,
+            "augment_shift": shift}
     p1, s1 = _params(config.resolve("logistic", None, base), data)
     p2, s2 = _params(config.resolve("logistic", None, {**base, "device_memory_budget": str(2 * 4 * 40 * ROW)}),
                      data)

@@ -45,6 +45,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant | cosine | onecycle (over n_epochs * n_train_batches)
     warmup_fraction: float = 0.0  # onecycle: fraction of steps spent rising to learning_rate
     shuffle: bool = False  # reshuffle the training set each epoch (tutorials: False)
+    augment_shift: int = 0  # move each training image by a random (dy, dx), |d| <= this many pixels, redrawn
+    #   every epoch (data/augment.py); 0 = off, the tutorials. Fast LeNet presets: 2
     # --- early stopping (the tutorials' patience rule; counted in minibatch iterations) ----------
     patience: int = 5000  # look at this many iterations regardless
     patience_increase: float = 2.0  # wait this much longer (x iteration) on a significant improvement
@@ -92,13 +94,21 @@ class TrainConfig:
         for name in ("batch_size", "n_epochs", "n_in", "n_out", "n_hidden", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "validation_frequency", "threads", "save_every"):
+        for name in ("patience", "validation_frequency", "threads", "save_every", "augment_shift"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.augment_shift:
+            from deeptut.data.augment import image_side
+
+            side = image_side(self.n_in)
+            if side is None or not 0 < self.augment_shift < side:
+                raise ConfigError(f"augment_shift moves square images by fewer pixels than their side: got "
+                                  f"augment_shift {self.augment_shift} for n_in {self.n_in}"
+                                  + ("" if side is None else f" ({side}x{side} images)"))
         if len(self.nkerns) != 2 or min(self.nkerns) < 1:
             raise ConfigError(f"nkerns must be two positive integers, got {self.nkerns}")
 

@@ -1,6 +1,7 @@
 """Device-resident splits: the tutorials' "shared variables". Each split is moved to the device once; a
 minibatch is a slice by index (a view, no copy). Shuffling permutes the whole split once per epoch on the
-device, then slices views of the permuted copy."""
+device, then slices views of the permuted copy (and `translated` moves the images of an epoch the same
+way, data/augment.py)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,9 @@ class DeviceSplit:
         """A copy of the split in the order `perm` (one gather per epoch; minibatches stay views)."""
         perm = perm.to(self.x.device)
         return DeviceSplit(self.x[perm], self.y[perm], self.x.device)
+
+    def translated(self, dy: torch.Tensor, dx: torch.Tensor, side: int, max_shift: int) -> "DeviceSplit":
+        """A copy with image i moved by (dy[i], dx[i]) pixels (data/augment.py; one gather on the device)."""
+        from deeptut.data.augment import translate
+
+        return DeviceSplit(translate(self.x, dy, dx, side, max_shift), self.y, self.x.device)

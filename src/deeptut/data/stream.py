@@ -175,7 +175,7 @@ class _Ring:
                 idx = view.order[lo:hi]
                 torch.index_select(src, 0, idx, out=land[:m])
                 torch.index_select(sh.y, 0, idx, out=self.y[k][:m])
-            self._scale(k, m)
+            self._finish(k, view, lo, hi)
             return
         if view.order is None:
             src_x, src_y = src[lo:hi], sh.y[lo:hi]  # slices of pinned memory
@@ -196,15 +196,22 @@ class _Ring:
                 self.stream.wait_event(self.released[k])
             land[:m].copy_(src_x, non_blocking=True)
             self.y[k][:m].copy_(src_y, non_blocking=True)
-            self._scale(k, m)
+            self._finish(k, view, lo, hi)
             ev = torch.cuda.Event()
             ev.record(self.stream)
         self.copied[k] = ev
 
-    def _scale(self, k: int, m: int) -> None:
-        """Bytes k -> float32 k / 256 in buffer k (exact), on the current stream."""
+    def _finish(self, k: int, view: "StreamSplit", lo: int, hi: int) -> None:
+        """On the current stream, once rows lo..hi-1 of `view` have landed in buffer k: bytes k -> float32
+        k / 256 (exact), then the view's translations (data/augment.py), if any."""
+        m = hi - lo
         if self.xq is not None:
             torch.mul(self.xq[k][:m], 1.0 / 256.0, out=self.x[k][:m])
+        if view.shifts is not None:
+            from deeptut.data.augment import translate
+
+            dy, dx, side, max_shift = view.shifts
+            self.x[k][:m] = translate(self.x[k][:m], dy[lo:hi], dx[lo:hi], side, max_shift)
 
     def acquire(self, view: "StreamSplit", c: int) -> int:
         """Make chunk c of `view` the current buffer; returns its index (0 or 1)."""
@@ -232,7 +239,8 @@ class StreamSplit:
 
     def __init__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                  device: torch.device | str = "cpu", budget_bytes: int = 0, *,
-                 _shared: _Shared | None = None, _order: torch.Tensor | None = None) -> None:
+                 _shared: _Shared | None = None, _order: torch.Tensor | None = None,
+                 _shifts: tuple[torch.Tensor, torch.Tensor, int, int] | None = None) -> None:
         if _shared is None:
             xt = torch.as_tensor(x).contiguous()
             yt = torch.as_tensor(y).to(torch.int64).contiguous()
@@ -245,6 +253,7 @@ class StreamSplit:
             _shared = _Shared(xt, yt, torch.device(device), budget_bytes)
         self.shared = _shared
         self.order = _order  # None: the stored order; else a CPU int64 permutation
+        self.shifts = _shifts  # None, or (dy [n], dx [n], side, max_shift): row i moved by (dy[i], dx[i])
         self.token = object()  # identifies this view's order in the buffers' tags
 
     @property
@@ -272,9 +281,19 @@ class StreamSplit:
         """The split in the order `perm` (as DeviceSplit.permuted): rows are gathered chunk by chunk on
         the host as they are streamed; the view shares this split's host copy and buffers."""
         perm = torch.as_tensor(perm).to(device="cpu", dtype=torch.int64)
+        shifts = None if self.shifts is None else (self.shifts[0][perm], self.shifts[1][perm], *self.shifts[2:])
         if self.order is not None:
             perm = self.order[perm]
-        return StreamSplit(None, None, _shared=self.shared, _order=perm)  # type: ignore[arg-type]
+        return StreamSplit(None, None, _shared=self.shared, _order=perm, _shifts=shifts)  # type: ignore[arg-type]
+
+    def translated(self, dy: torch.Tensor, dx: torch.Tensor, side: int, max_shift: int) -> "StreamSplit":
+        """The split with image i moved by (dy[i], dx[i]) pixels (as DeviceSplit.translated): each chunk is
+        translated on the device as it lands."""
+        dy, dx = torch.as_tensor(dy).to("cpu", torch.int64), torch.as_tensor(dx).to("cpu", torch.int64)
+        if dy.shape != (len(self),) or dx.shape != (len(self),):
+            raise ValueError(f"expected {len(self)} shifts per axis, got {tuple(dy.shape)} and {tuple(dx.shape)}")
+        return StreamSplit(None, None, _shared=self.shared, _order=self.order,  # type: ignore[arg-type]
+                           _shifts=(dy, dx, side, max_shift))
 
     def blocks(self, first: int, count: int, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         """Minibatches first .. first+count-1 as runs that lie in one buffer: (x rows, y rows, n minibatches).

@@ -220,7 +220,8 @@ def _dims(x: torch.Tensor, W: torch.Tensor) -> tuple[int, int, int, int, int, in
 # 0: one input map, K = 25) or larger (layer 1: K = 500; OC 50 -> 64), and precision. Chosen from
 # bench/triton_aot.py (every candidate compiled for sm_90 without a GPU, with Triton 3.9 and with 3.6,
 # torch 2.11's): the ones that compile without spilling registers in both, larger tiles first. Triton's
-# float32 "ieee" dot runs on FMA units with its operands in registers, so large tiles spill (e.g. the forward kernel at BLOCK_R 64, BLOCK_K 32, 4 warps).
+# float32 "ieee" dot runs on FMA units with its operands in registers, so large tiles spill (e.g. the
+# forward kernel at BLOCK_R 64, BLOCK_K 32, 4 warps).
 CONFIGS = {
     ("forward", "small", "ieee"): [(64, 32, 8), (64, 16, 8), (32, 32, 4), (128, 16, 8)],
     ("forward", "small", "tf32"): [(64, 32, 4), (128, 32, 8), (64, 32, 8)],

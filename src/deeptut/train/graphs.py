@@ -476,9 +476,9 @@ class StretchStep:
         self.kernel.block(xb, yb, nb, lr_of, self.acc)
 
     def _fixed(self, split: DeviceSplit | stream.StreamSplit) -> DeviceSplit | stream.StreamSplit:
-        """Shuffled resident epochs are new tensors each epoch: copy each into one fixed buffer, so the
-        graphs captured on it stay valid (one device copy per epoch)."""
-        if not (self.cfg.shuffle and self.use_graphs and isinstance(split, DeviceSplit)):
+        """Shuffled (or augmented) resident epochs are new tensors each epoch: copy each into one fixed
+        buffer, so the graphs captured on it stay valid (one device copy per epoch)."""
+        if not ((self.cfg.shuffle or self.cfg.augment_shift) and self.use_graphs and isinstance(split, DeviceSplit)):
             return split
         if self.home is None or self.home[0].shape != split.x.shape:
             self.home = (torch.empty_like(split.x), torch.empty_like(split.y))

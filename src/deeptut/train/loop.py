@@ -25,6 +25,7 @@ import torch
 
 from deeptut import checkpoints, kernels, runs
 from deeptut.config import TrainConfig, parse_bytes
+from deeptut.data import augment
 from deeptut.data.datasets import Splits
 from deeptut.data.device import DeviceSplit
 from deeptut.data.stream import make_split, row_chunks
@@ -224,6 +225,9 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
                 s.epoch += 1
             epoch_data = train.permuted(epoch_permutation(cfg.seed, s.epoch, len(train))) \
                 if cfg.shuffle else train
+            if cfg.augment_shift:  # the epoch's images moved by a few pixels each (data/augment.py)
+                dy, dx = augment.epoch_shifts(cfg.seed, s.epoch, len(train), cfg.augment_shift)
+                epoch_data = epoch_data.translated(dy, dx, augment.image_side(cfg.n_in), cfg.augment_shift)
             minibatch_index = s.next_minibatch - 1
             while minibatch_index + 1 < n_train_batches:
                 # An eager step does one minibatch per pass; a graph step (train/graphs.py) a whole stretch,

@@ -29,6 +29,7 @@ from torch import nn
 
 import deeptut
 from deeptut import checkpoints
+from deeptut.config import TrainConfig
 from deeptut.errors import CheckpointError
 from deeptut.runs import model_metadata
 
@@ -387,8 +388,9 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
                 and "/" not in name and "\\" not in name and "\0" not in name and len(name) < 200
                 and isinstance(sha, str) and len(sha) == 64):
             raise CheckpointError(f"{where}: bad file entry {str(name)[:80]!r}")
-        if cfg is not None and m.get("config") != cfg.to_dict():
-            theirs = m.get("config") if isinstance(m.get("config"), dict) else {}
+        # a key the checkpoint lacks was added to TrainConfig later: its default is the behaviour before it
+        theirs = {**TrainConfig().to_dict(), **m["config"]} if isinstance(m.get("config"), dict) else {}
+        if cfg is not None and theirs != cfg.to_dict():
             diff = sorted(k for k, v in cfg.to_dict().items() if theirs.get(k, object()) != v)
             raise CheckpointError(f"{where}: the checkpoint was written with another config (differs in "
                                   f"{', '.join(diff[:8]) or 'layout'}) than {Path(run_dir) / 'config.json'}")
