@@ -229,6 +229,21 @@ def main() -> int:
             out.append(f"graphs={g}: {a['train_seconds']:.2f} s resident / {b['train_seconds']:.2f} s chunked")
         return "; ".join(out)
 
+    @check("fit: moved training images (augment_shift 2, shuffled), chunked equals resident on the device")
+    def _():
+        data = splits(3000, 500)
+        row = 784 * 4 + 8
+        base = {"n_epochs": 2, "batch_size": 20, "patience": 100_000, "n_hidden": 64, "shuffle": True,
+                "augment_shift": 2}
+        a = loop.fit(cfg("mlp", **base), data, None, quiet=True)
+        b = loop.fit(cfg("mlp", device_memory_budget=str(2 * 13 * 20 * row), **base), data, None, quiet=True)
+        plain = loop.fit(cfg("mlp", **{**base, "augment_shift": 0}), data, None, quiet=True)
+        for k in ("best_validation_error", "test_error", "iterations"):
+            if a[k] != b[k]:
+                raise AssertionError(f"{k} {a[k]} resident vs {b[k]} chunked")
+        return (f"{a['train_seconds']:.2f} s resident / {b['train_seconds']:.2f} s chunked / "
+                f"{plain['train_seconds']:.2f} s without moves")
+
     @check("evaluation captured as a graph equals eager")
     def _():
         for preset in ("mlp", "lenet"):
