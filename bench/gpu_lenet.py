@@ -78,7 +78,7 @@ def step_times(overrides: dict[str, Any], repeats: int = 20) -> dict[str, float]
     step), as `conv = "auto"` measures them at the start of a run, on a random batch."""
     from deeptut.models import build_model
     from deeptut.train import lenet_step
-    from deeptut.train.graphs import AutogradKernel, StretchStep
+    from deeptut.train.graphs import StretchStep
 
     cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})
     dev = torch.device(DEVICE)
@@ -86,17 +86,7 @@ def step_times(overrides: dict[str, Any], repeats: int = 20) -> dict[str, float]
         model = build_model(cfg.model_args(), cfg.init_seed).to(dev)
         model.channels_last = False
         s = StretchStep(model, dataclasses.replace(cfg, conv="gemm"), dev)  # its state only: no choice made here
-        g = torch.Generator().manual_seed(0)
-        x = torch.rand(cfg.batch_size, 784, generator=g).to(dev)
-        y = torch.randint(0, 10, (cfg.batch_size,), generator=g).to(dev)
-        options = [*lenet_step.candidates(cfg, dev), "autograd"]
-        make = lambda o: AutogradKernel(s.ref, s.params, s.bufs, cfg) if o == "autograd" \
-            else lenet_step.LeNetKernel(s.ref, s.params, s.bufs, cfg, model, o)  # noqa: E731
-        with torch.enable_grad():
-            reference = list(torch.autograd.grad(s.ref.cost(x, y), s.params))
-        _, times = lenet_step.choose(make, options, s._state_tensors()[:-1], x, y, cfg.learning_rate, reference,
-                                     1e-2 if cfg.tf32 else 1e-3, repeats=repeats)
-    return {("-".join(o) if o != "autograd" else o): round(t, 4) for o, t in times.items()}
+        return lenet_step.measure(s.ref, s.params, s.bufs, cfg, model, *s._probe_batch(), repeats=repeats)[1]
 
 
 def profile_written(data: Any, overrides: dict[str, Any], layers: tuple[str, str], steps: int = 20) -> list[str]:

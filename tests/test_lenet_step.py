@@ -251,6 +251,22 @@ def test_choose_leaves_out_a_kernel_whose_gradients_are_wrong():
 
 
 @needs_triton
+def test_measure_checks_and_times_every_variant_and_the_autograd_step():
+    """conv = auto's measurement (as StretchStep and bench/gpu_lenet.py call it), here in Triton's interpreter:
+    every candidate passes the gradient check, gets a time, and the parameters are left as they were."""
+    cfg, m, x, y = lenet_and_batch(n=4, momentum=0.9)
+    _, ref, params, bufs = kernel(cfg, m, ("cudnn", "cudnn"))
+    before = [t.detach().clone() for t in (*params, *bufs)]
+    best, times = lenet_step.measure(ref, params, bufs, cfg, m, x, y, repeats=1)
+    want = ["-".join(o) for o in lenet_step.candidates(cfg, x.device)] + ["autograd"]
+    assert sorted(times) == sorted(want) and len(want) == 5
+    assert all(t > 0 for t in times.values())
+    assert best in lenet_step.candidates(cfg, x.device) + ["autograd"]
+    assert ("-".join(best) if best != "autograd" else best) == min(times, key=times.get)
+    assert all(torch.equal(t, v) for t, v in zip((*params, *bufs), before))
+
+
+@needs_triton
 def test_conv_triton_runs_the_written_out_step_in_a_tiny_fit(tmp_path):
     """conv = "triton" on CPU (the interpreter) through the stretch runner and the loop, against conv =
     "cudnn" (torch's kernels, autograd): the same run up to float32 rounding."""
@@ -351,3 +367,10 @@ def test_conv_triton_without_cuda_says_it_uses_torchs_convolutions(monkeypatch):
     with pytest.warns(RuntimeWarning, match="conv = 'triton' runs in the CUDA graph step"):
         step = make_train_step(LeNet5(), config.TrainConfig(model="lenet", batch_size=10, conv="triton"), CPU)
     assert isinstance(step, AutogradStep)
+    # in the graph step (graphs on): one warning, the graph step's
+    with pytest.warns(RuntimeWarning) as said:
+        step = make_train_step(LeNet5(), config.TrainConfig(model="lenet", batch_size=10, conv="triton",
+                                                            graphs="on"), CPU)
+    assert [str(w.message) for w in said] == ["conv = 'triton' needs Triton and a CUDA device; using torch's "
+                                              "convolutions"]
+    assert isinstance(step, StretchStep) and step.kind == "autograd"

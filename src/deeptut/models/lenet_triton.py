@@ -11,13 +11,14 @@ them are memory-bound or badly occupied (a profile of the tutorial LeNet at batc
   of the input patches (gathered from x; K = IC * 5 * 5) with W; keeps the maximum (the first maximum
   wins, as in max_pool2d), adds b and applies the activation. It stores y and the window position of the
   maximum (one byte). The convolution's output is never written to memory.
-* `conv_pool_weight_grad`: dW and db from gy (the gradient w.r.t. y), y, the positions and x. The pooled
+* `weight_grad`: dW and db from gy (the gradient w.r.t. y), y, the positions and x. The pooled
   gradient is g = gy * act'(y); the convolution's gradient is g at the maximum's position and 0 at the
   other three, so dW = sum over s of (g where the maximum is at s)^T [rows, OC]^T x (the patches at s)
   [rows, K]. Each program sums one slice of the rows into its own partial sums; torch adds the partials
   (a fixed order: deterministic, unlike atomics).
-* `unpool_grad`: the dense gradient of the convolution's output, for the data gradient (layer 1 only;
-  layer 0's input needs none), which cuDNN then computes.
+* `data_grad` (layer 1 only; layer 0's input needs none): the dense gradient of the convolution's output
+  (one kernel), then the input's gradient from it by cuDNN or by a product and a col2im gather kernel,
+  whichever is faster.
 
 Arithmetic: float32 throughout. `precision` is Triton's dot `input_precision`: "ieee" (IEEE float32 fused
 multiply-adds, the tutorials' arithmetic; the default) or "tf32" (tensor cores, for the fast presets that

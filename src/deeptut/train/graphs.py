@@ -376,16 +376,8 @@ class StretchStep:
         elif conv == "cudnn":
             layers = ("cudnn", "cudnn")
         else:  # auto: measure
-            options = [*lenet_step.candidates(cfg, dev), "autograd"]
-            x, y = self._probe_batch()
-            maker = lambda o: AutogradKernel(self.ref, self.params, self.bufs, cfg) if o == "autograd" \
-                else make(o)  # noqa: E731
-            with torch.enable_grad():
-                reference = list(torch.autograd.grad(self.ref.cost(x, y), self.params))
-            layers, times = lenet_step.choose(maker, options, self._state_tensors()[:-1], x, y,
-                                              cfg.learning_rate, reference, 1e-2 if cfg.tf32 else 1e-3)
-            self.stats["lenet_step_ms"] = {"-".join(o) if o != "autograd" else o: round(t, 4)
-                                           for o, t in times.items()}
+            layers, self.stats["lenet_step_ms"] = lenet_step.measure(self.ref, self.params, self.bufs, cfg,
+                                                                     self.model, *self._probe_batch())
             if layers == "autograd":
                 return None
         self.model.conv_triton = tuple(

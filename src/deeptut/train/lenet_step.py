@@ -222,6 +222,22 @@ def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Ten
     return min(times, key=times.get), times
 
 
+def measure(ref: AutogradStep, params: list[torch.Tensor], bufs: list[torch.Tensor] | None, cfg: TrainConfig,
+            model: Any, x: torch.Tensor, y: torch.Tensor, repeats: int = 10) -> tuple[Any, dict[str, float]]:
+    """`conv = "auto"`'s measurement on the minibatch x, y: the written-out step with each of `candidates`'
+    layer kinds and the autograd step (graphs.AutogradKernel), on these parameters and momentum buffers,
+    checked against autograd's gradients and timed by `choose`. Returns (the fastest: layer kinds or
+    "autograd", {"cudnn-triton" ... or "autograd": ms per step})."""
+    options = [*candidates(cfg, x.device), "autograd"]
+    make = lambda o: AutogradKernel(ref, params, bufs, cfg) if o == "autograd" \
+        else LeNetKernel(ref, params, bufs, cfg, model, o)  # noqa: E731
+    with torch.enable_grad():
+        reference = list(torch.autograd.grad(ref.cost(x, y), params))
+    best, times = choose(make, options, [*params, *(bufs or [])], x, y, cfg.learning_rate, reference,
+                         1e-2 if cfg.tf32 else 1e-3, repeats)
+    return best, {("-".join(o) if o != "autograd" else o): round(t, 4) for o, t in times.items()}
+
+
 def _ms_per_call(fn: Callable[[], Any], repeats: int, device: torch.device, warm: int = 3) -> float:
     """ms per call of fn after `warm` calls: on CUDA as replays of a captured graph (graphs.replay_ms), the way
     the run executes the step; on CPU by the wall clock."""

@@ -204,13 +204,10 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device):
             model.conv_gemm = pick_conv(model, cfg.batch_size, device)  # cuDNN or GEMM per layer, measured
         else:
             model.conv_gemm = (cfg.conv == "gemm",) * 2
-        if cfg.conv == "triton":
-            from deeptut.models import lenet_triton
-
-            in_graph_step = graphs.wanted(cfg, device) and (device.type == "cuda" or lenet_triton.available(device))
-            if not in_graph_step:
-                graphs._warn("conv = 'triton' runs in the CUDA graph step (device cuda, graphs auto/on); "
-                             "using torch's convolutions")
+        if cfg.conv == "triton" and not graphs.wanted(cfg, device):
+            # the Triton layers run only in the graph step, which itself warns where Triton cannot run
+            graphs._warn("conv = 'triton' runs in the CUDA graph step (device cuda, graphs auto/on); "
+                         "using torch's convolutions")
 
     if graphs.wanted(cfg, device):
         try:
