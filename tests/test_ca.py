@@ -10,6 +10,15 @@ from torch.autograd.functional import jacobian
 from deeptut.models.ca import cA
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is ~40x faster than two on the shared 2-core machine (thread hand-offs)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_ca(floor_division=False, n_batchsize=3):
     torch.manual_seed(0)
     ca = cA(5, 4, n_batchsize=n_batchsize, numpy_rng=np.random.RandomState(3),
