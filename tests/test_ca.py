@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from deeptut.models.ca import cA
+from deeptut.models.ca import cA, epoch_means, tutorial_printed_values
 
 
 @pytest.fixture(autouse=True)
@@ -101,3 +101,12 @@ def test_initialisation_draw_order():
     assert torch.count_nonzero(ca.b) == 0 and torch.count_nonzero(ca.b_prime) == 0
     with pytest.raises(ValueError, match="n_batchsize"):
         cA(784, 500, n_batchsize=0)
+
+
+def test_printed_values_reproduce_cA_py_row_indexing():
+    costs = [(60.0, 16.0), (50.0, 9.0), (40.0, 4.0)]
+    # cA.py: mean(c_array[0]) = mean(60, 16); mean(sqrt(c_array[1])) = mean(sqrt(50), sqrt(9))
+    assert tutorial_printed_values(costs) == (38.0, (math.sqrt(50.0) + 3.0) / 2)
+    assert epoch_means(costs) == (50.0, 3.0)
+    with pytest.raises(ValueError, match="two minibatches"):
+        tutorial_printed_values(costs[:1])

@@ -108,3 +108,25 @@ class cA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction z of x: [n, n_visible] -> [n, n_visible]."""
         return self.get_reconstructed_input(self.get_hidden_values(x))
+
+
+def tutorial_printed_values(costs: list[tuple[float, float]]) -> tuple[float, float]:
+    """The two numbers cA.py prints after an epoch, computed as it computes them.
+
+    `costs` is the epoch's list of (mean(L_rec), L_jacob), one pair per minibatch (train_ca's outputs).
+    cA.py stacks them into c_array [n_batches, 2] and prints numpy.mean(c_array[0]) and
+    numpy.mean(numpy.sqrt(c_array[1])): rows, not columns - the mean of the *first minibatch's*
+    reconstruction cost and L_jacob, then the mean of the square roots of the *second minibatch's* two
+    numbers. Reproduced for the tutorial preset's printed line; `epoch_means` gives what was meant.
+    """
+    if len(costs) < 2:
+        raise ValueError(f"cA.py's printed line reads two minibatches (got {len(costs)})")
+    c_array = np.vstack([np.asarray(c, dtype=np.float64) for c in costs])   # [n_batches, 2]
+    return float(np.mean(c_array[0])), float(np.mean(np.sqrt(c_array[1])))
+
+
+def epoch_means(costs: list[tuple[float, float]]) -> tuple[float, float]:
+    """(mean reconstruction cost, mean Jacobian Frobenius norm sqrt(L_jacob)) over the epoch's minibatches."""
+    c_array = np.asarray(costs, dtype=np.float64).reshape(-1, 2)
+    return float(c_array[:, 0].mean()), float(np.sqrt(c_array[:, 1]).mean())
+

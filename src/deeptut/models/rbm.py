@@ -231,6 +231,8 @@ def sample_chains(rbm: RBM, test_set_x: torch.Tensor, n_chains: int = 20, n_samp
     Returns float32 [n_samples, n_chains, n_visible] in [0, 1]: row s of the tutorial's samples.png is
     out[s] (one 28 x 28 tile per chain). The chain state carried between steps is the binary sample.
     """
+    if n_chains < 1 or n_samples < 1 or plot_every < 1:
+        raise ValueError(f"n_chains, n_samples and plot_every must be >= 1 (got {n_chains}, {n_samples}, {plot_every})")
     if test_idx is None:
         test_idx = tutorial_test_idx(rbm.n_visible, rbm.n_hidden, test_set_x.shape[0], n_chains)
     if not 0 <= test_idx <= test_set_x.shape[0] - n_chains:
