@@ -13,7 +13,8 @@ f_0 is the base rate times 2^n_hidden, Z_0 = 2^n_hidden prod_i (1 + exp(b_A_i)),
 Runs. M independent runs start from v_1 ~ p_0 (independent Bernoulli(sigmoid(b_A))); run m's log weight is
     log w = sum_{k=1..K} [log f_k(v_k) - log f_{k-1}(v_k)],   v_{k+1} ~ T_k(v_k)
 where T_k is one Gibbs sweep h ~ p_k(h | v), v ~ p_k(v | h), which leaves p_k invariant:
-    p_k(h_j = 1 | v) = sigmoid(beta_k (v W_j + c_j)),  p_k(v_i = 1 | h) = sigmoid((1 - beta_k) b_A_i + beta_k (W_i h + b_B_i)).
+    p_k(h_j = 1 | v) = sigmoid(beta_k (v W_j + c_j)),
+    p_k(v_i = 1 | h) = sigmoid((1 - beta_k) b_A_i + beta_k (W_i h + b_B_i)).
 mean(w) estimates Z_B / Z_0 without bias; log Z_B = log Z_0 + log mean(w), biased low by Jensen's inequality,
 less so as the ladder lengthens. The spread is reported as in Salakhutdinov's code: r = mean(w),
 sigma = std(w) / sqrt(M), and the interval log Z_0 + log(r -+ 3 sigma) (its lower end -inf when r < 3 sigma).
