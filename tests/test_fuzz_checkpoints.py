@@ -26,6 +26,8 @@ from deeptut.errors import CheckpointError
 from deeptut.train import state as train_state
 from deeptut.train.loop import fit
 
+pytestmark = pytest.mark.slow  # ~20 s for the module (1 to 5 s a fuzzer)
+
 COUNT = {"cases": 0}
 FUZZ = settings(deadline=None, database=None, derandomize=True, print_blob=True,
                 suppress_health_check=list(HealthCheck))
