@@ -206,7 +206,7 @@ def test_pick_conv_returns_the_fastest_measured_setting(monkeypatch, fastest):
     scripted times (ms per `repeats` passes), so the choice is known and the test runs on any machine."""
     from deeptut.models import lenet
 
-    m = LeNet5()
+    m = LeNet5(nkerns=(2, 3), n_hidden=8, init_seed=0)  # small: 16 forward and backward passes
     m.channels_last = False
     times = {s: 5.0 for s in ((False, False), (True, True), (False, True), (True, False))}
     times[fastest] = 4.0  # the only setting under 5 ms
