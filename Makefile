@@ -46,7 +46,7 @@ test: install-test test-deps
 	$(PY) -m pytest -q
 
 # For quick iteration: all but the tests marked slow (real-MNIST runs, fuzzing, Triton's interpreter,
-# torch.compile, the SIGKILL suite; each over ~5 s): ~40 s. Not a substitute for `make test`.
+# torch.compile, the SIGKILL suite; each over ~5 s): ~40 s on 2 idle cores. Not a substitute for `make test`.
 test-fast: install-test test-deps
 	$(PY) -m pytest -q -m "not slow"
 
