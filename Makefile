@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 # none is: CUDA builds of torch bring the Triton they were built with, which must stay.
 TRITON_PIN ?= triton==3.9.0
 
-.PHONY: install install-test test-deps run test bench clean
+.PHONY: install install-test test-deps run test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -41,8 +41,14 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/deeptut train logistic
 
+# Everything (what CI runs): ~2.5 min on 2 CPU cores.
 test: install-test test-deps
 	$(PY) -m pytest -q
+
+# For quick iteration: all but the tests marked slow (real-MNIST runs, fuzzing, Triton's interpreter,
+# torch.compile, the SIGKILL suite; each over ~5 s): ~40 s on 2 idle cores. Not a substitute for `make test`.
+test-fast: install-test test-deps
+	$(PY) -m pytest -q -m "not slow"
 
 bench: install
 	$(PY) bench/cpu.py

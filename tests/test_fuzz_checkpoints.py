@@ -26,6 +26,8 @@ from deeptut.errors import CheckpointError
 from deeptut.train import state as train_state
 from deeptut.train.loop import fit
 
+pytestmark = pytest.mark.slow  # ~20 s for the module (1 to 5 s a fuzzer)
+
 COUNT = {"cases": 0}
 FUZZ = settings(deadline=None, database=None, derandomize=True, print_blob=True,
                 suppress_health_check=list(HealthCheck))
@@ -48,6 +50,16 @@ def ckpt():
            "manifest_text": json.dumps(manifest), "paths": list(paths(manifest)),
            "best": (run / "best.safetensors").read_bytes(), "fp": train_state.data_fingerprint(tiny.tiny_splits())}
     shutil.rmtree(base, ignore_errors=True)
+
+
+def fuzzer(n: int, **strategies):
+    """A fuzz case body, drawn by Hypothesis from `strategies`: calling the result (with the `ckpt`
+    fixture) runs n cases; `test_fuzzer` counts them."""
+    def decorate(body):
+        run = settings(FUZZ, max_examples=n)(given(**strategies)(body))
+        run.cases = n
+        return run
+    return decorate
 
 
 def count() -> None:
@@ -119,16 +131,14 @@ def check_tensors(data: bytes) -> None:
     assert sum(t.numel() * t.element_size() for t in out.values()) <= len(data)
 
 
-@settings(FUZZ, max_examples=3500)
-@given(mutations=st.lists(MUTATION, min_size=1, max_size=4))
-def test_mutated_safetensors_bytes(ckpt, mutations):
+@fuzzer(3500, mutations=st.lists(MUTATION, min_size=1, max_size=4))
+def mutated_safetensors_bytes(ckpt, mutations):
     count()
     check_tensors(mutate(ckpt["tensors"], mutations))
 
 
-@settings(FUZZ, max_examples=1300)
-@given(header=HEADER, body=st.binary(max_size=300), pad=st.integers(0, 9))
-def test_forged_safetensors_headers(ckpt, header, body, pad):
+@fuzzer(1300, header=HEADER, body=st.binary(max_size=300), pad=st.integers(0, 9))
+def forged_safetensors_headers(ckpt, header, body, pad):
     count()
     check_tensors(forged(header, body, pad))
 
@@ -184,9 +194,8 @@ OPS = st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["replace", "del
                min_size=1, max_size=3)
 
 
-@settings(FUZZ, max_examples=1700)
-@given(ops=OPS)
-def test_mutated_manifest_fields(ckpt, ops):
+@fuzzer(1700, ops=OPS)
+def mutated_manifest_fields(ckpt, ops):
     count()
     m = json.loads(ckpt["manifest_text"])
     for i, op, value in ops:
@@ -197,9 +206,8 @@ def test_mutated_manifest_fields(ckpt, ops):
     load(ckpt, json.dumps(m).encode())
 
 
-@settings(FUZZ, max_examples=2000)
-@given(mutations=st.lists(MUTATION, min_size=1, max_size=3))
-def test_mutated_manifest_text(ckpt, mutations):
+@fuzzer(2000, mutations=st.lists(MUTATION, min_size=1, max_size=3))
+def mutated_manifest_text(ckpt, mutations):
     count()
     load(ckpt, mutate(json.dumps(ckpt["manifest"], indent=2).encode(), mutations))
 
@@ -226,11 +234,11 @@ def retensor(tensors: dict, ops) -> dict:
     return tensors
 
 
-@settings(FUZZ, max_examples=1200)
-@given(ops=st.lists(st.tuples(st.integers(0, 1000), st.sampled_from(["drop", "add", "reshape", "dtype", "values"]),
-                              st.integers(0, 1000)), min_size=1, max_size=3),
-       mutations=st.lists(MUTATION, max_size=2))
-def test_mutated_tensors_behind_a_matching_sha(ckpt, ops, mutations):
+@fuzzer(1200, ops=st.lists(st.tuples(st.integers(0, 1000),
+                                     st.sampled_from(["drop", "add", "reshape", "dtype", "values"]),
+                                     st.integers(0, 1000)), min_size=1, max_size=3),
+        mutations=st.lists(MUTATION, max_size=2))
+def mutated_tensors_behind_a_matching_sha(ckpt, ops, mutations):
     """The SHA-256 is recomputed, so the tensors file's contents reach every structural check."""
     count()
     tensors = retensor(checkpoints.load_tensors_bytes(ckpt["tensors"], "valid"), ops)
@@ -241,9 +249,8 @@ def test_mutated_tensors_behind_a_matching_sha(ckpt, ops, mutations):
     load(ckpt, json.dumps(m).encode(), data)
 
 
-@settings(FUZZ, max_examples=1000)
-@given(mutations=st.lists(MUTATION, min_size=1, max_size=4))
-def test_mutated_model_files(ckpt, mutations, tmp_path_factory):
+@fuzzer(1000, mutations=st.lists(MUTATION, min_size=1, max_size=4))
+def mutated_model_files(ckpt, mutations):
     count()
     p = ckpt["run"] / "fuzzed-best.safetensors"
     p.write_bytes(mutate(ckpt["best"], mutations))
@@ -254,8 +261,17 @@ def test_mutated_model_files(ckpt, mutations, tmp_path_factory):
         pass
 
 
-def test_enough_cases_ran(ckpt, capsys):
-    with capsys.disabled():
-        print(f"\ncheckpoint fuzzing: {COUNT['cases']} cases ran, no exception other than CheckpointError")
-    assert COUNT["cases"] >= 10_000 or COUNT["cases"] == 0  # 0: the fuzz tests were deselected
+FUZZERS = [mutated_safetensors_bytes, forged_safetensors_headers, mutated_manifest_fields, mutated_manifest_text, mutated_tensors_behind_a_matching_sha, mutated_model_files]
 
+
+@pytest.mark.parametrize("fuzz", FUZZERS, ids=lambda f: f.__name__)
+def test_fuzzer(ckpt, fuzz):
+    """Whatever the input, the loader returns or raises CheckpointError; every case ran (a filtered or
+    exhausted strategy would run fewer: this counts them)."""
+    COUNT["cases"] = 0
+    fuzz(ckpt)
+    assert COUNT["cases"] >= fuzz.cases, f"{fuzz.__name__}: {COUNT['cases']} of {fuzz.cases} cases ran"
+
+
+def test_more_than_10000_cases():
+    assert sum(f.cases for f in FUZZERS) > 10_000

@@ -22,6 +22,8 @@ from deeptut.data.idx import as_labels, parse_idx, write_idx
 from deeptut.data.legacy_pickle import parse_pkl
 from deeptut.errors import DeeptutError
 
+pytestmark = pytest.mark.slow  # ~15 s for the module (2 to 4 s a test)
+
 N_IDX = 3334  # per IDX test; three of them
 N_PKL = 2000  # per pickle test; two of them
 LIMIT = 1 << 20  # bytes: keeps every case small and fast

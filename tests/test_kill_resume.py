@@ -60,6 +60,7 @@ def plan_cases(name: str, n_fsync: int, n_steps: int, wall_s: float, rng: random
     return cases
 
 
+@pytest.mark.slow  # ~11 s: dozens of child processes
 def test_sigkill_anywhere_then_resume_is_bit_identical(fast_dir, capsys):
     rng = random.Random(SEED)
     t0 = time.perf_counter()

@@ -200,28 +200,65 @@ def test_make_train_step_sets_the_conv_choice_on_cpu(conv, expected):
     assert m.conv_gemm == expected
 
 
+@pytest.mark.parametrize("fastest", [(False, False), (True, True), (False, True), (True, False)])
+def test_pick_conv_returns_the_fastest_measured_setting(monkeypatch, fastest):
+    """pick_conv times each conv_gemm setting with CUDA events; here the events are stand-ins that report
+    scripted times (ms per `repeats` passes), so the choice is known and the test runs on any machine."""
+    from deeptut.models import lenet
+
+    m = LeNet5(nkerns=(2, 3), n_hidden=8, init_seed=0)  # small: 16 forward and backward passes
+    m.channels_last = False
+    times = {s: 5.0 for s in ((False, False), (True, True), (False, True), (True, False))}
+    times[fastest] = 4.0  # the only setting under 5 ms
+
+    class ScriptedEvent:
+        def __init__(self, enable_timing=False):
+            self.setting = None
+
+        def record(self):
+            self.setting = m.conv_gemm  # the setting being timed when the start event is recorded
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return times[self.setting]
+
+    monkeypatch.setattr(torch.cuda, "Event", ScriptedEvent)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    assert lenet.pick_conv(m, 4, torch.device("cpu"), repeats=1) == fastest
+    assert m.conv_gemm == (False, False) and all(p.grad is None for p in m.parameters())
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pick_conv times CUDA kernels; no CUDA device here")
 def test_pick_conv_on_cuda_leaves_the_model_alone():
     from deeptut.models.lenet import pick_conv
 
     m = LeNet5().cuda()
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    choice = pick_conv(m, 50, torch.device("cuda"), repeats=2)
-    assert choice in ((False, False), (True, True), (False, True), (True, False))
+    pick_conv(m, 50, torch.device("cuda"), repeats=2)
     assert m.conv_gemm == (False, False) and all(p.grad is None for p in m.parameters())
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
-def test_fit_uses_ieee_float32_and_restores_the_flags():
+def test_fit_uses_ieee_float32_and_restores_the_flags(monkeypatch):
     """PyTorch lets cuDNN use TF32 by default; fit turns that off unless cfg.tf32 (the flags are global,
-    so they are checked during the run and after it)."""
-    from deeptut.config import TrainConfig
-    from deeptut.train import loop
+    so they are read during a tiny run, at its first training step, and after it)."""
+    import tiny
 
-    old = torch.backends.cudnn.allow_tf32
-    seen = []
-    for tf32 in (False, True):
-        with loop.cuda_precision(TrainConfig(tf32=tf32)):
-            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
-        assert torch.backends.cudnn.allow_tf32 == old
-    assert seen == [(False, False), (True, True)]
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    old = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark)
+    try:
+        for tf32 in (False, True):
+            # a setting that is neither fit's nor its opposite, so that "restored" can be told apart
+            cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = not tf32, tf32, False
+            seen = []
+            tiny.at_step(monkeypatch, 1, lambda: seen.append((cudnn.allow_tf32, matmul.allow_tf32,
+                                                              cudnn.benchmark)))
+            summary = fit(tiny.tiny_config(tf32=tf32, n_epochs=1), tiny.tiny_splits(), None, quiet=True)
+            assert summary["epochs"] == 1
+            assert seen == [(tf32, tf32, True)]
+            assert (cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark) == (not tf32, tf32, False)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = old

@@ -171,6 +171,7 @@ def test_written_out_gradients_with_l1_and_l2_penalties():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.slow  # ~7 s for the three (Triton's interpreter on CPU)
 @pytest.mark.parametrize("layers", [("cudnn", "cudnn"),
                                     pytest.param(("triton", "cudnn"), marks=needs_triton),
                                     pytest.param(("triton", "triton"), marks=needs_triton)])
@@ -250,6 +251,7 @@ def test_choose_leaves_out_a_kernel_whose_gradients_are_wrong():
     assert best == "good" and set(times) == {"good"}
 
 
+@pytest.mark.slow  # ~10 s on CPU
 @needs_triton
 def test_measure_checks_and_times_every_variant_and_the_autograd_step():
     """conv = auto's measurement (as StretchStep and bench/gpu_lenet.py call it), here in Triton's interpreter:
@@ -266,6 +268,7 @@ def test_measure_checks_and_times_every_variant_and_the_autograd_step():
     assert all(torch.equal(t, v) for t, v in zip((*params, *bufs), before))
 
 
+@pytest.mark.slow  # ~13 s on CPU
 @needs_triton
 def test_conv_triton_runs_the_written_out_step_in_a_tiny_fit(tmp_path):
     """conv = "triton" on CPU (the interpreter) through the stretch runner and the loop, against conv =
@@ -338,6 +341,7 @@ def _nvidia_backend() -> bool:
     return os.path.exists(os.path.join(base, "backends", "nvidia", "bin", "ptxas"))
 
 
+@pytest.mark.slow  # ~6 s
 @pytest.mark.skipif(not _nvidia_backend(), reason="needs Triton with its NVIDIA backend (ptxas) to compile for a GPU")
 def test_kernels_compile_for_an_h100_without_spilling(tmp_path):
     """What the interpreter cannot check: each kernel's default configuration compiles for sm_90 (H100/H200),

@@ -121,6 +121,7 @@ def test_make_train_step_picks_it_for_the_tutorial_mlp():
         assert type(make_train_step(m, cfg, cpu)) is expected, overrides
 
 
+@pytest.mark.slow  # ~5 s: an epoch on the real MNIST
 @needs_c
 def test_one_tutorial_epoch_prints_the_unoptimised_paths_errors():
     """The tutorial MLP's first epoch on real MNIST: the sparse step and plain autograd (fast_step=false)

@@ -49,5 +49,23 @@ def test_fast_presets_train_the_same_network_the_modern_way(fast, tutorial):
     assert f.L1_reg == t.L1_reg and f.L2_reg == t.L2_reg
 
 
-def test_cli_lists_the_fast_presets():
-    assert {"mlp", "lenet", "mlp-fast", "lenet-fast"} <= set(config.preset_names())
+def test_cli_lists_the_fast_presets(capsys):
+    """`deeptut presets` prints one line per preset, `name: {values as JSON}`; `train --help` names them."""
+    import json
+
+    from deeptut import cli
+
+    assert cli.main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {}
+    for line in lines:
+        name, _, values = line.partition(": ")
+        listed[name] = json.loads(values)
+    assert {"mlp", "lenet", "mlp-fast", "lenet-fast"} <= set(listed)
+    assert list(listed) == config.preset_names() and len(lines) == len(listed)
+    for name in listed:  # (JSON has lists where the preset has tuples)
+        assert listed[name] == json.loads(json.dumps(config.load_preset(name))), name
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    assert e.value.code == 0
+    assert "mlp-fast" in capsys.readouterr().out
