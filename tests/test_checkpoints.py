@@ -291,3 +291,32 @@ def test_plain_sgd_checkpoints_cross_between_steps(tmp_path):
     step2(x, y, 0.1)
     train_state.save_last(tmp_path, model2, step2, stopper2, train_state.LoopState(), dict(model2.state_dict()))
     train_state.load_last(tmp_path, *tiny.fresh_parts(cfg))
+
+
+def test_a_loop_state_with_more_fields_round_trips(tmp_path):
+    """A loop with more to resume (pre-training: the layer it is in) subclasses LoopState; its fields are
+    written, checked on load (type, presence) and restored; the plain LoopState refuses such a checkpoint."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class LayerState(train_state.LoopState):
+        layer: int = 0
+
+        @classmethod
+        def scalar_types(cls):
+            return {**super().scalar_types(), "layer": int}
+
+    cfg = tiny.tiny_config("fused", device="cpu")
+    model, step, stopper = tiny.fresh_parts(cfg)
+    train_state.save_last(tmp_path, model, step, stopper, LayerState(epoch=3, next_minibatch=2, layer=2),
+                          dict(model.state_dict()))
+    s = train_state.load_last(tmp_path, *tiny.fresh_parts(cfg), state_type=LayerState)
+    assert type(s) is LayerState and (s.layer, s.epoch, s.next_minibatch) == (2, 3, 2)
+    with pytest.raises(CheckpointError, match="malformed loop state"):
+        train_state.load_last(tmp_path, *tiny.fresh_parts(cfg))
+    manifest_path = tmp_path / "checkpoints" / "last.json"
+    m = json.loads(manifest_path.read_text())
+    m["loop"]["layer"] = "two"
+    manifest_path.write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="loop state layer"):
+        train_state.load_last(tmp_path, *tiny.fresh_parts(cfg), state_type=LayerState)

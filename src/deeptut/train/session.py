@@ -108,18 +108,21 @@ class Session:
     # --- the run directory -------------------------------------------------------------------------------
 
     def open(self, data: Any, device: torch.device, model: nn.Module, step: Any, stopper: Any,
-             n_train_batches: int, *, resume: bool) -> LoopState:
+             n_train_batches: int, *, resume: bool, state_type: type[LoopState] = LoopState,
+             n_epochs: int | None = None) -> LoopState:
         """Start the run directory (config.json, model.json, init.safetensors) or, with `resume`, restore
-        the last checkpoint into model, step, stopper and the RNGs. Returns the loop's state (fresh: all
-        zero). A resumed run that already finished sets `finished_summary` and opens nothing else."""
-        s = LoopState()
+        the last checkpoint into model, step, stopper and the RNGs. Returns the loop's state (fresh:
+        `state_type()`; a loop with more to resume passes a LoopState subclass). `n_epochs` (default
+        cfg.n_epochs) bounds a restored position. A resumed run that already finished sets
+        `finished_summary` and opens nothing else."""
+        s = state_type()
         run_dir = self.run_dir
         if run_dir is not None:
             self.data_fp = train_state.data_fingerprint(data)
             if resume:
                 rundir.clean_run_dir(run_dir)
             if resume and checkpoint.has_checkpoint(run_dir):
-                s = self._resume(model, step, stopper, n_train_batches)
+                s = self._resume(model, step, stopper, n_train_batches, state_type, n_epochs or self.cfg.n_epochs)
                 if self.finished_summary is not None:
                     return s
             else:
@@ -133,10 +136,11 @@ class Session:
             self.files = rundir.RunFiles(run_dir, self.cfg, self.metrics)
         return s
 
-    def _resume(self, model: nn.Module, step: Any, stopper: Any, n_train_batches: int) -> LoopState:
+    def _resume(self, model: nn.Module, step: Any, stopper: Any, n_train_batches: int,
+                state_type: type[LoopState], n_epochs: int) -> LoopState:
         run_dir = self.run_dir
-        s = train_state.load_last(run_dir, model, step, stopper, self.cfg, self.data_fp)
-        train_state.check_position(s, n_train_batches, self.cfg.n_epochs, run_dir / checkpoint.CKPT_DIR)
+        s = train_state.load_last(run_dir, model, step, stopper, self.cfg, self.data_fp, state_type)
+        train_state.check_position(s, n_train_batches, n_epochs, run_dir / checkpoint.CKPT_DIR)
         if s.finished and (run_dir / rundir.SUMMARY).exists():
             self.say(f"{run_dir}: the run has already finished; nothing to resume")
             self.finished_summary = files.read_json(run_dir / rundir.SUMMARY)

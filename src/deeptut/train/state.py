@@ -49,6 +49,12 @@ class LoopState:
     fault: str | None = None
     best_params: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
+    @classmethod
+    def scalar_types(cls) -> dict[str, Any]:
+        """The type of each field a checkpoint's "loop" object holds, checked on load. A loop with more to
+        resume (a pre-training loop's layer and phase) subclasses LoopState and adds its fields here."""
+        return _SCALAR_TYPES
+
     def scalars(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("best_params")
@@ -259,10 +265,11 @@ def check_position(s: LoopState, n_train_batches: int, n_epochs: int, where: str
 
 
 def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cfg: Any = None,
-              data_fp: str | None = None) -> LoopState:
+              data_fp: str | None = None, state_type: type[LoopState] = LoopState) -> LoopState:
     """Check the `last` checkpoint of `run_dir` in full, then restore it into model, step, stopper and the
     global RNGs. Any defect is a CheckpointError raised before anything is restored. `cfg` and `data_fp`,
-    when given, must match the ones the checkpoint records."""
+    when given, must match the ones the checkpoint records; `state_type` is the class of the loop's state
+    (LoopState, or a subclass with more fields)."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
     where = str(ckpt_dir / MANIFEST)
     try:
@@ -280,9 +287,10 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
         if type(threads) is not int or not 1 <= threads <= MAX_THREADS:
             raise CheckpointError(f"{where}: bad thread count {str(threads)[:40]}")
         loop = m.get("loop")
-        if not isinstance(loop, dict) or set(loop) != set(_SCALAR_TYPES):
+        scalar_types = state_type.scalar_types()
+        if not isinstance(loop, dict) or set(loop) != set(scalar_types):
             raise CheckpointError(f"{where}: malformed loop state")
-        for k, t in _SCALAR_TYPES.items():
+        for k, t in scalar_types.items():
             v = loop[k]
             ok = (type(v) in (int, float)) if t is float else (type(v) is t if isinstance(t, type)
                                                                 else type(v) in t)
@@ -333,6 +341,6 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)  # reductions depend on the thread count: continue with the same
     checkpoint.drop_other_files(run_dir, name)
-    s = LoopState(**loop)
+    s = state_type(**loop)
     s.best_params = best
     return s
