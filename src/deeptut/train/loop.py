@@ -8,6 +8,9 @@ measured (test error is reported for the selected model only). The run ends when
 Iterations are counted as the tutorial counts them: `iter` is the 0-based index of the minibatch update,
 `iter = (epoch - 1) * n_train_batches + minibatch_index`. metrics.jsonl and the summary record
 `iteration = iter + 1`, the number of updates done (the tutorial's printed "obtained at iteration").
+
+What goes around the loop (the run directory opened or resumed, metrics lines, checkpoints, SIGINT/SIGTERM,
+the progress line) is train/session.py; the files themselves are deeptut/store/.
 """
 
 from __future__ import annotations
