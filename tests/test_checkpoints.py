@@ -1,5 +1,5 @@
-"""checkpoints.py and the `last` checkpoint of train/state.py: atomic writes, bounded and checked reads,
-what a checkpoint holds, and that loading refuses what does not belong to the run."""
+"""store/ (files, tensors, checkpoint) and the `last` checkpoint of train/state.py: atomic writes, bounded
+and checked reads, what a checkpoint holds, and that loading refuses what does not belong to the run."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 import tiny
-from deeptut import checkpoints
 from deeptut.errors import CheckpointError, DeeptutError
+from deeptut.store import files, rundir, tensors
 from deeptut.train import state as train_state
 from deeptut.train.loop import fit
 
@@ -28,8 +28,8 @@ keep_threads = pytest.fixture(autouse=True)(tiny.keep_torch_threads)
 
 def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
     p = tmp_path / "f.bin"
-    checkpoints.atomic_write_bytes(p, b"old")
-    checkpoints.atomic_write_bytes(p, b"new" * 1000)
+    files.atomic_write_bytes(p, b"old")
+    files.atomic_write_bytes(p, b"new" * 1000)
     assert p.read_bytes() == b"new" * 1000
     assert [q.name for q in tmp_path.iterdir()] == ["f.bin"]
 
@@ -37,13 +37,13 @@ def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
 @pytest.mark.parametrize("fail", ["write", "fsync", "replace"])
 def test_a_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch, fail):
     p = tmp_path / "f.bin"
-    checkpoints.atomic_write_bytes(p, b"old")
+    files.atomic_write_bytes(p, b"old")
 
     def boom(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(checkpoints.os, fail, boom)
+    monkeypatch.setattr(files.os, fail, boom)
     with pytest.raises(CheckpointError, match="No space left on device"):
-        checkpoints.atomic_write_bytes(p, b"new")
+        files.atomic_write_bytes(p, b"new")
     monkeypatch.undo()
     assert p.read_bytes() == b"old"
     assert [q.name for q in tmp_path.iterdir()] == ["f.bin"]
@@ -51,13 +51,13 @@ def test_a_failed_atomic_write_keeps_the_old_file(tmp_path, monkeypatch, fail):
 
 def test_writing_into_a_missing_directory_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="cannot write"):
-        checkpoints.atomic_write_bytes(tmp_path / "nope" / "f", b"x")
+        files.atomic_write_bytes(tmp_path / "nope" / "f", b"x")
 
 
 def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / ".best.safetensors.abc.tmp").write_bytes(b"torn")
     (tmp_path / "keep.txt").write_text("x")
-    checkpoints.remove_stale_temporaries(tmp_path)
+    files.remove_stale_temporaries(tmp_path)
     assert [q.name for q in tmp_path.iterdir()] == ["keep.txt"]
 
 
@@ -67,13 +67,13 @@ def test_stale_temporaries_are_removed(tmp_path):
 def test_serialized_tensors_are_deterministic_and_standard(tmp_path):
     t = {"W": torch.arange(12.0).reshape(3, 4), "b": torch.ones(4)}
     meta = {"model": "logistic", "format": "1", "zeta": "z", "alpha": "a"}
-    blobs = {checkpoints.serialize_tensors(t, meta) for _ in range(20)}
+    blobs = {tensors.serialize_tensors(t, meta) for _ in range(20)}
     assert len(blobs) == 1  # safetensors alone writes metadata in hash-map order
     p = tmp_path / "t.safetensors"
     p.write_bytes(blobs.pop())
     loaded = load_file(p)
     assert torch.equal(loaded["W"], t["W"]) and torch.equal(loaded["b"], t["b"])
-    assert checkpoints.tensor_metadata(p) == meta
+    assert tensors.tensor_metadata(p) == meta
 
 
 def _safetensors(header: dict, data: bytes) -> bytes:
@@ -84,38 +84,38 @@ def _safetensors(header: dict, data: bytes) -> bytes:
 def test_a_header_declaring_a_huge_tensor_is_refused_before_allocation(monkeypatch):
     def no_load(*a):
         raise AssertionError("the loader must not be reached")
-    monkeypatch.setattr(checkpoints, "st_load", no_load)
+    monkeypatch.setattr(tensors, "st_load", no_load)
     huge = _safetensors({"W": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 2**42]}},
                         b"\0" * 16)
     with pytest.raises(CheckpointError, match="bad shape"):
-        checkpoints.load_tensors_bytes(huge, "huge")
+        tensors.load_tensors_bytes(huge, "huge")
     beyond = _safetensors({"W": {"dtype": "F32", "shape": [4], "data_offsets": [0, 2**42]}}, b"\0" * 16)
     with pytest.raises(CheckpointError, match="outside the file"):
-        checkpoints.load_tensors_bytes(beyond, "beyond")
+        tensors.load_tensors_bytes(beyond, "beyond")
     lying = _safetensors({"W": {"dtype": "F32", "shape": [8, 8], "data_offsets": [0, 16]}}, b"\0" * 16)
     with pytest.raises(CheckpointError, match="needs 256 bytes"):
-        checkpoints.load_tensors_bytes(lying, "lying")
+        tensors.load_tensors_bytes(lying, "lying")
     overlap = _safetensors({"a": {"dtype": "U8", "shape": [16], "data_offsets": [0, 16]},
                             "b": {"dtype": "U8", "shape": [16], "data_offsets": [0, 16]}}, b"\0" * 16)
     with pytest.raises(CheckpointError, match="overlap"):
-        checkpoints.load_tensors_bytes(overlap, "overlap")
+        tensors.load_tensors_bytes(overlap, "overlap")
     with pytest.raises(CheckpointError, match="header of"):
-        checkpoints.load_tensors_bytes(struct.pack("<Q", 2**62) + b"{}", "header")
+        tensors.load_tensors_bytes(struct.pack("<Q", 2**62) + b"{}", "header")
 
 
 def test_truncated_and_bit_flipped_files(tmp_path):
-    good = checkpoints.serialize_tensors({"W": torch.randn(8, 4)})
+    good = tensors.serialize_tensors({"W": torch.randn(8, 4)})
     for cut in (0, 5, 8, 20, len(good) - 1):
         with pytest.raises(CheckpointError):
-            checkpoints.load_tensors_bytes(good[:cut], "cut")
+            tensors.load_tensors_bytes(good[:cut], "cut")
     p = tmp_path / "t.safetensors"
-    sha = checkpoints.sha256_bytes(good)
+    sha = files.sha256_bytes(good)
     flipped = bytearray(good)
     flipped[-3] ^= 0x10  # in the data: still a valid file, caught by the manifest's SHA-256
     p.write_bytes(bytes(flipped))
-    checkpoints.load_tensors(p)
+    tensors.load_tensors(p)
     with pytest.raises(CheckpointError, match="SHA-256"):
-        checkpoints.load_tensors(p, expected_sha256=sha)
+        tensors.load_tensors(p, expected_sha256=sha)
 
 
 def test_oversized_files_are_refused_before_reading(tmp_path):
@@ -123,9 +123,9 @@ def test_oversized_files_are_refused_before_reading(tmp_path):
     with open(p, "wb") as f:
         f.truncate(64 * 2**30)  # sparse: 64 GiB that take no space
     with pytest.raises(CheckpointError, match="more than"):
-        checkpoints.load_tensors(p)
+        tensors.load_tensors(p)
     with pytest.raises(CheckpointError, match="more than"):
-        checkpoints.read_json(p)
+        files.read_json(p)
 
 
 @pytest.mark.parametrize("text", [b"{", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000,
@@ -134,7 +134,7 @@ def test_bad_json_is_a_checkpoint_error(tmp_path, text):
     p = tmp_path / "m.json"
     p.write_bytes(text)
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        checkpoints.read_json(p)
+        files.read_json(p)
 
 
 # --- the `last` checkpoint ----------------------------------------------------------------------------------
@@ -247,30 +247,32 @@ def test_a_failed_load_restores_nothing(momentum_run):
 
 def test_metrics_log_keeps_exactly_the_checkpointed_lines(tmp_path):
     (tmp_path / "metrics.jsonl").write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4, "torn')
-    train_state.MetricsLog(tmp_path, keep_lines=2)
+    rundir.MetricsLog(tmp_path, keep_lines=2)
     assert (tmp_path / "metrics.jsonl").read_bytes() == b'{"a": 1}\n{"a": 2}\n'
     with pytest.raises(CheckpointError, match="has 2 lines but the checkpoint recorded 3"):
-        train_state.MetricsLog(tmp_path, keep_lines=3)
+        rundir.MetricsLog(tmp_path, keep_lines=3)
 
 
 def test_background_write_failures_surface_with_the_way_back(tmp_path, monkeypatch):
     cfg = tiny.tiny_config("fused", device="cpu")
-    files = train_state.RunFiles(tmp_path, cfg, None)
+    run_files = rundir.RunFiles(tmp_path, cfg)
     model, step, stopper = tiny.fresh_parts(cfg)
-    files.save_last(model, step, stopper, train_state.LoopState(epoch=1), dict(model.state_dict()), 10)
-    files.flush()
+    snapshot = train_state.snapshot(model, step, stopper, train_state.LoopState(epoch=1), dict(model.state_dict()),
+                                    cfg, None)
+    run_files.save_checkpoint(*snapshot, 0, "epoch 1, iteration 10")
+    run_files.flush()
 
     def full(*a):
         raise CheckpointError("best.safetensors: cannot write: No space left on device")
-    monkeypatch.setattr(checkpoints, "atomic_write_bytes", full)
-    files.save_best(dict(model.state_dict()))
+    monkeypatch.setattr(files, "atomic_write_bytes", full)
+    run_files.save_best(dict(model.state_dict()))
     with pytest.raises(CheckpointError) as e:
-        files.flush()
+        run_files.flush()
     assert "No space left" in str(e.value) and "epoch 1, iteration 10" in str(e.value)
     assert f"deeptut train --resume {tmp_path}" in str(e.value)
     with pytest.raises(DeeptutError):  # and every later write refuses, too
-        files.save_best(dict(model.state_dict()))
-    files.close()
+        run_files.save_best(dict(model.state_dict()))
+    run_files.close()
     monkeypatch.undo()
     train_state.load_last(tmp_path, *tiny.fresh_parts(cfg))  # the previous checkpoint is intact
 
@@ -289,3 +291,32 @@ def test_plain_sgd_checkpoints_cross_between_steps(tmp_path):
     step2(x, y, 0.1)
     train_state.save_last(tmp_path, model2, step2, stopper2, train_state.LoopState(), dict(model2.state_dict()))
     train_state.load_last(tmp_path, *tiny.fresh_parts(cfg))
+
+
+def test_a_loop_state_with_more_fields_round_trips(tmp_path):
+    """A loop with more to resume (pre-training: the layer it is in) subclasses LoopState; its fields are
+    written, checked on load (type, presence) and restored; the plain LoopState refuses such a checkpoint."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class LayerState(train_state.LoopState):
+        layer: int = 0
+
+        @classmethod
+        def scalar_types(cls):
+            return {**super().scalar_types(), "layer": int}
+
+    cfg = tiny.tiny_config("fused", device="cpu")
+    model, step, stopper = tiny.fresh_parts(cfg)
+    train_state.save_last(tmp_path, model, step, stopper, LayerState(epoch=3, next_minibatch=2, layer=2),
+                          dict(model.state_dict()))
+    s = train_state.load_last(tmp_path, *tiny.fresh_parts(cfg), state_type=LayerState)
+    assert type(s) is LayerState and (s.layer, s.epoch, s.next_minibatch) == (2, 3, 2)
+    with pytest.raises(CheckpointError, match="malformed loop state"):
+        train_state.load_last(tmp_path, *tiny.fresh_parts(cfg))
+    manifest_path = tmp_path / "checkpoints" / "last.json"
+    m = json.loads(manifest_path.read_text())
+    m["loop"]["layer"] = "two"
+    manifest_path.write_text(json.dumps(m))
+    with pytest.raises(CheckpointError, match="loop state layer"):
+        train_state.load_last(tmp_path, *tiny.fresh_parts(cfg), state_type=LayerState)

@@ -21,7 +21,8 @@ import pytest
 import torch
 
 import tiny
-from deeptut import checkpoints, cli, runs
+from deeptut import cli
+from deeptut.store import files, rundir, tensors
 from deeptut.data.datasets import Split, Splits
 from deeptut.errors import CheckpointError, TrainingError
 from deeptut.train import state as train_state
@@ -64,7 +65,7 @@ def reference(tmp_path: Path, name: str) -> dict:
 
 def check_intact_then_resume(run_dir: Path, name: str, ref: dict, monkeypatch) -> None:
     monkeypatch.undo()
-    cfg = runs.load_config(run_dir)
+    cfg = rundir.load_config(run_dir)
     s = train_state.load_last(run_dir, *tiny.fresh_parts(cfg), cfg)  # the previous checkpoint loads
     assert not s.done and s.n_validations > 0
     fit(cfg, tiny.tiny_splits(), run_dir, quiet=True, resume=True)
@@ -90,12 +91,12 @@ def test_nan_stops_the_run_and_keeps_the_best_parameters(tmp_path, name, message
     with pytest.raises(TrainingError, match=message) as e:
         fit(cfg, nan_splits(14 * 20 + 5), tmp_path, quiet=True)  # a NaN in minibatch 15 of every epoch
     assert "best parameters so far" in str(e.value) and "best.safetensors" in str(e.value)
-    summary = checkpoints.read_json(tmp_path / "summary.json")
+    summary = files.read_json(tmp_path / "summary.json")
     assert summary["stopped"] == "non-finite" and summary["best_iteration"] == 10
-    model, _ = runs.load_model(tmp_path)  # usable: the model of the best validation, all finite
+    model, _ = rundir.load_model(tmp_path)  # usable: the model of the best validation, all finite
     best = model.state_dict()
     assert all(torch.isfinite(v).all() for v in best.values())
-    at_best = checkpoints.load_tensors(tmp_path / "models" / "iter-00000010.safetensors")
+    at_best = tensors.load_tensors(tmp_path / "models" / "iter-00000010.safetensors")
     assert all(torch.equal(best[k], at_best[k]) for k in best)
     s = train_state.load_last(tmp_path, *tiny.fresh_parts(cfg), cfg)
     assert s.finished and s.stopped == "non-finite" and s.fault
@@ -114,9 +115,9 @@ def test_divergence_threshold(tmp_path):
     with pytest.raises(TrainingError, match="diverged: the mean training cost .* exceeds max_cost 0.5 by "
                                            "iteration 10"):
         fit(tiny.tiny_config("fused", max_cost=0.5), tiny.tiny_splits(), tmp_path, quiet=True)
-    summary = checkpoints.read_json(tmp_path / "summary.json")
+    summary = files.read_json(tmp_path / "summary.json")
     assert summary["stopped"] == "diverged" and summary["best_iteration"] == 0
-    runs.load_model(tmp_path)  # the kept model (here: the initial one) loads
+    rundir.load_model(tmp_path)  # the kept model (here: the initial one) loads
 
 
 # --- storage faults -----------------------------------------------------------------------------------------
@@ -162,13 +163,13 @@ def test_injected_write_failures_mid_run(tmp_path, monkeypatch, err):
     ref = reference(tmp_path, "fused")
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    real, broken = checkpoints.atomic_write_bytes, [False]
+    real, broken = files.atomic_write_bytes, [False]
 
     def write(path, data):
         if broken[0]:
             raise CheckpointError(f"{path}: cannot write: {os.strerror(err)}")
         real(path, data)
-    monkeypatch.setattr(checkpoints, "atomic_write_bytes", write)
+    monkeypatch.setattr(files, "atomic_write_bytes", write)
     tiny.at_step(monkeypatch, 150, lambda: broken.__setitem__(0, True))
     with pytest.raises(CheckpointError, match=os.strerror(err)):
         fit(tiny.tiny_config("fused"), tiny.tiny_splits(), run_dir, quiet=True)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deeptut import config, runs
+from deeptut import config
+from deeptut.store import rundir
 from deeptut.data.device import DeviceSplit
 from deeptut.train.loop import evaluate, fit, learning_rate_at
 from synthetic import tiny_splits
@@ -34,7 +35,7 @@ def test_fit_writes_a_complete_run_directory(tmp_path):
     assert summary["epochs"] == 4 and summary["stopped"] == "n_epochs"
     assert summary["best_validation_error"] == min(l["valid_error"] for l in lines)
     # the saved model is the selected one: its test error is the reported one
-    model, cfg = runs.load_model(tmp_path)
+    model, cfg = rundir.load_model(tmp_path)
     err = evaluate(model, DeviceSplit(data.test.x, data.test.y), cfg.batch_size, cfg.evaluation)
     assert err * 100 == pytest.approx(summary["test_error"])
     assert summary["test_error"] < 20  # it learned something (chance is 90 %)

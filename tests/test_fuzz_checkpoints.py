@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tiny
-from deeptut import checkpoints, runs
 from deeptut.errors import CheckpointError
+from deeptut.store import files, rundir
+from deeptut.store import tensors as store_tensors
 from deeptut.train import state as train_state
 from deeptut.train.loop import fit
 
@@ -125,7 +126,7 @@ def forged(header: dict, body: bytes, pad: int) -> bytes:
 
 def check_tensors(data: bytes) -> None:
     try:
-        out = checkpoints.load_tensors_bytes(data, "fuzz")
+        out = store_tensors.load_tensors_bytes(data, "fuzz")
     except CheckpointError:
         return
     assert sum(t.numel() * t.element_size() for t in out.values()) <= len(data)
@@ -241,11 +242,11 @@ def retensor(tensors: dict, ops) -> dict:
 def mutated_tensors_behind_a_matching_sha(ckpt, ops, mutations):
     """The SHA-256 is recomputed, so the tensors file's contents reach every structural check."""
     count()
-    tensors = retensor(checkpoints.load_tensors_bytes(ckpt["tensors"], "valid"), ops)
-    data = mutate(checkpoints.serialize_tensors(tensors), mutations) if mutations else \
-        checkpoints.serialize_tensors(tensors)
+    tensors = retensor(store_tensors.load_tensors_bytes(ckpt["tensors"], "valid"), ops)
+    data = mutate(store_tensors.serialize_tensors(tensors), mutations) if mutations else \
+        store_tensors.serialize_tensors(tensors)
     m = json.loads(json.dumps(ckpt["manifest"]))
-    m["files"] = {ckpt["name"]: checkpoints.sha256_bytes(data)}
+    m["files"] = {ckpt["name"]: files.sha256_bytes(data)}
     load(ckpt, json.dumps(m).encode(), data)
 
 
@@ -256,7 +257,7 @@ def mutated_model_files(ckpt, mutations):
     p.write_bytes(mutate(ckpt["best"], mutations))
     model, _, _ = tiny.fresh_parts(ckpt["cfg"])
     try:
-        runs.load_parameters(model, p)
+        rundir.load_parameters(model, p)
     except CheckpointError:
         pass
 

@@ -302,10 +302,10 @@ def test_interrupted_graph_run_resumes_exactly(tmp_path, monkeypatch, kw):
     s_cut = fit(cfg, data, cut, quiet=True, resume=True)
     for key in ("best_validation_error", "test_error", "best_iteration", "iterations", "epochs"):
         assert s_whole[key] == s_cut[key], key
-    from deeptut import checkpoints
+    from deeptut.store import tensors
 
-    a = checkpoints.load_tensors(whole / "best.safetensors")
-    b = checkpoints.load_tensors(cut / "best.safetensors")
+    a = tensors.load_tensors(whole / "best.safetensors")
+    b = tensors.load_tensors(cut / "best.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

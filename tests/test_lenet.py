@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deeptut import config, runs
+from deeptut import config
+from deeptut.store import rundir
 from deeptut.models import build_model
 from deeptut.models.lenet import LeNet5
 from deeptut.train.loop import fit
@@ -151,7 +152,7 @@ def test_tiny_fit_end_to_end(tmp_path):
     data = tiny_splits(n_train=300, n_valid=100, n_test=100)
     summary = fit(cfg, data, tmp_path, quiet=True)
     assert summary["epochs"] == 4 and summary["test_error"] < 50  # chance is 90 %
-    model, saved_cfg = runs.load_model(tmp_path)
+    model, saved_cfg = rundir.load_model(tmp_path)
     assert isinstance(model, LeNet5) and model.nkerns == (4, 8)
 
 

@@ -285,10 +285,10 @@ def test_conv_triton_runs_the_written_out_step_in_a_tiny_fit(tmp_path):
         (tmp_path / conv).mkdir()
         out[conv] = fit(cfg, data, tmp_path / conv, quiet=True)
     assert out["triton"]["test_error"] == pytest.approx(out["cudnn"]["test_error"], abs=2.5)  # <= 1 example
-    from deeptut import runs
+    from deeptut.store import rundir
 
-    a, _ = runs.load_model(tmp_path / "triton")
-    b, _ = runs.load_model(tmp_path / "cudnn")
+    a, _ = rundir.load_model(tmp_path / "triton")
+    b, _ = rundir.load_model(tmp_path / "cudnn")
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deeptut import config, runs
+from deeptut import config
+from deeptut.store import rundir
 from deeptut.models import build_model
 from deeptut.models.mlp import MLP
 from deeptut.train.loop import fit
@@ -71,7 +72,7 @@ def test_tiny_fit_end_to_end(tmp_path):
     data = tiny_splits(n_train=600, n_valid=200, n_test=200)
     summary = fit(cfg, data, tmp_path, quiet=True)
     assert summary["epochs"] == 3 and summary["test_error"] < 30  # chance is 90 %
-    model, saved_cfg = runs.load_model(tmp_path)
+    model, saved_cfg = rundir.load_model(tmp_path)
     assert isinstance(model, MLP) and saved_cfg.n_hidden == 32
     lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 3 and all(np.isfinite(l["train_cost"]) for l in lines)

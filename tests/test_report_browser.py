@@ -115,7 +115,7 @@ def browser(tmp_path_factory):
 
 def test_report_renders_in_chromium(browser, tmp_path):
     from deeptut.viz import write_report
-    from deeptut.viz.synthetic import make_synthetic_run, synthetic_test_data
+    from synthetic_run import make_synthetic_run, synthetic_test_data
 
     run = make_synthetic_run(tmp_path / "logistic-browser", "logistic", preset="<b>not bold</b>")
     report = write_report(run, data=synthetic_test_data())

@@ -69,9 +69,9 @@ def test_resume_before_the_first_checkpoint_starts_over(tmp_path):
     run.mkdir()
     (run / "config.json").write_bytes((ref / "config.json").read_bytes())  # killed right after this
     (run / ".init.safetensors.x1y2.tmp").write_bytes(b"torn")
-    from deeptut import runs
+    from deeptut.store import rundir
 
-    fit(runs.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
+    fit(rundir.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
     assert tiny.differences(tiny.run_record(run), tiny.run_record(ref)) == []
 
 
@@ -82,15 +82,15 @@ def test_resume_refuses_other_data_and_edited_configs(tmp_path, monkeypatch, cap
     with pytest.raises(loop.Interrupted):
         fit(tiny.tiny_config("fused"), tiny.tiny_splits(), run, quiet=True)
     monkeypatch.undo()
-    from deeptut import runs
+    from deeptut.store import rundir
 
     with pytest.raises(CheckpointError, match="the data differs"):
-        fit(runs.load_config(run), tiny.tiny_splits(seed=1), run, quiet=True, resume=True)
+        fit(rundir.load_config(run), tiny.tiny_splits(seed=1), run, quiet=True, resume=True)
     meta = json.loads((run / "config.json").read_text())
     meta["config"]["learning_rate"] = 0.5
     (run / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="another config .*learning_rate"):
-        fit(runs.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
+        fit(rundir.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
     monkeypatch.setattr("deeptut.data.datasets.load_dataset", lambda *a, **k: tiny.tiny_splits())
     assert cli.main(["train", "--resume", str(run)]) == 2
     assert "another config" in capsys.readouterr().err
@@ -99,7 +99,8 @@ def test_resume_refuses_other_data_and_edited_configs(tmp_path, monkeypatch, cap
 def test_a_run_from_before_a_config_key_existed_resumes(tmp_path, monkeypatch):
     """A run written before a key was added to TrainConfig (here augment_shift) resumes: the missing key
     means its default, the behaviour before the key existed."""
-    from deeptut import config, runs
+    from deeptut import config
+    from deeptut.store import rundir
 
     ref = tmp_path / "ref"
     ref.mkdir()
@@ -114,7 +115,7 @@ def test_a_run_from_before_a_config_key_existed_resumes(tmp_path, monkeypatch):
         fit(tiny.tiny_config("fused"), tiny.tiny_splits(), run, quiet=True)
     monkeypatch.undo()
     assert "augment_shift" not in json.loads((run / "config.json").read_text())["config"]
-    fit(runs.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
+    fit(rundir.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
     assert tiny.differences(tiny.run_record(run), tiny.run_record(ref)) == []
 
 
@@ -155,7 +156,7 @@ def test_real_mnist_cli_killed_and_resumed(tmp_path):
 @pytest.mark.parametrize("name", ["fused", "momentum"])
 def test_cuda_interrupt_and_resume(tmp_path, monkeypatch, name, graphs):
     """On a GPU (same card, same software): interrupted at two points and resumed, bit-identical again."""
-    from deeptut import runs
+    from deeptut.store import rundir
 
     cfg = tiny.tiny_config(name, device="cuda", graphs=graphs)
     ref = tmp_path / "ref"
@@ -168,5 +169,5 @@ def test_cuda_interrupt_and_resume(tmp_path, monkeypatch, name, graphs):
         with pytest.raises(loop.Interrupted):
             fit(cfg, tiny.tiny_splits(), run, quiet=True)
         monkeypatch.undo()
-        fit(runs.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
+        fit(rundir.load_config(run), tiny.tiny_splits(), run, quiet=True, resume=True)
         assert tiny.differences(tiny.run_record(run), tiny.run_record(ref)) == []

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import tiny
-from deeptut import cli, runs
+from deeptut import cli
+from deeptut.store import rundir
 from deeptut.train import loop
 from deeptut.train import state as train_state
 
@@ -38,7 +39,7 @@ def interrupted_then_resumed(tmp_path: Path, name: str, ref: dict, sig: int, **c
     text = log.read_text()
     assert f"interrupted by {signal.Signals(sig).name} at epoch" in text
     assert f"checkpoint written; resume with: deeptut train --resume {run_dir}" in text
-    cfg = runs.load_config(run_dir)
+    cfg = rundir.load_config(run_dir)
     s = train_state.load_last(run_dir, *tiny.fresh_parts(cfg), cfg)  # intact, and where the message says
     it = int(re.search(r"iteration (\d+)", text).group(1))
     assert (s.epoch - 1) * 20 + (s.next_minibatch or 20) == it and not s.done
@@ -97,5 +98,5 @@ def test_cli_exit_codes(monkeypatch):
     monkeypatch.setattr(loop, "fit", interrupted)
     monkeypatch.setattr("deeptut.data.datasets.load_dataset", lambda *a, **k: tiny.tiny_splits())
     assert cli.main(["train", "logistic", "--runs-dir", "/dev/null/x"]) == 2  # run dir error first
-    monkeypatch.setattr("deeptut.runs.new_run_dir", lambda root, preset: Path("/nonexistent"))
+    monkeypatch.setattr("deeptut.store.rundir.new_run_dir", lambda root, preset: Path("/nonexistent"))
     assert cli.main(["train", "logistic", "-q"]) == 128 + signal.SIGTERM

@@ -9,7 +9,7 @@ PIL = pytest.importorskip("PIL.Image")
 
 from deeptut.errors import DataError  # noqa: E402
 from deeptut.viz import compare  # noqa: E402
-from deeptut.viz.synthetic import make_synthetic_run  # noqa: E402
+from synthetic_run import make_synthetic_run  # noqa: E402
 
 
 # The keys fit writes in summary.json (train/loop.py), with typical values; nothing else.

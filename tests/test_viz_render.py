@@ -12,8 +12,8 @@ PIL = pytest.importorskip("PIL.Image")
 from deeptut.errors import CheckpointError, DataError  # noqa: E402
 from deeptut.viz import render_all  # noqa: E402
 from deeptut.viz import plots  # noqa: E402
-from deeptut.viz.rundir import load_params  # noqa: E402
-from deeptut.viz.synthetic import make_synthetic_run, synthetic_test_data  # noqa: E402
+from deeptut.store.rundir import load_params  # noqa: E402
+from synthetic_run import make_synthetic_run, synthetic_test_data  # noqa: E402
 from deeptut.viz.tiles import tile_raster_images  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def test_no_checkpoints_no_evolution(tmp_path):
 @pytest.mark.parametrize("model", ["mlp", "lenet"])
 def test_filter_pictures_of_mlp_and_lenet(tmp_path, model):
     run = make_synthetic_run(tmp_path / model, model, n_checkpoints=2)
-    from deeptut.viz.rundir import Run
+    from deeptut.store.rundir import Run
 
     r = Run.open(run)
     written = plots.plot_filters(r, run / "plots")
@@ -140,7 +140,7 @@ def test_diverged_run_and_mathtext_in_names(tmp_path):
     """NaN/Infinity in the records and parameters, and a '$' in the preset, still draw."""
     from safetensors.numpy import save_file
 
-    from deeptut.viz.synthetic import synthetic_params
+    from synthetic_run import synthetic_params
 
     run = make_synthetic_run(tmp_path / "r$x^$", n_checkpoints=0, preset="odd $x^$ preset")
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -150,7 +150,7 @@ def test_diverged_run_and_mathtext_in_names(tmp_path):
     p = synthetic_params("logistic")
     p["W"][0, 0] = np.nan
     save_file(p, str(run / "best.safetensors"))
-    from deeptut.viz.rundir import Run
+    from deeptut.store.rundir import Run
 
     r = Run.open(run)
     assert plots.plot_learning_curves(r, run / "plots").is_file()
@@ -186,7 +186,7 @@ def test_corrupt_metrics_line(tmp_path):
 
 
 def test_truncated_last_metrics_line_is_ignored(tmp_path):
-    from deeptut.viz.rundir import read_metrics
+    from deeptut.store.rundir import read_metrics
 
     run = make_synthetic_run(tmp_path / "r")
     text = (run / "metrics.jsonl").read_text()

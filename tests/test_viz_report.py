@@ -12,7 +12,7 @@ pytest.importorskip("PIL")
 
 from deeptut.errors import DataError  # noqa: E402
 from deeptut.viz import write_report  # noqa: E402
-from deeptut.viz.synthetic import make_synthetic_run, synthetic_test_data  # noqa: E402
+from synthetic_run import make_synthetic_run, synthetic_test_data  # noqa: E402
 
 HOSTILE = "<script>alert('x')</script> & \"quotes\""
 

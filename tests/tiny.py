@@ -96,7 +96,7 @@ def child_main(run_dir: str, name: str, resume: bool, hooks: dict[str, Any], cou
     """One process: train the tiny run (or resume it as the CLI does, with the run's saved config); when it
     ends by itself, write its fsync/step counts to counts_path and exit with 0, 3 (TrainingError),
     128 + signal (interrupted) or 1 (anything else). With log_path, stdout and stderr go there."""
-    from deeptut import runs
+    from deeptut.store import rundir
     from deeptut.errors import TrainingError
     from deeptut.train.loop import Interrupted, fit
 
@@ -107,7 +107,7 @@ def child_main(run_dir: str, name: str, resume: bool, hooks: dict[str, Any], cou
     counts = install_kill_hooks(**hooks)
     code = 0
     try:
-        cfg = runs.load_config(run_dir) if resume else tiny_config(name)
+        cfg = rundir.load_config(run_dir) if resume else tiny_config(name)
         fit(cfg, tiny_splits(), Path(run_dir), quiet=True, resume=resume)
     except Interrupted as e:
         code = 128 + e.signum
@@ -133,7 +133,7 @@ def context():
         import multiprocessing as mp
 
         _CTX = mp.get_context("forkserver")
-        _CTX.set_forkserver_preload(["tiny", "deeptut.train.loop", "deeptut.runs", "torch._dynamo"])
+        _CTX.set_forkserver_preload(["tiny", "deeptut.train.loop", "deeptut.store.rundir", "torch._dynamo"])
     return _CTX
 
 

@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from deeptut import config, runs
+    from deeptut import config
+    from deeptut.store import rundir
     from deeptut.data.datasets import load_dataset
     from deeptut.train.loop import fit
 
@@ -70,10 +71,10 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if args.preset or extra or args.config:
             raise DeeptutError("--resume takes the run directory only: the run's saved config is used")
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").is_file():
+        if not (run_dir / rundir.CONFIG).is_file():
             raise DeeptutError(f"{run_dir}: not a run directory (no config.json); nothing to resume"
                                if run_dir.is_dir() else f"{run_dir}: no such run directory")
-        cfg = runs.load_config(run_dir)
+        cfg = rundir.load_config(run_dir)
         data = load_dataset(cfg.dataset, args.data_dir)
         summary = fit(cfg, data, run_dir, quiet=args.quiet, resume=True)
     else:
@@ -81,7 +82,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
         cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
         data = load_dataset(cfg.dataset, args.data_dir)
-        run_dir = runs.new_run_dir(args.runs_dir, cfg.preset)
+        run_dir = rundir.new_run_dir(args.runs_dir, cfg.preset)
         if not args.quiet:
             print(f"run directory: {run_dir}  (data: {data.source})")
         summary = fit(cfg, data, run_dir, quiet=args.quiet)
@@ -93,13 +94,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from deeptut import runs
+    from deeptut.store import rundir
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
     from deeptut.train.loop import evaluate
     from deeptut.train.step import cpu_evaluator
 
-    model, cfg = runs.load_model(args.run_dir)
+    model, cfg = rundir.load_model(args.run_dir)
     evaluator = cpu_evaluator(model) if cfg.fast_step else None  # the arithmetic training used
     data = load_dataset(cfg.dataset, args.data_dir)
     mode = args.evaluation or cfg.evaluation
@@ -113,10 +114,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from deeptut import runs
+    from deeptut.store import rundir
     from deeptut.data.images import load_images
 
-    model, _ = runs.load_model(args.run_dir)
+    model, _ = rundir.load_model(args.run_dir)
     names, x = load_images(args.images)
     with torch.no_grad():
         p = torch.softmax(model(torch.from_numpy(x)), dim=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deeptut import files
+from deeptut.store import files
 from deeptut.errors import DataError
 
 # type code -> dtype of the stored data (big-endian where it has more than one byte)
@@ -40,6 +40,7 @@ MNIST_SHA256 = {
 # The largest uncompressed file accepted (MNIST's largest is 47 MB); callers may lower it.
 MAX_DECOMPRESSED = 256 * 2**20
 GZIP_MAGIC = b"\x1f\x8b"
+DATA_FILE = "a data file"  # names the kind of file in read_bounded's size message
 
 
 def read_idx(path: str | Path, *, expected_sha256: str | None = None,
@@ -49,8 +50,8 @@ def read_idx(path: str | Path, *, expected_sha256: str | None = None,
     expected_sha256: hex digest of the uncompressed bytes; a mismatch raises DataError.
     max_decompressed: refuse files whose uncompressed size (header + data) would exceed this many bytes.
     """
-    return parse_idx(read_bounded(path, max_decompressed), str(path), expected_sha256=expected_sha256,
-                     max_decompressed=max_decompressed)
+    data = files.read_bounded(path, max_decompressed, DataError, DATA_FILE)
+    return parse_idx(data, str(path), expected_sha256=expected_sha256, max_decompressed=max_decompressed)
 
 
 def parse_idx(data: bytes, source: str = "<bytes>", *, expected_sha256: str | None = None,
@@ -112,11 +113,6 @@ def write_idx(path: str | Path, array: np.ndarray, *, gzip: bool = False) -> Non
 
 
 # --- internals ----------------------------------------------------------------------------------
-
-
-def read_bounded(path: str | Path, limit: int) -> bytes:
-    """The file's bytes; DataError if it cannot be read or holds more than `limit` bytes."""
-    return files.read_bounded(path, limit, DataError, "a data file")
 
 
 def _parse_header(header: bytes, path: str, limit: int) -> tuple[np.dtype, tuple[int, ...], int]:

@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from deeptut.data.idx import GZIP_MAGIC, check_labels, gunzip_bounded, read_bounded
+from deeptut.data.idx import DATA_FILE, GZIP_MAGIC, check_labels, gunzip_bounded
 from deeptut.errors import DataError
+from deeptut.store import files
 
 # Uncompressed pickle bytes accepted; the tutorial's file and ours are both ~222 MB.
 MAX_DECOMPRESSED = 512 * 2**20
@@ -190,7 +191,7 @@ def read_pkl_gz(path: str | Path, *, n_classes: int = N_CLASSES,
                 max_decompressed: int = MAX_DECOMPRESSED) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{'train'|'valid'|'test': (X float32 [n, d], y int64 [n])} from a tutorial-format pickle
     (gzipped, or a bare pickle), checked for structure, dtypes, lengths and label range."""
-    return parse_pkl(read_bounded(path, max_decompressed), str(path), n_classes=n_classes,
+    return parse_pkl(files.read_bounded(path, max_decompressed, DataError, DATA_FILE), str(path), n_classes=n_classes,
                      max_decompressed=max_decompressed)
 
 

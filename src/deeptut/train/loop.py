@@ -8,22 +8,22 @@ measured (test error is reported for the selected model only). The run ends when
 Iterations are counted as the tutorial counts them: `iter` is the 0-based index of the minibatch update,
 `iter = (epoch - 1) * n_train_batches + minibatch_index`. metrics.jsonl and the summary record
 `iteration = iter + 1`, the number of updates done (the tutorial's printed "obtained at iteration").
+
+What goes around the loop (the run directory opened or resumed, metrics lines, checkpoints, SIGINT/SIGTERM,
+the progress line) is train/session.py; the files themselves are deeptut/store/.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from deeptut import checkpoints, kernels, runs
+from deeptut import kernels
 from deeptut.config import TrainConfig, parse_bytes
 from deeptut.data import augment
 from deeptut.data.datasets import Splits
@@ -32,6 +32,7 @@ from deeptut.data.stream import make_split, row_chunks
 from deeptut.errors import ConfigError, TrainingError
 from deeptut.models import build_model
 from deeptut.train import state as train_state
+from deeptut.train.session import Interrupted, Session  # noqa: F401  (Interrupted: fit raises it)
 from deeptut.train.early_stopping import EarlyStopping
 from deeptut.train.graphs import stretch_length
 from deeptut.train.step import make_train_step
@@ -96,57 +97,6 @@ def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evalua
     return float(np.mean(counts.astype(np.float64) / batch_size))
 
 
-class Interrupted(KeyboardInterrupt):
-    """fit stopped on SIGINT/SIGTERM after writing a checkpoint; `signum` is the signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _Interrupt:
-    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary and writes a checkpoint."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_Interrupt":
-        try:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-class _Progress:
-    """A one-line progress bar on stderr when it is a terminal, at most ~10 updates a second."""
-
-    def __init__(self, enabled: bool, total_epochs: int) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.total_epochs, self.last = total_epochs, 0.0
-
-    def show(self, epoch: int, minibatch: int, n_batches: int, best: float) -> None:
-        now = time.perf_counter()
-        if self.enabled and now - self.last > 0.1:
-            self.last = now
-            sys.stderr.write(f"\r  epoch {epoch}/{self.total_epochs} minibatch {minibatch}/{n_batches} "
-                             f"best valid {best * 100:.4f} %\x1b[K")
-            sys.stderr.flush()
-
-    def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
-
-
 @contextlib.contextmanager
 def cuda_precision(cfg: TrainConfig):
     """IEEE float32 on CUDA unless cfg.tf32 (PyTorch's default lets cuDNN convolutions use TF32, which is
@@ -169,6 +119,27 @@ def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: b
         return _fit(cfg, data, run_dir, quiet=quiet, resume=resume)
 
 
+def device_splits(cfg: TrainConfig, data: Splits, device: torch.device) -> tuple[DeviceSplit, DeviceSplit, DeviceSplit]:
+    """train, valid, test on `device` (a split larger than cfg.device_memory_budget streams through it)."""
+    budget = parse_bytes(cfg.device_memory_budget)
+    train, valid, test = (make_split(s.x, s.y, device, budget) for s in (data.train, data.valid, data.test))
+    if train.n_batches(cfg.batch_size) == 0 or valid.n_batches(cfg.batch_size) == 0:
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training or validation split "
+                          f"({len(train)} / {len(valid)} examples)")
+    return train, valid, test
+
+
+def epoch_split(cfg: TrainConfig, train: DeviceSplit, epoch: int) -> DeviceSplit:
+    """The training split as (1-based) `epoch` sees it: in the epoch's order (shuffle), its images moved by
+    a few pixels each (augment_shift, data/augment.py). A function of (seed, epoch): a resumed run sees the
+    same."""
+    epoch_data = train.permuted(epoch_permutation(cfg.seed, epoch, len(train))) if cfg.shuffle else train
+    if cfg.augment_shift:
+        dy, dx = augment.epoch_shifts(cfg.seed, epoch, len(train), cfg.augment_shift)
+        epoch_data = epoch_data.translated(dy, dx, augment.image_side(cfg.n_in), cfg.augment_shift)
+    return epoch_data
+
+
 def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, resume: bool) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
     device = resolve_device(cfg.device)
@@ -176,12 +147,8 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
         kernels.set_threads(cfg.threads)  # results depend on the thread count in the last bits
     train_state.seed_everything(cfg.seed)
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
-    budget = parse_bytes(cfg.device_memory_budget)  # a split larger than this streams through the device
-    train, valid, test = (make_split(s.x, s.y, device, budget) for s in (data.train, data.valid, data.test))
+    train, valid, test = device_splits(cfg, data, device)
     n_train_batches = train.n_batches(cfg.batch_size)
-    if n_train_batches == 0 or valid.n_batches(cfg.batch_size) == 0:
-        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training or validation split "
-                          f"({len(train)} / {len(valid)} examples)")
     step = make_train_step(model, cfg, device)
     evaluator = getattr(step, "evaluator", None)  # CUDA-graph evaluation, when the step brings one
     stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold)
@@ -189,45 +156,19 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
         n_train_batches, cfg.patience)
     total_steps = cfg.n_epochs * n_train_batches
 
-    # Everything a resumed run needs to go on exactly where it stopped (train/state.py).
-    s = train_state.LoopState()
-    files = None  # the run directory's files, written in order on a background thread
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        data_fp = train_state.data_fingerprint(data)
-        if resume:
-            train_state.clean_run_dir(run_dir)
-        if resume and train_state.has_checkpoint(run_dir):
-            s = train_state.load_last(run_dir, model, step, stopper, cfg, data_fp)
-            train_state.check_position(s, n_train_batches, cfg.n_epochs, run_dir / train_state.CKPT_DIR)
-            if s.finished and (run_dir / "summary.json").exists():
-                say(f"{run_dir}: the run has already finished; nothing to resume")
-                return checkpoints.read_json(run_dir / "summary.json")
-            if not s.done:
-                say(f"resuming {run_dir} at epoch {s.epoch + (s.next_minibatch == 0)}, "
-                    f"minibatch {s.next_minibatch + 1}/{n_train_batches}")
-        else:
-            if resume:
-                say(f"{run_dir}: no checkpoint yet; starting the run over")
-            if not resume or not (run_dir / "config.json").exists():
-                checkpoints.atomic_write_json(run_dir / "config.json", runs.provenance(cfg, device))
-            runs.save_model(run_dir, model, cfg, "init.safetensors")
-    metrics = train_state.MetricsLog(run_dir, keep_lines=s.n_validations)
-    if run_dir is not None:
-        files = train_state.RunFiles(run_dir, cfg, data_fp, metrics)
+    # The run directory, metrics.jsonl, checkpoints, signals, progress (train/session.py). Resumed, `s` is
+    # where the run stopped (train/state.py), and model, step, stopper and the RNGs are as they were then.
+    session = Session(run_dir, cfg, say, progress=not quiet)
+    s = session.open(data, device, model, step, stopper, n_train_batches, resume=resume)
+    if session.finished_summary is not None:
+        return session.finished_summary
     best_params = s.best_params or {k: v.detach().clone() for k, v in model.state_dict().items()}
-    progress = _Progress(not quiet, cfg.n_epochs)
-    start = time.perf_counter() - s.elapsed_s
 
-    with _Interrupt() as interrupt, train_state.closing_on_error(files):
+    with session.running(s) as interrupt:
         while not s.done and (s.next_minibatch > 0 or s.epoch < cfg.n_epochs):
             if s.next_minibatch == 0:
                 s.epoch += 1
-            epoch_data = train.permuted(epoch_permutation(cfg.seed, s.epoch, len(train))) \
-                if cfg.shuffle else train
-            if cfg.augment_shift:  # the epoch's images moved by a few pixels each (data/augment.py)
-                dy, dx = augment.epoch_shifts(cfg.seed, s.epoch, len(train), cfg.augment_shift)
-                epoch_data = epoch_data.translated(dy, dx, augment.image_side(cfg.n_in), cfg.augment_shift)
+            epoch_data = epoch_split(cfg, train, s.epoch)
             minibatch_index = s.next_minibatch - 1
             while minibatch_index + 1 < n_train_batches:
                 # An eager step does one minibatch per pass; a graph step (train/graphs.py) a whole stretch,
@@ -252,14 +193,13 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
 
                 if (it + 1) % validation_frequency == 0:
                     # NaN/Inf or divergence: stop before these parameters can be validated or kept
-                    s.fault, reason = train_state.health(model, float(s.cost_sum) / s.cost_count, it,
-                                                         cfg.max_cost)
+                    train_cost = float(s.cost_sum) / s.cost_count
+                    s.fault, reason = train_state.health(model, train_cost, it, cfg.max_cost)
                     if s.fault:
                         s.done, s.stopped = True, reason
                         break
                     model.eval()
                     this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation, evaluator)
-                    train_cost = float(s.cost_sum) / s.cost_count
                     s.cost_sum, s.cost_count = 0.0, 0
                     say(f"epoch {s.epoch}, minibatch {minibatch_index + 1}/{n_train_batches}, "
                         f"validation error {this_validation_loss * 100.:f} %")
@@ -273,48 +213,46 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
                         say(f"     epoch {s.epoch}, minibatch {minibatch_index + 1}/{n_train_batches}, "
                             f"test error of best model {s.test_score * 100.:f} %")
                     model.train()
-                    s.n_validations += 1
-                    metrics.write({"epoch": s.epoch, "minibatch": minibatch_index + 1,
-                                   "n_train_batches": n_train_batches, "iteration": it + 1,
-                                   "train_cost": train_cost, "valid_error": this_validation_loss * 100.,
-                                   "test_error": None if test_error is None else test_error * 100.,
-                                   "best": decision.improved, "patience": decision.patience,
-                                   "learning_rate": learning_rate_at(cfg, it, total_steps),
-                                   "elapsed_s": round(time.perf_counter() - start, 4)})
-                    if files is not None and decision.improved:
-                        files.save_best(best_params)
-                    if files is not None and cfg.save_every and s.n_validations % cfg.save_every == 0:
-                        files.save_intermediate(model, it + 1)
+                    session.record(s, epoch=s.epoch, minibatch=minibatch_index + 1, n_train_batches=n_train_batches,
+                                   iteration=it + 1, train_cost=train_cost, valid_error=this_validation_loss * 100.,
+                                   test_error=None if test_error is None else test_error * 100.,
+                                   best=decision.improved, patience=decision.patience,
+                                   learning_rate=learning_rate_at(cfg, it, total_steps))
+                    if decision.improved:
+                        session.save_best(best_params)
+                    session.save_intermediate(model, s, it + 1)
                 if stopper.should_stop(it):
                     s.done, s.stopped = True, "patience"
-                if files is not None and (it + 1) % validation_frequency == 0 and \
-                        s.n_validations % cfg.checkpoint_every == 0:
-                    s.elapsed_s = time.perf_counter() - start
-                    files.save_last(model, step, stopper, s, best_params, it + 1)
-                progress.show(s.epoch, minibatch_index + 1, n_train_batches, s.best_validation_loss)
-                if s.done:
+                if (it + 1) % validation_frequency == 0 and s.n_validations % cfg.checkpoint_every == 0:
+                    session.checkpoint(model, step, stopper, s, best_params, it + 1)
+                session.progress.show(s.epoch, minibatch_index + 1, n_train_batches, s.best_validation_loss)
+                if s.done or interrupt.signum is not None:
                     break
-                if interrupt.signum is not None:
-                    break
-            if interrupt.signum is not None and not s.done:
-                progress.clear()
-                s.elapsed_s = time.perf_counter() - start
-                done_iters = (s.epoch - 1) * n_train_batches + (s.next_minibatch or n_train_batches)
-                where = f"{signal.Signals(interrupt.signum).name} at epoch {s.epoch}, iteration {done_iters}"
-                if files is not None:
-                    files.save_last(model, step, stopper, s, best_params, done_iters)
-                    files.finish()
-                    print(f"interrupted by {where}: checkpoint written; resume with: "
-                          f"deeptut train --resume {run_dir}", file=sys.stderr, flush=True)
-                else:
-                    print(f"interrupted by {where} (no run directory: nothing saved)", file=sys.stderr)
-                raise Interrupted(interrupt.signum)
-    progress.clear()
-    end = time.perf_counter()
+            if interrupt.signum is not None and not s.done:  # a checkpoint, then Interrupted
+                session.interrupted(interrupt.signum, model, step, stopper, s, best_params,
+                                    (s.epoch - 1) * n_train_batches + (s.next_minibatch or n_train_batches))
+    session.progress.clear()
+    s.elapsed_s = session.elapsed()
 
     model.load_state_dict(best_params)
-    s.elapsed_s = end - start
-    summary = {
+    summary = run_summary(cfg, s, n_train_batches, valid, test, device)
+    session.finish(model, step, stopper, s, best_params, summary)
+    if s.fault:
+        raise TrainingError(f"{s.fault}; stopped. The best parameters so far "
+                            f"(validation {s.best_validation_loss * 100.:f} %) are kept"
+                            + (f" in {Path(run_dir) / 'best.safetensors'}" if run_dir is not None else ""))
+    say(f"Optimization complete with best validation score of {s.best_validation_loss * 100.:f} %, "
+        f"with test performance {s.test_score * 100.:f} % (obtained at iteration {s.best_iter + 1}; "
+        f"{cfg.evaluation} evaluation on {summary['evaluated_examples']['test']} test examples)")
+    say(f"The code run for {s.epoch} epochs, with {summary['epochs_per_second']:f} epochs/sec "
+        f"({s.elapsed_s:.2f} s of training)")
+    return summary
+
+
+def run_summary(cfg: TrainConfig, s: train_state.LoopState, n_train_batches: int, valid: DeviceSplit,
+                test: DeviceSplit, device: torch.device) -> dict[str, Any]:
+    """summary.json: the tutorial's result (errors in %, the best model's 1-based iteration) and its cost."""
+    return {
         "best_validation_error": s.best_validation_loss * 100.,
         "test_error": s.test_score * 100. if s.best_iter >= 0 else None,
         "best_iteration": s.best_iter + 1,
@@ -329,20 +267,3 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
         "device": str(device),
         "fault": s.fault,
     }
-    if files is not None:
-        # summary before the finished checkpoint: a run killed in between finishes again on resume
-        s.finished = True
-        files.save_best(best_params)
-        files.write_summary(summary)
-        files.save_last(model, step, stopper, s, best_params, summary["iterations"])
-        files.finish()
-    if s.fault:
-        raise TrainingError(f"{s.fault}; stopped. The best parameters so far "
-                            f"(validation {s.best_validation_loss * 100.:f} %) are kept"
-                            + (f" in {run_dir / 'best.safetensors'}" if run_dir is not None else ""))
-    say(f"Optimization complete with best validation score of {s.best_validation_loss * 100.:f} %, "
-        f"with test performance {s.test_score * 100.:f} % (obtained at iteration {s.best_iter + 1}; "
-        f"{cfg.evaluation} evaluation on {summary['evaluated_examples']['test']} test examples)")
-    say(f"The code run for {s.epoch} epochs, with {summary['epochs_per_second']:f} epochs/sec "
-        f"({s.elapsed_s:.2f} s of training)")
-    return summary

@@ -1,41 +1,33 @@
-"""The state of a training run between two minibatches, the `last` checkpoint that holds it, and the other
-files a run writes while it trains.
+"""The state of a training run between two minibatches, and the `last` checkpoint that holds it.
 
 A checkpoint is enough to resume exactly: model and best parameters, optimizer buffers, RNG states (torch,
 numpy, python), position in the data order, early-stopping state, best scores, the stop decision and its
 reason, the number of metrics lines written, the thread count, the resolved config and a fingerprint of the
-data. Tensors (RNG states included, as integer tensors) go into a safetensors file
-`checkpoints/ckpt-<validations>-<sha prefix>.safetensors`; everything else into the JSON manifest
-`checkpoints/last.json`, which also lists that file's SHA-256. The tensors file is written (atomically)
-before the manifest that names it, so a crash at any point leaves the previous checkpoint whole. Nothing is
-unpickled on load, and every field is checked before anything is restored.
+data. `snapshot` takes it; store/checkpoint.py writes it as a safetensors file of tensors (RNG states
+included, as integer tensors) and the JSON manifest `checkpoints/last.json` that names it (the file layout,
+atomicity and SHA-256 live there). Nothing is unpickled on load, and every field is checked before anything
+is restored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import math
-import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 import deeptut
-from deeptut import checkpoints
 from deeptut.config import TrainConfig
 from deeptut.errors import CheckpointError
-from deeptut.runs import model_metadata
+from deeptut.store import checkpoint, tensors as store_tensors
+from deeptut.store.checkpoint import CHECKPOINT_FORMAT, CKPT_DIR, MANIFEST, has_checkpoint  # noqa: F401
 
-CHECKPOINT_FORMAT = 2  # 1: the first version (no config, data fingerprint or stop reason)
-CKPT_DIR = "checkpoints"
-MANIFEST = "last.json"
 STOP_REASONS = ("n_epochs", "patience", "non-finite", "diverged")
 MAX_THREADS = 256  # a hostile manifest must not make torch start thousands of threads
 
@@ -56,6 +48,12 @@ class LoopState:
     elapsed_s: float = 0.0
     fault: str | None = None
     best_params: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @classmethod
+    def scalar_types(cls) -> dict[str, Any]:
+        """The type of each field a checkpoint's "loop" object holds, checked on load. A loop with more to
+        resume (a pre-training loop's layer and phase) subclasses LoopState and adds its fields here."""
+        return _SCALAR_TYPES
 
     def scalars(self) -> dict[str, Any]:
         d = asdict(self)
@@ -107,48 +105,6 @@ def data_fingerprint(data: Any) -> str:
         h.update(np.ascontiguousarray(y).tobytes())
         h.update(np.ascontiguousarray(x[::max(1, len(x) // 64)]).tobytes())
     return h.hexdigest()
-
-
-class MetricsLog:
-    """metrics.jsonl, one line per validation. On resume, lines written after the checkpoint are dropped
-    (they will be written again), so the file never has missing or duplicated lines."""
-
-    def __init__(self, run_dir: Path | None, keep_lines: int = 0) -> None:
-        self.path = None if run_dir is None else Path(run_dir) / "metrics.jsonl"
-        if self.path is None:
-            return
-        try:
-            data = self.path.read_bytes() if self.path.exists() else b""
-        except OSError as e:
-            raise CheckpointError(f"{self.path}: cannot read: {e.strerror}") from None
-        lines = data.split(b"\n")[:-1]  # complete lines only: a torn last line is dropped
-        if len(lines) < keep_lines:
-            raise CheckpointError(f"{self.path}: has {len(lines)} lines but the checkpoint recorded "
-                                  f"{keep_lines}")
-        kept = b"".join(line + b"\n" for line in lines[:keep_lines])
-        if kept != data or not self.path.exists():
-            checkpoints.atomic_write_bytes(self.path, kept)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.path is None:
-            return
-        try:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as e:
-            raise CheckpointError(f"{self.path}: cannot write: {e.strerror}\ntraining stopped: the last "
-                                  f"checkpoint is intact; once the problem is fixed, resume with: "
-                                  f"deeptut train --resume {self.path.parent}") from None
-
-    def sync(self) -> None:
-        """Make the lines written so far durable (called before a checkpoint that counts them)."""
-        if self.path is None:
-            return
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- RNG states as tensors and plain numbers ----------------------------------------------------------
@@ -207,44 +163,7 @@ def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None
         torch.cuda.set_rng_state(tensors["rng/cuda"])
 
 
-# --- optimizer state: tensors into the safetensors file, the rest into a JSON skeleton --------------------
-
-
-def _flatten(prefix: str, obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    """Split a nested state dict into tensors (keyed by path) and a JSON skeleton that refers to them."""
-    if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj
-        return {"__tensor__": prefix}
-    if isinstance(obj, dict):
-        return {"__dict__": [[type(k).__name__, k, _flatten(f"{prefix}/{k}", v, tensors)]
-                             for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        return [_flatten(f"{prefix}/{i}", v, tensors) for i, v in enumerate(obj)]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot checkpoint optimizer state of type {type(obj).__name__}")
-
-
-def _unflatten(skel: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(skel, dict):
-        if set(skel) == {"__tensor__"} and isinstance(skel["__tensor__"], str) and \
-                skel["__tensor__"].startswith("optimizer/") and skel["__tensor__"] in tensors:
-            return tensors[skel["__tensor__"]]
-        if set(skel) == {"__dict__"} and isinstance(skel["__dict__"], list):
-            out = {}
-            for item in skel["__dict__"]:
-                if not (isinstance(item, list) and len(item) == 3 and item[0] in ("int", "str")
-                        and isinstance(item[1], int if item[0] == "int" else str)
-                        and not isinstance(item[1], bool)):
-                    raise CheckpointError("malformed optimizer state")
-                out[item[1]] = _unflatten(item[2], tensors)
-            return out
-        raise CheckpointError("malformed optimizer state")
-    if isinstance(skel, list):
-        return [_unflatten(v, tensors) for v in skel]
-    if skel is None or isinstance(skel, (bool, int, float, str)):
-        return skel
-    raise CheckpointError("malformed optimizer state")
+# --- optimizer state (split into tensors and a JSON skeleton by store/checkpoint.py) -----------------
 
 
 def _stateless(opt: Any) -> bool:
@@ -303,7 +222,7 @@ def _check_optimizer(loaded: Any, fresh: dict[str, Any], params: list[torch.Tens
 # --- saving and loading the `last` checkpoint ---------------------------------------------------------
 
 
-def _snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_params: dict[str, torch.Tensor],
+def snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_params: dict[str, torch.Tensor],
               cfg: Any, data_fp: str | None) -> tuple[bytes, dict[str, Any]]:
     """The checkpoint as (safetensors bytes, manifest without its file list), taken now."""
     tensors: dict[str, torch.Tensor] = {}
@@ -311,10 +230,10 @@ def _snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_para
         tensors[f"model/{k}"] = v
     for k, v in best_params.items():
         tensors[f"best/{k}"] = v
-    optimizer = _flatten("optimizer", step.state_dict(), tensors)
+    optimizer = checkpoint.flatten("optimizer", step.state_dict(), tensors)
     rng_tensors, rng_meta = _rng_tensors()
     tensors.update(rng_tensors)
-    data = checkpoints.serialize_tensors(tensors)
+    data = store_tensors.serialize_tensors(tensors)
     manifest = {"format": CHECKPOINT_FORMAT, "deeptut": deeptut.__version__, "files": {},
                 "loop": s.scalars(), "early_stopping": stopper.state_dict(), "optimizer": optimizer,
                 "rng": rng_meta, "threads": torch.get_num_threads(),
@@ -322,25 +241,12 @@ def _snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_para
     return data, manifest
 
 
-def _write_checkpoint(ckpt_dir: Path, data: bytes, manifest: dict[str, Any], n_validations: int) -> None:
-    """Write the tensors file, then the manifest naming it, then drop the files no manifest names."""
-    ckpt_dir.mkdir(exist_ok=True)
-    sha = checkpoints.sha256_bytes(data)
-    name = f"ckpt-{n_validations:08d}-{sha[:16]}.safetensors"  # a new name for new content
-    checkpoints.atomic_write_bytes(ckpt_dir / name, data)
-    checkpoints.atomic_write_json(ckpt_dir / MANIFEST, {**manifest, "files": {name: sha}})
-    for old in ckpt_dir.iterdir():
-        if old.name != name and old.name != MANIFEST and (old.name.startswith("ckpt-") or
-                                                          old.name.endswith(checkpoints.TMP_SUFFIX)):
-            old.unlink(missing_ok=True)
-
-
 def save_last(run_dir: Path, model: nn.Module, step: Any, stopper: Any, s: LoopState,
               best_params: dict[str, torch.Tensor], cfg: Any = None, data_fp: str | None = None) -> None:
-    """Write the `last` checkpoint now (synchronously); fit uses RunFiles, which does it in the background."""
-    data, manifest = _snapshot(model, step, stopper, s, best_params, cfg, data_fp)
+    """Write the `last` checkpoint now (synchronously); fit writes it in the background (store.rundir.RunFiles)."""
+    data, manifest = snapshot(model, step, stopper, s, best_params, cfg, data_fp)
     try:
-        _write_checkpoint(Path(run_dir) / CKPT_DIR, data, manifest, s.n_validations)
+        checkpoint.write_checkpoint(Path(run_dir) / CKPT_DIR, data, manifest, s.n_validations)
     except OSError as e:
         raise CheckpointError(f"{run_dir / CKPT_DIR}: cannot write: {e.strerror}") from None
 
@@ -358,36 +264,16 @@ def check_position(s: LoopState, n_train_batches: int, n_epochs: int, where: str
                               f"does not fit this run ({n_epochs} epochs of {n_train_batches} minibatches)")
 
 
-def has_checkpoint(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / CKPT_DIR / MANIFEST).exists()
-
-
 def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cfg: Any = None,
-              data_fp: str | None = None) -> LoopState:
+              data_fp: str | None = None, state_type: type[LoopState] = LoopState) -> LoopState:
     """Check the `last` checkpoint of `run_dir` in full, then restore it into model, step, stopper and the
     global RNGs. Any defect is a CheckpointError raised before anything is restored. `cfg` and `data_fp`,
-    when given, must match the ones the checkpoint records."""
+    when given, must match the ones the checkpoint records; `state_type` is the class of the loop's state
+    (LoopState, or a subclass with more fields)."""
     ckpt_dir = Path(run_dir) / CKPT_DIR
-    manifest_path = ckpt_dir / MANIFEST
-    if not manifest_path.exists():
-        raise CheckpointError(f"{manifest_path}: no checkpoint to resume from")
-    m = checkpoints.read_json(manifest_path)
-    where = str(manifest_path)
+    where = str(ckpt_dir / MANIFEST)
     try:
-        if not isinstance(m, dict):
-            raise CheckpointError(f"{where}: not a deeptut checkpoint manifest")
-        if m.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{where}: checkpoint format {repr(m.get('format'))[:40]} (written by deeptut "
-                                  f"{str(m.get('deeptut', '0.1.0 or older'))[:40]}); this deeptut "
-                                  f"({deeptut.__version__}) resumes format {CHECKPOINT_FORMAT} only")
-        files = m.get("files")
-        if not isinstance(files, dict) or len(files) != 1:
-            raise CheckpointError(f"{where}: must list exactly one tensors file")
-        (name, sha), = files.items()
-        if not (isinstance(name, str) and name.startswith("ckpt-") and name.endswith(".safetensors")
-                and "/" not in name and "\\" not in name and "\0" not in name and len(name) < 200
-                and isinstance(sha, str) and len(sha) == 64):
-            raise CheckpointError(f"{where}: bad file entry {str(name)[:80]!r}")
+        m, name, sha = checkpoint.read_manifest(run_dir)  # format and file entry checked
         # a key the checkpoint lacks was added to TrainConfig later: its default is the behaviour before it
         theirs = {**TrainConfig().to_dict(), **m["config"]} if isinstance(m.get("config"), dict) else {}
         if cfg is not None and theirs != cfg.to_dict():
@@ -401,9 +287,10 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
         if type(threads) is not int or not 1 <= threads <= MAX_THREADS:
             raise CheckpointError(f"{where}: bad thread count {str(threads)[:40]}")
         loop = m.get("loop")
-        if not isinstance(loop, dict) or set(loop) != set(_SCALAR_TYPES):
+        scalar_types = state_type.scalar_types()
+        if not isinstance(loop, dict) or set(loop) != set(scalar_types):
             raise CheckpointError(f"{where}: malformed loop state")
-        for k, t in _SCALAR_TYPES.items():
+        for k, t in scalar_types.items():
             v = loop[k]
             ok = (type(v) in (int, float)) if t is float else (type(v) is t if isinstance(t, type)
                                                                 else type(v) in t)
@@ -417,8 +304,7 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
                 not all(type(es[k]) in (int, float) and not isinstance(es[k], bool) for k in es):
             raise CheckpointError(f"{where}: malformed early-stopping state")
 
-        tensors = checkpoints.load_tensors(ckpt_dir / name, expected_sha256=sha,
-                                           max_bytes=_max_checkpoint_bytes(model))
+        tensors = checkpoint.read_tensors(run_dir, name, sha, _max_checkpoint_bytes(model))
         tfile = str(ckpt_dir / name)
         state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         best = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
@@ -430,7 +316,7 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
                                       f"(a checkpoint of another model?)")
         _check_rng(tensors, m.get("rng"), tfile)
         try:
-            optimizer = _unflatten(m.get("optimizer"), tensors)
+            optimizer = checkpoint.unflatten(m.get("optimizer"), tensors)
         except CheckpointError as e:
             raise CheckpointError(f"{where}: {e}") from None
         fresh_optimizer = step.state_dict()
@@ -454,108 +340,7 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
         raise CheckpointError(f"{where}: cannot restore: {type(e).__name__}: {str(e)[:200]}") from None
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)  # reductions depend on the thread count: continue with the same
-    try:
-        for old in ckpt_dir.glob("ckpt-*.safetensors"):  # left by a crash between a manifest and the clean-up
-            if old.name != name:
-                old.unlink(missing_ok=True)
-    except OSError:
-        pass
-    s = LoopState(**loop)
+    checkpoint.drop_other_files(run_dir, name)
+    s = state_type(**loop)
     s.best_params = best
     return s
-
-
-# --- every file a run writes while it trains, in order, on a background thread ---------------------------
-
-
-class RunFiles:
-    """best.safetensors, models/iter-*.safetensors, the `last` checkpoint and summary.json, written in
-    submission order by a BackgroundWriter. What must be captured (parameters, RNG states, counters) is
-    serialized on the calling thread at the call, so later training cannot change what is written. A write
-    that fails (full disk, read-only directory) surfaces as a CheckpointError at a later call or at
-    `flush`; the previous checkpoint stays intact, and the message says which one it is."""
-
-    def __init__(self, run_dir: Path, cfg: Any, data_fp: str | None, metrics: MetricsLog | None = None) -> None:
-        self.run_dir, self.cfg, self.data_fp, self.metrics = Path(run_dir), cfg, data_fp, metrics
-        self.model_meta = model_metadata(cfg)
-        self.last_saved: str | None = None  # description of the newest complete checkpoint
-        self._writer = checkpoints.BackgroundWriter()
-
-    def _submit(self, task: Any) -> None:
-        try:
-            self._writer.submit(task)
-        except CheckpointError as e:
-            raise self._explain(e) from None
-
-    def _explain(self, e: CheckpointError) -> CheckpointError:
-        if self.last_saved:
-            intact = f"the last checkpoint ({self.last_saved}) is intact; once the problem is fixed, resume with"
-        else:
-            intact = "no checkpoint was written yet; once the problem is fixed, resume (it starts over) with"
-        return CheckpointError(f"{e}\ntraining stopped: {intact}: deeptut train --resume {self.run_dir}")
-
-    def save_best(self, best_params: dict[str, torch.Tensor]) -> None:
-        data = checkpoints.serialize_tensors(best_params, self.model_meta)
-        self._submit(lambda: checkpoints.atomic_write_bytes(self.run_dir / "best.safetensors", data))
-
-    def save_intermediate(self, model: nn.Module, iteration: int) -> None:
-        data = checkpoints.serialize_tensors(model.state_dict(), self.model_meta)
-        folder = self.run_dir / "models"
-
-        def task() -> None:
-            folder.mkdir(exist_ok=True)
-            checkpoints.atomic_write_bytes(folder / f"iter-{iteration:08d}.safetensors", data)
-        self._submit(task)
-
-    def save_last(self, model: nn.Module, step: Any, stopper: Any, s: LoopState,
-                  best_params: dict[str, torch.Tensor], iteration: int) -> None:
-        """`iteration`: updates done so far (only for messages)."""
-        data, manifest = _snapshot(model, step, stopper, s, best_params, self.cfg, self.data_fp)
-        n_validations, desc = s.n_validations, f"epoch {s.epoch}, iteration {iteration}"
-
-        def task() -> None:
-            if self.metrics is not None:
-                self.metrics.sync()  # the lines this checkpoint counts are on disk before it is
-            _write_checkpoint(self.run_dir / CKPT_DIR, data, manifest, n_validations)
-            self.last_saved = desc
-        self._submit(task)
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        text = (json.dumps(summary, indent=2, allow_nan=True) + "\n").encode()
-        self._submit(lambda: checkpoints.atomic_write_bytes(self.run_dir / "summary.json", text))
-
-    def flush(self) -> None:
-        try:
-            self._writer.flush()
-        except CheckpointError as e:
-            raise self._explain(e) from None
-
-    def finish(self) -> None:
-        """Wait for every write, raise the first failure, stop the writer thread."""
-        try:
-            self.flush()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-@contextlib.contextmanager
-def closing_on_error(files: RunFiles | None) -> Iterator[None]:
-    """Stop the writer thread (after the writes already submitted) if training raises."""
-    try:
-        yield
-    except BaseException:
-        if files is not None:
-            files.close()
-        raise
-
-
-def clean_run_dir(run_dir: str | Path) -> None:
-    """Remove what interrupted writes left behind (temporary files) before a run goes on."""
-    run_dir = Path(run_dir)
-    for folder in (run_dir, run_dir / CKPT_DIR, run_dir / "models"):
-        if folder.is_dir():
-            checkpoints.remove_stale_temporaries(folder)
-

@@ -12,15 +12,17 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from deeptut.errors import DataError
+from deeptut.store import rundir
+from deeptut.store.rundir import Run
 from deeptut.viz.plots import Figure, _finite, _save, mpl_text
-from deeptut.viz.rundir import Run, fmt
+from deeptut.viz.text import fmt
 
 COLUMNS = ("run", "model", "preset", "seed", "best valid %", "test %", "time s", "epochs")
 
 
 def _row(run: Run) -> dict[str, Any]:
     s = run.summary()
-    path = run.path / "summary.json"
+    path = run.path / rundir.SUMMARY
 
     def num(key: str, *alts: str) -> float | None:
         for k in (key, *alts):

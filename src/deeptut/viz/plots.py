@@ -22,7 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from deeptut.errors import CheckpointError  # noqa: E402
-from deeptut.viz.rundir import Run, load_params, require  # noqa: E402
+from deeptut.store.rundir import Run, load_params, require  # noqa: E402
 from deeptut.viz.tiles import grid_shape, tile_raster_images  # noqa: E402
 
 DPI = 100
@@ -89,7 +89,7 @@ def save_gray(arr: np.ndarray, path: Path, scale: int = 1) -> Path:
 
 
 def plot_filters(run: Run, out_dir: Path) -> list[Path]:
-    path = run.path / "best.safetensors"
+    path = run.best_path
     written = []
     for name, _title, rows, img_shape, tile_shape in filter_sets(run.model, load_params(path), path):
         arr = tiles_for(rows, img_shape, tile_shape)

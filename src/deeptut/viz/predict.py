@@ -1,4 +1,4 @@
-"""Test-set predictions of a saved run: the run's best model (via deeptut.runs.load_model) on the test
+"""Test-set predictions of a saved run: the run's best model (via deeptut.store.rundir.load_model) on the test
 split of the run's dataset. Nothing is trained."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from deeptut.errors import DataError
-from deeptut.viz.rundir import Run
+from deeptut.store.rundir import Run
 
 TestData = tuple[np.ndarray, np.ndarray]
 
@@ -48,7 +48,7 @@ def predict(run: Run, x: np.ndarray, batch: int = 2000) -> np.ndarray:
     """Predicted classes of the run's best model for the rows of x."""
     import torch
 
-    from deeptut.runs import load_model
+    from deeptut.store.rundir import load_model
 
     model, _cfg = load_model(run.path)
     model = model.to("cpu").eval()

@@ -8,7 +8,7 @@ from typing import Any
 
 from deeptut.viz import plots
 from deeptut.viz.predict import confusion_matrix, predict, test_split
-from deeptut.viz.rundir import Run
+from deeptut.store.rundir import Run
 
 ERRORS_SHOWN = 40
 

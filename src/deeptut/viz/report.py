@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import deeptut
+from deeptut.errors import DataError
+from deeptut.store import files, rundir
+from deeptut.store.rundir import Run
 from deeptut.viz.render import render_all
-from deeptut.viz.rundir import Run, fmt, read_json
+from deeptut.viz.text import fmt
 
 SUMMARY_LABELS = {
     "best_validation_error": "best validation error (%)",
@@ -74,7 +77,7 @@ def _stale(run: Run) -> bool:
         needed.append(plots / "filters_evolution.gif")
     if not all(p.is_file() for p in needed):
         return True
-    sources = [run.path / n for n in ("metrics.jsonl", "best.safetensors", "config.json")]
+    sources = [run.path / n for n in (rundir.METRICS, rundir.BEST, rundir.CONFIG)]
     sources += [p for _, p in run.checkpoints()]
     newest = max((p.stat().st_mtime for p in sources if p.exists()), default=0.0)
     return min(p.stat().st_mtime for p in needed) < newest
@@ -96,10 +99,9 @@ def build_html(run: Run) -> str:
         f'dataset <b>{_e(cfg.get("dataset"))}</b>, seed {_e(cfg.get("seed", run.meta.get("seed")))}</p>',
     ]
 
-    summary_path = run.path / "summary.json"
     parts.append("<h2>Summary</h2>")
-    if summary_path.exists():
-        summary = read_json(summary_path)
+    if run.has_summary():
+        summary = run.summary()
         rows = [(label, summary[k]) for k, label in SUMMARY_LABELS.items() if k in summary]
         rows += [(k, v) for k, v in summary.items() if k not in SUMMARY_LABELS]
         parts.append(_table(rows))
@@ -138,7 +140,7 @@ def build_html(run: Run) -> str:
         parts.append("</div>")
 
     parts.append("<h2>Test set</h2>")
-    conf = read_json(plots / "confusion.json")
+    conf = files.read_json(plots / "confusion.json", DataError, want_object=True)
     parts.append(f"<p>The best model on all {_e(conf.get('n'))} test examples: {_e(conf.get('errors'))} errors "
                  f"({_e(conf.get('error_percent'))} %). The tutorial-style test error in the summary may average "
                  "over whole minibatches only, so the two can differ slightly.</p>")

@@ -1,0 +1,231 @@
+"""The bookkeeping around a training loop, kept out of the loop's way: the run directory (opened fresh or
+resumed), the metrics record, checkpoints, interrupts (SIGINT/SIGTERM) and the progress line.
+
+A loop uses it like this (fit in train/loop.py; a pre-training loop the same way, with its own position):
+
+    session = Session(run_dir, cfg, say)
+    s = session.open(data, device, model, step, stopper, n_train_batches, resume=resume)
+    if session.finished_summary is not None:       # --resume of a run that already finished
+        return session.finished_summary
+    with session.running() as interrupt:           # signals caught, the clock running, files closed on error
+        ...                                        # per minibatch / per epoch:
+        session.record(s, epoch=..., cost=...)     #   one metrics.jsonl line (s.n_validations counts them)
+        session.checkpoint(model, step, stopper, s, best_params, iteration)
+        session.progress.show(epoch, minibatch, n_batches, best)
+        if interrupt.signum is not None:
+            session.interrupted(interrupt.signum, model, step, stopper, s, best_params, iteration)  # raises
+    session.progress.clear()
+    session.finish(model, step, stopper, s, best_params, summary)
+
+Without a run directory (run_dir None) every file operation is a no-op and an interrupt saves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from deeptut.config import TrainConfig
+from deeptut.store import checkpoint, files, rundir
+from deeptut.train import state as train_state
+from deeptut.train.state import LoopState
+
+
+class Interrupted(KeyboardInterrupt):
+    """A loop stopped on SIGINT/SIGTERM after writing a checkpoint; `signum` is the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Interrupts:
+    """SIGINT/SIGTERM set a flag (`signum`); the loop stops at its next step boundary and writes a checkpoint.
+    The previous handlers are put back on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "Interrupts":
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal, at most ~10 updates a second."""
+
+    def __init__(self, enabled: bool, total_epochs: int) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self.total_epochs, self.last = total_epochs, 0.0
+
+    def show(self, epoch: int, minibatch: int, n_batches: int, best: float, prefix: str = "") -> None:
+        """`prefix`: e.g. "layer 1 " for a pre-training phase; `best` a fraction (shown as %)."""
+        now = time.perf_counter()
+        if self.enabled and now - self.last > 0.1:
+            self.last = now
+            sys.stderr.write(f"\r  {prefix}epoch {epoch}/{self.total_epochs} minibatch {minibatch}/{n_batches} "
+                             f"best valid {best * 100:.4f} %\x1b[K")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+
+
+class Session:
+    """One run of a training loop and its run directory (None: nothing is written)."""
+
+    def __init__(self, run_dir: str | Path | None, cfg: TrainConfig, say: Callable[..., None],
+                 *, progress: bool = True) -> None:
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.cfg, self.say = cfg, say
+        self.progress = Progress(progress, cfg.n_epochs)
+        self.data_fp: str | None = None  # the data's fingerprint, checked on resume
+        self.metrics = rundir.MetricsLog(None)
+        self.files: rundir.RunFiles | None = None  # written in order on a background thread
+        self.finished_summary: dict[str, Any] | None = None  # set by open() for a run that already finished
+        self._start = time.perf_counter()
+
+    # --- the run directory -------------------------------------------------------------------------------
+
+    def open(self, data: Any, device: torch.device, model: nn.Module, step: Any, stopper: Any,
+             n_train_batches: int, *, resume: bool, state_type: type[LoopState] = LoopState,
+             n_epochs: int | None = None) -> LoopState:
+        """Start the run directory (config.json, model.json, init.safetensors) or, with `resume`, restore
+        the last checkpoint into model, step, stopper and the RNGs. Returns the loop's state (fresh:
+        `state_type()`; a loop with more to resume passes a LoopState subclass). `n_epochs` (default
+        cfg.n_epochs) bounds a restored position. A resumed run that already finished sets
+        `finished_summary` and opens nothing else."""
+        s = state_type()
+        run_dir = self.run_dir
+        if run_dir is not None:
+            self.data_fp = train_state.data_fingerprint(data)
+            if resume:
+                rundir.clean_run_dir(run_dir)
+            if resume and checkpoint.has_checkpoint(run_dir):
+                s = self._resume(model, step, stopper, n_train_batches, state_type, n_epochs or self.cfg.n_epochs)
+                if self.finished_summary is not None:
+                    return s
+            else:
+                if resume:
+                    self.say(f"{run_dir}: no checkpoint yet; starting the run over")
+                if not resume or not (run_dir / rundir.CONFIG).exists():
+                    rundir.write_config(run_dir, self.cfg, device)
+                rundir.save_model(run_dir, model, self.cfg, rundir.INIT)
+        self.metrics = rundir.MetricsLog(run_dir, keep_lines=s.n_validations)
+        if run_dir is not None:
+            self.files = rundir.RunFiles(run_dir, self.cfg, self.metrics)
+        return s
+
+    def _resume(self, model: nn.Module, step: Any, stopper: Any, n_train_batches: int,
+                state_type: type[LoopState], n_epochs: int) -> LoopState:
+        run_dir = self.run_dir
+        s = train_state.load_last(run_dir, model, step, stopper, self.cfg, self.data_fp, state_type)
+        train_state.check_position(s, n_train_batches, n_epochs, run_dir / checkpoint.CKPT_DIR)
+        if s.finished and (run_dir / rundir.SUMMARY).exists():
+            self.say(f"{run_dir}: the run has already finished; nothing to resume")
+            self.finished_summary = files.read_json(run_dir / rundir.SUMMARY)
+        elif not s.done:
+            self.say(f"resuming {run_dir} at epoch {s.epoch + (s.next_minibatch == 0)}, "
+                     f"minibatch {s.next_minibatch + 1}/{n_train_batches}")
+        return s
+
+    @contextlib.contextmanager
+    def running(self, s: LoopState | None = None) -> Iterator[Interrupts]:
+        """The loop's body: the clock runs on from `s.elapsed_s`, SIGINT/SIGTERM are caught (the yielded
+        Interrupts' `signum`), and if the loop raises, the writer thread stops after the writes submitted."""
+        self._start = time.perf_counter() - (s.elapsed_s if s is not None else 0.0)
+        with Interrupts() as interrupt:
+            try:
+                yield interrupt
+            except BaseException:
+                if self.files is not None:
+                    self.files.close()
+                raise
+
+    def elapsed(self) -> float:
+        """Seconds of training, resumed runs' earlier time included."""
+        return time.perf_counter() - self._start
+
+    # --- what a loop writes as it goes -------------------------------------------------------------------
+
+    def record(self, s: LoopState, **fields: Any) -> None:
+        """One metrics.jsonl line: `fields` in their order, then `elapsed_s` (seconds of training).
+        `s.n_validations` counts the lines (a resumed run keeps as many as its checkpoint counted)."""
+        s.n_validations += 1
+        self.metrics.write({**fields, "elapsed_s": round(self.elapsed(), 4)})
+
+    def save_best(self, best_params: dict[str, torch.Tensor]) -> None:
+        """best.safetensors (on a new best validation)."""
+        if self.files is not None:
+            self.files.save_best(best_params)
+
+    def save_intermediate(self, model: nn.Module, s: LoopState, iteration: int) -> None:
+        """models/iter-<iteration>.safetensors every `save_every` metrics lines (for the pictures)."""
+        if self.files is not None and self.cfg.save_every and s.n_validations % self.cfg.save_every == 0:
+            self.files.save_intermediate(model, iteration)
+
+    def checkpoint(self, model: nn.Module, step: Any, stopper: Any, s: LoopState,
+                   best_params: dict[str, torch.Tensor], iteration: int, position: str | None = None) -> None:
+        """The `last` checkpoint, now (written in the background). `iteration`: updates done so far;
+        `position` says where the run is, for messages (default "epoch E, iteration I")."""
+        s.elapsed_s = self.elapsed()
+        self._save_last(model, step, stopper, s, best_params, iteration, position)
+
+    def _save_last(self, model: nn.Module, step: Any, stopper: Any, s: LoopState,
+                   best_params: dict[str, torch.Tensor], iteration: int, position: str | None = None) -> None:
+        if self.files is None:
+            return
+        data, manifest = train_state.snapshot(model, step, stopper, s, best_params, self.cfg, self.data_fp)
+        self.files.save_checkpoint(data, manifest, s.n_validations,
+                                   position or f"epoch {s.epoch}, iteration {iteration}")
+
+    # --- how a loop ends ---------------------------------------------------------------------------------
+
+    def interrupted(self, signum: int, model: nn.Module, step: Any, stopper: Any, s: LoopState,
+                    best_params: dict[str, torch.Tensor], iteration: int, position: str | None = None) -> None:
+        """After SIGINT/SIGTERM: write a checkpoint, say how to resume, raise Interrupted (the CLI exits
+        with 128 + the signal's number)."""
+        self.progress.clear()
+        position = position or f"epoch {s.epoch}, iteration {iteration}"
+        where = f"{signal.Signals(signum).name} at {position}"
+        if self.files is not None:
+            self.checkpoint(model, step, stopper, s, best_params, iteration, position)
+            self.files.finish()
+            print(f"interrupted by {where}: checkpoint written; resume with: "
+                  f"deeptut train --resume {self.run_dir}", file=sys.stderr, flush=True)
+        else:
+            s.elapsed_s = self.elapsed()
+            print(f"interrupted by {where} (no run directory: nothing saved)", file=sys.stderr)
+        raise Interrupted(signum)
+
+    def finish(self, model: nn.Module, step: Any, stopper: Any, s: LoopState,
+               best_params: dict[str, torch.Tensor], summary: dict[str, Any]) -> None:
+        """The end of a run: best.safetensors, summary.json, then the finished checkpoint (a run killed in
+        between finishes again on resume); waits for every write and raises the first failure."""
+        if self.files is None:
+            return
+        s.finished = True
+        self.files.save_best(best_params)
+        self.files.write_summary(summary)
+        self._save_last(model, step, stopper, s, best_params, summary["iterations"])
+        self.files.finish()
