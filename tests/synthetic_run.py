@@ -80,7 +80,7 @@ def make_synthetic_run(run_dir: str | Path, model: str = "logistic", n_checkpoin
     (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (path / "summary.json").write_text(json.dumps({
         "best_validation_error": best, "test_error": best + 0.5, "best_iteration": (n_validations - 1) * n_train_batches,
-        "epochs": n_validations, "elapsed_s": 0.1 * n_validations, "train_seconds": 0.05 * n_validations,
+        "epochs": n_validations, "train_seconds": 0.05 * n_validations,
         "evaluation": "tutorial", "stopped": "n_epochs", "note": "extra keys are fine"}))
     save_file(synthetic_params(model, 0, cfg), str(path / "best.safetensors"))
     for s in range(n_checkpoints):

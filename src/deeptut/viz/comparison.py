@@ -24,14 +24,13 @@ def _row(run: Run) -> dict[str, Any]:
     s = run.summary()
     path = run.path / rundir.SUMMARY
 
-    def num(key: str, *alts: str) -> float | None:
-        for k in (key, *alts):
-            v = s.get(k)
-            if v is not None:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise DataError(f"{path}: {k!r} must be a number, got {v!r}")
-                return float(v)
-        return None
+    def num(key: str) -> float | None:
+        v = s.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise DataError(f"{path}: {key!r} must be a number, got {v!r}")
+        return float(v)
 
     valid = num("best_validation_error")
     if valid is None:
@@ -40,7 +39,7 @@ def _row(run: Run) -> dict[str, Any]:
     return {
         "run": run.name, "model": str(run.config.get("model", "?")), "preset": str(run.config.get("preset", "?")),
         "seed": run.config.get("seed", run.meta.get("seed", "?")), "best valid %": valid,
-        "test %": num("test_error"), "time s": num("elapsed_s", "train_seconds"),
+        "test %": num("test_error"), "time s": num("train_seconds"),
         "epochs": int(epochs) if epochs is not None else None,
     }
 

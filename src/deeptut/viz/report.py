@@ -21,7 +21,6 @@ SUMMARY_LABELS = {
     "test_error": "test error at the best model (%)",
     "best_iteration": "best iteration",
     "epochs": "epochs",
-    "elapsed_s": "elapsed (s)",
     "train_seconds": "training time (s)",
     "evaluation": "evaluation",
     "stopped": "stopped by",
