@@ -24,7 +24,7 @@ def test_every_preset_loads():
 def test_overrides_dashes_equals_and_types():
     ov = config.parse_overrides(["--learning-rate", "0.1", "--n_epochs=5", "--batch_size", "20",
                                  "--L2_reg", "1e-4", "--shuffle", "--nkerns", "10,20"])
-    cfg = config.resolve("logistic", overrides=ov)
+    cfg = config.resolve("lenet", overrides=ov)
     assert (cfg.learning_rate, cfg.n_epochs, cfg.batch_size, cfg.L2_reg) == (0.1, 5, 20, 1e-4)
     assert cfg.shuffle is True and cfg.nkerns == (10, 20)
 

@@ -29,7 +29,7 @@ from torch import nn
 
 import deeptut
 from deeptut import checkpoints
-from deeptut.config import TrainConfig
+from deeptut.config import differences as config_differences
 from deeptut.errors import CheckpointError
 from deeptut.runs import model_metadata
 
@@ -389,9 +389,8 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
                 and isinstance(sha, str) and len(sha) == 64):
             raise CheckpointError(f"{where}: bad file entry {str(name)[:80]!r}")
         # a key the checkpoint lacks was added to TrainConfig later: its default is the behaviour before it
-        theirs = {**TrainConfig().to_dict(), **m["config"]} if isinstance(m.get("config"), dict) else {}
-        if cfg is not None and theirs != cfg.to_dict():
-            diff = sorted(k for k, v in cfg.to_dict().items() if theirs.get(k, object()) != v)
+        diff = [] if cfg is None else config_differences(m.get("config"), cfg)
+        if diff:
             raise CheckpointError(f"{where}: the checkpoint was written with another config (differs in "
                                   f"{', '.join(diff[:8]) or 'layout'}) than {Path(run_dir) / 'config.json'}")
         if data_fp is not None and m.get("data") != data_fp:
