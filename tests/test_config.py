@@ -126,7 +126,8 @@ def test_family_sections_build_their_modules():
     for name, args in [("logistic", LogisticArgs(n_in=12, n_out=3)),
                        ("mlp", MLPArgs(n_in=12, n_hidden=5, n_out=3)),
                        ("lenet", LeNetArgs(nkerns=(2, 3), n_hidden=5, n_out=4))]:
-        cfg = TrainConfig(model=name, net=args, init_seed=5)
+        cfg = TrainConfig(net=args, init_seed=5)  # the section says which model
+        assert cfg.model == name and cfg.net == args
         m = cfg.net.build(cfg.init_seed)
         shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
         again = build_model(cfg.model_args(), 5)  # what the loop and model.json do
@@ -155,7 +156,8 @@ def test_family_sections_build_their_modules():
     ({"model": "mlp", "activation": "softplus"}, "activation must be one of"),
     ({"model": "mlp", "n_hidden": 0}, "n_hidden must be >= 1"),
     ({"colour": 1}, "unknown config key 'colour'"),
-    ({"optim": {"learning_rate": 1}}, "optim must be a Optimisation"),
+    ({"optim": {"learning_rate": 1}}, "optim must be an instance of Optimisation"),
+    ({"net": LeNetArgs(), "nkerns": (4, 8), "model": "mlp"}, "nkerns is a field of model lenet, not of mlp"),
 ])
 def test_fields_of_another_model_and_bad_sections_rejected(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -305,3 +307,17 @@ def test_tuple_fields_of_any_length_coerce():
     finally:
         for k in ("_sizes", "_levels"):
             del config._TYPES[k], config.FIELDS[k]
+
+
+def test_pretraining_fields_apply_to_the_families_that_pretrain(monkeypatch):
+    with pytest.raises(ConfigError, match="pretrain_lr is a field of models that pre-train"):
+        TrainConfig(model="mlp", pretrain_lr=0.01)
+    monkeypatch.setattr(MLPArgs, "pretrains", True)  # as the SdA and DBN sections will say
+    cfg = config.resolve("mlp", overrides={"pretraining_epochs": "3", "pretrain_lr": "0.01"})
+    assert (cfg.pretraining_epochs, cfg.pretraining.pretrain_lr) == (3, 0.01)
+    assert cfg.sections()["pretraining"] == {"pretraining_epochs": 3, "pretrain_lr": 0.01}
+    assert config.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="pretrain_lr is a field of model mlp, not of lenet"):
+        TrainConfig(model="lenet", pretrain_lr=0.01)
+    with pytest.raises(ConfigError, match="pretraining_epochs must be >= 1"):
+        cfg.replace(pretraining_epochs=0)

@@ -230,7 +230,8 @@ class TrainConfig:
 
     def __init__(self, **values: Any) -> None:
         parts = {k: values.pop(k) for k in ("net", *SECTIONS) if k in values}
-        model = values.pop("model", _TOP["model"].default)
+        given_family = [n for n, c in FAMILIES.items() if type(parts.get("net")) is c]  # net=MLPArgs(): mlp
+        model = values.pop("model", given_family[0] if given_family else _TOP["model"].default)
         fam = family(model)
         init_seed = values.pop("init_seed", _TOP["init_seed"].default)
         # the family's section: a given one (another family's: the fields both have), then flat fields
@@ -245,7 +246,7 @@ class TrainConfig:
         for name, cls in SECTIONS.items():
             base = parts.get(name, None) or cls()
             if not isinstance(base, cls):
-                raise ConfigError(f"{name} must be a {cls.__name__}, got {type(base).__name__}")
+                raise ConfigError(f"{name} must be an instance of {cls.__name__}, got {type(base).__name__}")
             mine = {k: values.pop(k) for k in list(values) if _SECTION_OF.get(k) == name}
             sections[name] = dataclasses.replace(base, **mine) if mine else base
             for f in dataclasses.fields(cls):
