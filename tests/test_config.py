@@ -147,9 +147,9 @@ def test_family_sections_build_their_modules():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"model": "mlp", "nkerns": (4, 8)}, "nkerns is a field of model lenet, not of mlp"),
-    ({"model": "logistic", "n_hidden": 20}, "n_hidden is a field of model mlp, lenet, not of logistic"),
-    ({"model": "logistic", "activation": "relu"}, "activation is a field of model mlp, lenet"),
-    ({"model": "lenet", "n_in": 100}, "n_in is a field of model logistic, mlp, not of lenet"),
+    ({"model": "logistic", "n_hidden": 20}, "n_hidden is a field of models mlp, lenet, not of logistic"),
+    ({"model": "logistic", "activation": "relu"}, "activation is a field of models mlp, lenet"),
+    ({"model": "lenet", "n_in": 100}, "n_in is a field of models logistic, mlp, not of lenet"),
     ({"model": "mlp", "conv": "gemm"}, "conv is a field of model lenet, not of mlp"),
     ({"model": "mlp", "pretraining_epochs": 3}, "pretraining_epochs is a field of models that pre-train"),
     ({"model": "lenet", "nkerns": (4,)}, "nkerns must be two positive integers"),

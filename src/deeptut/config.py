@@ -198,7 +198,7 @@ def applies(key: str, model: str) -> bool:
 
 def _not_for(key: str, model: str) -> ConfigError:
     have = _restricted_to(key) if key in _SECTION_OF else owners(key)
-    whose = f"model {', '.join(have)}" if have else "models that pre-train (none yet)"
+    whose = f"model{'s' * (len(have) > 1)} {', '.join(have)}" if have else "models that pre-train (none yet)"
     return ConfigError(f"{key} is a field of {whose}, not of {model}: leave it out, or train one of those "
                        f"(--model)")
 
@@ -281,7 +281,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Flat, in section order, only the fields that apply to this model (what config.json holds)."""
-        d: dict[str, Any] = {"model": self.model, "init_seed": self.init_seed, **self.net.model_args()}
+        d: dict[str, Any] = {"model": self.model, "init_seed": self.init_seed, **dataclasses.asdict(self.net)}
         for name in SECTIONS:
             d.update({k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if applies(k, self.model)})
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -291,7 +291,7 @@ class TrainConfig:
         "optim": {...}, ...} (empty tables left out). `from_dict` reads it back."""
         flat = self.to_dict()
         out: dict[str, Any] = {"model": self.model, "init_seed": self.init_seed}
-        out[self.model] = {k: flat[k] for k in self.net.model_args()}
+        out[self.model] = {f.name: flat[f.name] for f in dataclasses.fields(self.net)}
         for name in SECTIONS:
             table = {k: flat[k] for k in _SECTION_KEYS[name] if k in flat}
             if table:

@@ -41,7 +41,9 @@ class ModelArgs:
     pretrains: ClassVar[bool] = False  # True: the config's [pretraining] fields apply to this family
 
     def model_args(self) -> dict[str, Any]:
-        """The fields that determine the parameters' shapes (model.json, without `model` and `format`)."""
+        """The fields that determine the parameters' shapes (model.json, without `model` and `format`). All
+        of them here; a family with fields that shape nothing (a corruption level) leaves those out by
+        overriding this, and `from_model_args` gives them their defaults."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
