@@ -66,7 +66,8 @@ class LinearMLP(nn.Module):
 
 
 def _cfg(model: str = "mlp", **kw) -> config.TrainConfig:
-    base = {"device": "cpu", "batch_size": 20, "n_hidden": 32, "learning_rate": 0.05}
+    base = {"device": "cpu", "batch_size": 20, "learning_rate": 0.05}
+    base.update({} if model == "logistic" else {"n_hidden": 32})  # logistic regression has no hidden layer
     return config.resolve(model, None, {**base, **kw})
 
 

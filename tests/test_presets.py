@@ -69,3 +69,20 @@ def test_cli_lists_the_fast_presets(capsys):
         cli.main(["train", "--help"])
     assert e.value.code == 0
     assert "mlp-fast" in capsys.readouterr().out
+
+
+def test_presets_are_written_in_the_configs_tables():
+    """Each preset file: `model` and `init_seed` at the top, every other field in its section's table (the
+    model's own fields in the table named after the model)."""
+    import tomllib
+    from importlib import resources
+
+    for name in config.preset_names():
+        data = tomllib.loads((resources.files("deeptut.presets") / f"{name}.toml").read_text())
+        model = data["model"]
+        assert {k for k, v in data.items() if not isinstance(v, dict)} <= {"model", "init_seed"}, name
+        for table, fields in data.items():
+            if isinstance(fields, dict):
+                assert table in (*config.SECTIONS, model), (name, table)
+                assert set(fields) <= set(config._TABLES[table]), (name, table)
+        assert config.from_dict(data) == config.resolve(name).replace(preset="logistic"), name

@@ -1,7 +1,26 @@
-"""Configuration: one frozen dataclass holds every default; presets are TOML files that override some
-fields; `--key value` flags override those. Unknown keys and wrong types are rejected.
+"""Configuration in sections. One frozen dataclass per section holds its fields' defaults (the only place
+they are written); presets are TOML files whose tables set some of them; `--key value` flags override those.
+Unknown keys and wrong types are rejected.
 
-The resolved config is saved in every run directory (config.json) and is enough to rebuild the model.
+    model            `model` (which family), `init_seed`, and the family's own section `cfg.net`
+                     (models/families.py: LogisticArgs, MLPArgs, LeNetArgs; TOML table [logistic], [mlp], [lenet])
+    optim            Optimisation: learning rate, minibatches, epochs, penalties, momentum, schedule
+    early_stopping   EarlyStopping: the tutorials' patience rule, validation, evaluation, divergence
+    data             Data: which dataset, the order and the moves of the training images
+    pretraining      Pretraining: greedy layer-wise pre-training (only for families with `pretrains`)
+    run              Run: preset name, seed, device, threads, what is saved and when
+    accel            Accelerators: how the steps are made fast; none changes what is computed beyond rounding
+
+Every field keeps one flat name, the same everywhere: the flag (`--learning_rate`), the key inside its TOML
+table (`[optim] learning_rate = 0.13`; a flat top-level key is accepted too), the key in config.json, and
+the attribute (`cfg.learning_rate`, the same value as `cfg.optim.learning_rate`).
+
+A field of one model family (`nkerns`) or restricted to some (`conv`: LeNet; the pre-training fields) set
+to a value other than its default for a model without it is an error naming the field and the models that
+have it. Read on such a config it gives its default. config.json holds only the fields that apply.
+
+The resolved config is saved in every run directory (config.json, flat keys in section order) and is enough
+to rebuild the model; config.json files written before the sections (every field, flat) still load.
 """
 
 from __future__ import annotations
@@ -10,30 +29,32 @@ import dataclasses
 import json
 import tomllib
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from deeptut.errors import ConfigError
+from deeptut.models.families import FAMILIES, ModelArgs, family, owners
 
-MODELS = ("logistic", "mlp", "lenet")
+MODELS = tuple(FAMILIES)
+
+_LENET_ONLY = {"models": ("lenet",)}  # field metadata: the families a general field applies to
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _at_least(obj: Any, minimum: int, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < minimum:
+            raise ConfigError(f"{name} must be >= {minimum}, got {getattr(obj, name)}")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    # --- what to train -------------------------------------------------------------------------
-    model: str = "logistic"  # logistic | mlp | lenet
-    preset: str = "logistic"  # name of the preset this config came from (run-directory prefix)
-    dataset: str = "mnist"  # mnist | fashion-mnist | idx (any four IDX files, no checksums)
-    # --- model shape (tutorial names) ----------------------------------------------------------
-    n_in: int = 784  # 28x28 pixels
-    n_out: int = 10  # classes
-    n_hidden: int = 500  # MLP / LeNet hidden units
-    nkerns: tuple[int, int] = (20, 50)  # LeNet kernels in conv layers 1 and 2
-    activation: str = "tanh"  # tanh | sigmoid | relu (hidden layers)
-    init_seed: int = 1234  # numpy RandomState seed of the tutorial initialisation (LeNet: 23455)
-    # --- optimisation --------------------------------------------------------------------------
+class Optimisation:
     learning_rate: float = 0.13  # SGD step size (tutorial logistic 0.13, MLP 0.01, LeNet 0.1)
     batch_size: int = 600  # examples per minibatch (tutorial logistic 600, MLP 20, LeNet 500)
     n_epochs: int = 1000  # upper bound on passes over the training set
@@ -44,29 +65,84 @@ class TrainConfig:
     weight_decay: float = 0.0  # decoupled from L2_reg: added to the gradient of weights and biases
     lr_schedule: str = "constant"  # constant | cosine | onecycle (over n_epochs * n_train_batches)
     warmup_fraction: float = 0.0  # onecycle: fraction of steps spent rising to learning_rate
-    shuffle: bool = False  # reshuffle the training set each epoch (tutorials: False)
-    augment_shift: int = 0  # move each training image by a random (dy, dx), |d| <= this many pixels, redrawn
-    #   every epoch (data/augment.py); 0 = off, the tutorials. Fast LeNet presets: 2
-    # --- early stopping (the tutorials' patience rule; counted in minibatch iterations) ----------
+
+    def __post_init__(self) -> None:
+        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine", "onecycle"))
+        _at_least(self, 1, "batch_size", "n_epochs")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """The tutorials' patience rule, counted in minibatch iterations (train/early_stopping.py)."""
+
     patience: int = 5000  # look at this many iterations regardless
     patience_increase: float = 2.0  # wait this much longer (x iteration) on a significant improvement
     improvement_threshold: float = 0.995  # a relative improvement of this much is significant
     validation_frequency: int = 0  # 0 = min(n_train_batches, patience // 2), the tutorial's choice
-    # --- evaluation ----------------------------------------------------------------------------
     evaluation: str = "tutorial"  # tutorial: mean over floor(n/batch) minibatches | full: every example
-    # --- run -----------------------------------------------------------------------------------
+    max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)
+
+    def __post_init__(self) -> None:
+        _check_choice("evaluation", self.evaluation, ("tutorial", "full"))
+        _at_least(self, 0, "patience", "validation_frequency")
+
+
+@dataclass(frozen=True)
+class Data:
+    dataset: str = "mnist"  # mnist | fashion-mnist | idx (any four IDX files, no checksums)
+    shuffle: bool = False  # reshuffle the training set each epoch (tutorials: False)
+    augment_shift: int = 0  # move each training image by a random (dy, dx), |d| <= this many pixels, redrawn
+    #   every epoch (data/augment.py); 0 = off, the tutorials. Fast LeNet presets: 2
+
+    def __post_init__(self) -> None:
+        _check_choice("dataset", self.dataset, ("mnist", "fashion-mnist", "idx"))
+        _at_least(self, 0, "augment_shift")
+
+
+@dataclass(frozen=True)
+class Pretraining:
+    """Greedy layer-wise pre-training (SdA.py, DBN.py): each layer trained on an unsupervised cost, then
+    fine-tuning of the whole stack through `fit` with the [optim] fields. Applies to the families whose
+    section sets `pretrains = True`; what one family alone uses (corruption_levels, k, persistent, ...)
+    belongs in that family's section."""
+
+    pretraining_epochs: int = 15  # epochs per layer (SdA.py: 15; DBN.py: 100)
+    pretrain_lr: float = 0.001  # SGD step size of pre-training (SdA.py: 0.001; DBN.py: 0.01)
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "pretraining_epochs")
+        if not self.pretrain_lr > 0:
+            raise ConfigError(f"pretrain_lr must be > 0, got {self.pretrain_lr}")
+
+
+@dataclass(frozen=True)
+class Run:
+    preset: str = "logistic"  # name of the preset this config came from (run-directory prefix)
     seed: int = 1234  # torch/numpy/python RNG seed for data order and anything random in training
     device: str = "auto"  # cpu | cuda | auto
     threads: int = 0  # CPU threads for torch and BLAS (0 = their defaults: all cores); recorded. Busy machine: 1
+    save_every: int = 0  # keep an intermediate model every N validations (0 = never)
+    checkpoint_every: int = 1  # write the resumable `last` checkpoint every N validations
+
+    def __post_init__(self) -> None:
+        _check_choice("device", self.device, ("cpu", "cuda", "auto"))
+        _at_least(self, 0, "threads", "save_every")
+        _at_least(self, 1, "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class Accelerators:
+    """How the steps run fast (deeptut's own, not the tutorials'): read by `make_train_step` and the loop."""
+
     fast_step: bool = True  # hand-fused CPU step where one exists (see `sparse`); LeNet on CPU: the conv
     #   layers in channels-last format (same function, rounding-level differences). False: plain autograd
     sparse: bool = True  # CPU, with fast_step: logistic regression and the plain-SGD tanh MLP step in C on each
     #   image's nonzero pixels (MNIST: ~19 %): the same function summed in another order. False: the MLP's
     #   fused step (bit-identical to autograd) and logistic regression in numpy
-    save_every: int = 0  # keep an intermediate model every N validations (0 = never)
-    checkpoint_every: int = 1  # write the resumable `last` checkpoint every N validations
-    max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)
-    # --- GPU (train/graphs.py, data/stream.py; README "On a GPU") ----------------------------------
     device_memory_budget: str = "0"  # bytes of data one split may hold on the device: 0 = unlimited, or
     #   e.g. 200000000, "512MB", "2GiB"; a larger split streams through two chunk buffers within the budget
     graphs: str = "auto"  # auto | on | off: whole stretches of SGD steps and the evaluation as CUDA graphs
@@ -75,32 +151,121 @@ class TrainConfig:
     amp: str = "off"  # off | bf16: autocast the forward pass to bfloat16 (fast presets; CUDA)
     tf32: bool = False  # CUDA: let float32 convolutions and matrix products use TF32 tensor cores (10-bit
     #   mantissas; fast presets only). False: IEEE float32 throughout, the tutorials' arithmetic
-    conv: str = "auto"  # LeNet's conv-pool layers: cudnn (torch's kernels) | gemm (im2col + one matrix product,
-    #   autograd) | triton (fused Triton kernels, CUDA) | auto (on CUDA: the fastest measured at the start of
-    #   the run, per layer; elsewhere torch's conv2d). On CUDA cudnn/triton/auto use the written-out step
-    #   with parallel streams (train/lenet_step.py)
+    conv: str = field(default="auto", metadata=_LENET_ONLY)  # LeNet's conv-pool layers: cudnn (torch's
+    #   kernels) | gemm (im2col + one matrix product, autograd) | triton (fused Triton kernels, CUDA) | auto (on
+    #   CUDA: the fastest measured at the start of the run, per layer; elsewhere torch's conv2d). On CUDA
+    #   cudnn/triton/auto use the written-out step with parallel streams (train/lenet_step.py)
 
     def __post_init__(self) -> None:
-        _check_choice("model", self.model, MODELS)
-        _check_choice("dataset", self.dataset, ("mnist", "fashion-mnist", "idx"))
-        _check_choice("activation", self.activation, ("tanh", "sigmoid", "relu"))
-        _check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine", "onecycle"))
-        _check_choice("evaluation", self.evaluation, ("tutorial", "full"))
-        _check_choice("device", self.device, ("cpu", "cuda", "auto"))
         _check_choice("graphs", self.graphs, ("auto", "on", "off"))
         _check_choice("amp", self.amp, ("off", "bf16"))
         _check_choice("conv", self.conv, ("auto", "cudnn", "gemm", "triton"))
         parse_bytes(self.device_memory_budget, "device_memory_budget")
-        for name in ("batch_size", "n_epochs", "n_in", "n_out", "n_hidden", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("patience", "validation_frequency", "threads", "save_every", "augment_shift"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+
+
+# section attribute (and TOML table) -> its class, in the order config.json lists them
+SECTIONS: dict[str, type] = {"optim": Optimisation, "early_stopping": EarlyStopping, "data": Data,
+                             "pretraining": Pretraining, "run": Run, "accel": Accelerators}
+
+
+def _family_defaults() -> dict[str, Any]:
+    """Each family field's default, from the first family that has it (what reading it elsewhere gives)."""
+    out: dict[str, Any] = {}
+    for cls in FAMILIES.values():
+        for f in dataclasses.fields(cls):
+            out.setdefault(f.name, f.default)
+    return out
+
+
+_FAMILY_DEFAULTS = _family_defaults()
+
+
+def _restricted_to(key: str) -> tuple[str, ...] | None:
+    """The models a general field applies to (None: every model)."""
+    if key in _SECTION_OF and _SECTION_OF[key] == "pretraining":
+        return tuple(n for n, c in FAMILIES.items() if c.pretrains)
+    f = _GENERAL_FIELDS.get(key)
+    return None if f is None else f.metadata.get("models")
+
+
+def applies(key: str, model: str) -> bool:
+    """Whether the flat field `key` means something to `model` (and so is saved in its config.json)."""
+    if key in _FAMILY_DEFAULTS and key not in _SECTION_OF:
+        return key in _FIELD_NAMES[FAMILIES[model]]
+    only = _restricted_to(key)
+    return only is None or model in only
+
+
+def _not_for(key: str, model: str) -> ConfigError:
+    have = _restricted_to(key) if key in _SECTION_OF else owners(key)
+    whose = f"model{'s' * (len(have) > 1)} {', '.join(have)}" if have else "models that pre-train (none yet)"
+    return ConfigError(f"{key} is a field of {whose}, not of {model}: leave it out, or train one of those "
+                       f"(--model)")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
+
+
+@dataclass(frozen=True, init=False)
+class TrainConfig:
+    """The whole config: the model section (`model`, `init_seed`, `net`) and the other sections.
+
+    Build it from flat fields, `TrainConfig(model="mlp", learning_rate=0.01)`, from sections
+    (`TrainConfig(model="lenet", net=LeNetArgs(...), optim=Optimisation(...))`, missing ones default), or
+    both, flat fields winning; `cfg.replace(**flat)` and `dataclasses.replace` give an updated copy. Every
+    flat field reads as an attribute (`cfg.nkerns`)."""
+
+    # --- model (the family's own fields are in `net`) ------------------------------------------------
+    model: str = "logistic"  # which family: logistic | mlp | lenet (models/families.py FAMILIES)
+    init_seed: int = 1234  # numpy RandomState seed of the tutorial's initialisation (mlp.py: 1234; LeNet: 23455)
+    net: ModelArgs = field(default_factory=lambda: FAMILIES["logistic"]())
+    # --- the other sections ------------------------------------------------------------------------
+    optim: Optimisation = field(default_factory=Optimisation)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    data: Data = field(default_factory=Data)
+    pretraining: Pretraining = field(default_factory=Pretraining)
+    run: Run = field(default_factory=Run)
+    accel: Accelerators = field(default_factory=Accelerators)
+
+    def __init__(self, **values: Any) -> None:
+        parts = {k: values.pop(k) for k in ("net", *SECTIONS) if k in values}
+        given_family = [n for n, c in FAMILIES.items() if type(parts.get("net")) is c]  # net=MLPArgs(): mlp
+        model = values.pop("model", given_family[0] if given_family else _TOP["model"].default)
+        fam = family(model)
+        init_seed = values.pop("init_seed", _TOP["init_seed"].default)
+        # the family's section: a given one (another family's: the fields both have), then flat fields
+        old = parts.get("net")
+        kw = {k: v for k, v in ({} if old is None else dataclasses.asdict(old)).items() if k in _FIELD_NAMES[fam]}
+        kw.update({k: values.pop(k) for k in list(values) if k in _FIELD_NAMES[fam] and k not in _SECTION_OF})
+        net = fam(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
+        for k in [k for k in values if k in _FAMILY_DEFAULTS and k not in _SECTION_OF]:  # another family's
+            if not _same(values.pop(k), _FAMILY_DEFAULTS[k]):
+                raise _not_for(k, model)
+        sections = {}
+        for name, cls in SECTIONS.items():
+            base = parts.get(name, None) or cls()
+            if not isinstance(base, cls):
+                raise ConfigError(f"{name} must be an instance of {cls.__name__}, got {type(base).__name__}")
+            mine = {k: values.pop(k) for k in list(values) if _SECTION_OF.get(k) == name}
+            sections[name] = dataclasses.replace(base, **mine) if mine else base
+            for f in dataclasses.fields(cls):
+                if not applies(f.name, model) and not _same(getattr(sections[name], f.name), f.default):
+                    raise _not_for(f.name, model)
+        if values:
+            key = next(iter(values))
+            raise ConfigError(f"unknown config key {key!r}")
+        for k, v in (("model", model), ("init_seed", init_seed), ("net", net), *sections.items()):
+            object.__setattr__(self, k, v)
+        # every flat field as a plain attribute: reads cost what they did before the sections
+        for k, v in {**_FAMILY_DEFAULTS, **dataclasses.asdict(net)}.items():
+            object.__setattr__(self, k, v)
+        for sec in sections.values():
+            for f in dataclasses.fields(sec):
+                object.__setattr__(self, f.name, getattr(sec, f.name))
+        self._check_across_sections()
+
+    def _check_across_sections(self) -> None:
         if self.augment_shift:
             from deeptut.data.augment import image_side
 
@@ -109,23 +274,33 @@ class TrainConfig:
                 raise ConfigError(f"augment_shift moves square images by fewer pixels than their side: got "
                                   f"augment_shift {self.augment_shift} for n_in {self.n_in}"
                                   + ("" if side is None else f" ({side}x{side} images)"))
-        if len(self.nkerns) != 2 or min(self.nkerns) < 1:
-            raise ConfigError(f"nkerns must be two positive integers, got {self.nkerns}")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed, flat names or sections: `cfg.replace(learning_rate=0.1)`."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["nkerns"] = list(self.nkerns)
-        return d
+        """Flat, in section order, only the fields that apply to this model (what config.json holds)."""
+        d: dict[str, Any] = {"model": self.model, "init_seed": self.init_seed, **dataclasses.asdict(self.net)}
+        for name in SECTIONS:
+            d.update({k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if applies(k, self.model)})
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    def sections(self) -> dict[str, Any]:
+        """The same fields nested as the TOML tables: {"model": ..., "init_seed": ..., "lenet": {...},
+        "optim": {...}, ...} (empty tables left out). `from_dict` reads it back."""
+        flat = self.to_dict()
+        out: dict[str, Any] = {"model": self.model, "init_seed": self.init_seed}
+        out[self.model] = {f.name: flat[f.name] for f in dataclasses.fields(self.net)}
+        for name in SECTIONS:
+            table = {k: flat[k] for k in _SECTION_KEYS[name] if k in flat}
+            if table:
+                out[name] = table
+        return {k: v for k, v in out.items() if v != {}}
 
     def model_args(self) -> dict[str, Any]:
         """The fields that determine the model's parameters (saved in model.json)."""
-        keys = {
-            "logistic": ("n_in", "n_out"),
-            "mlp": ("n_in", "n_hidden", "n_out", "activation"),
-            "lenet": ("nkerns", "n_hidden", "n_out", "activation"),
-        }[self.model]
-        d = self.to_dict()
-        return {"model": self.model, **{k: d[k] for k in keys}}
+        return {"model": self.model, **self.net.model_args()}
 
 
 _BYTE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -146,13 +321,26 @@ def parse_bytes(value: str | int, name: str = "size") -> int:
     return int(n)
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+# --- the flat names: where each lives and its type ----------------------------------------------------
+_TOP = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name in ("model", "init_seed")}
+_FIELD_NAMES = {cls: {f.name for f in dataclasses.fields(cls)} for cls in FAMILIES.values()}
+_SECTION_KEYS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in SECTIONS.items()}
+_SECTION_OF = {k: name for name, keys in _SECTION_KEYS.items() for k in keys}  # flat key -> section
+_GENERAL_FIELDS = {f.name: f for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+# table name (TOML, the nested form) -> the keys it may hold: the sections, and one table per family
+_TABLES = {**_SECTION_KEYS, **{name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in FAMILIES.items()}}
 
-
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_TYPES = typing.get_type_hints(TrainConfig)
+FIELDS: dict[str, dataclasses.Field] = dict(_TOP)  # every flat name -> its dataclass field
+_TYPES: dict[str, Any] = {k: typing.get_type_hints(TrainConfig)[k] for k in _TOP}
+for _cls in (*FAMILIES.values(), *SECTIONS.values()):
+    _hints = typing.get_type_hints(_cls)
+    for _f in dataclasses.fields(_cls):
+        # one name, one type; a family may share a name with another family, never with a section
+        assert _TYPES.setdefault(_f.name, _hints[_f.name]) == _hints[_f.name], f"{_f.name}: two types"
+        assert _cls in SECTIONS.values() or _f.name not in _SECTION_OF, f"{_f.name}: a section's and a family's"
+        FIELDS.setdefault(_f.name, _f)
+assert len(_SECTION_OF) == sum(map(len, _SECTION_KEYS.values())), "a field in two sections"
+assert not set(FIELDS) & {"net", *SECTIONS, *FAMILIES}, "a flat name that is also a section's or table's"
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
@@ -185,16 +373,50 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value
-        if typ == tuple[int, int]:
+        if typing.get_origin(typ) is tuple:  # tuple[int, int] (nkerns), tuple[int, ...], tuple[float, ...]
+            args = typing.get_args(typ)
             if isinstance(value, str):
                 value = [v for v in value.replace(",", " ").split()]
-            items = tuple(int(v) for v in value)
-            if len(items) != 2:
+            if isinstance(value, (bool, int, float)) or any(isinstance(v, bool) for v in value):
                 raise ValueError
-            return items
+            items = list(value)
+            kinds = [args[0]] * len(items) if len(args) == 2 and args[1] is Ellipsis else list(args)
+            if len(kinds) != len(items) or not items:
+                raise ValueError
+            out = []
+            for kind, v in zip(kinds, items):
+                if kind is int and isinstance(v, float) and not v.is_integer():
+                    raise ValueError
+                out.append(kind(v))
+            return tuple(out)
     except (TypeError, ValueError):
         pass
     raise ConfigError(f"{source}: {key} expects {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def _flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Tables (`[optim]`, `[lenet]`; nested objects in JSON) and flat top-level keys -> flat, coerced keys.
+    A key in a table it does not belong to, or given twice, is an error."""
+    out: dict[str, Any] = {}
+
+    def put(k: str, v: Any) -> None:
+        if k in out:
+            raise ConfigError(f"{source}: {k} is given twice")
+        out[k] = _coerce(k, v, source)
+
+    for k, v in data.items():
+        if not isinstance(v, dict):
+            put(k, v)
+            continue
+        if k not in _TABLES:
+            raise ConfigError(f"{source}: unknown table [{k}]; tables: {', '.join(_TABLES)}")
+        for kk, vv in v.items():
+            if kk not in _TABLES[k]:
+                _coerce(kk, vv, source)  # an unknown key: says so, with a hint
+                home = _SECTION_OF.get(kk) or "/".join(owners(kk)) or "the top level"
+                raise ConfigError(f"{source}: {kk} belongs in [{home}], not in [{k}]")
+            put(kk, vv)
+    return out
 
 
 def preset_names() -> list[str]:
@@ -206,10 +428,11 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML: {e}") from None
-    return {k: _coerce(k, v, source) for k, v in data.items()}
+    return _flatten(data, source)
 
 
 def load_preset(name: str) -> dict[str, Any]:
+    """A preset's fields, flat (its tables flattened)."""
     path = resources.files("deeptut.presets") / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
@@ -237,8 +460,27 @@ def resolve(preset: str | None = None, config_file: str | Path | None = None,
 
 
 def from_dict(d: dict[str, Any], source: str = "config.json") -> TrainConfig:
-    """Rebuild a config saved by `TrainConfig.to_dict` (unknown keys rejected)."""
-    return TrainConfig(**{k: _coerce(k, v, source) for k, v in d.items()})
+    """Rebuild a config saved by `TrainConfig.to_dict` (or `sections`). Unknown keys are rejected; a missing
+    one takes its default (it was added later: the default is the behaviour before it). A field that means
+    nothing to the saved model is dropped: config.json files written before the sections held every field
+    (`nkerns` for logistic regression), and it had no effect."""
+    flat = _flatten(d, source)
+    model = flat.get("model", _TOP["model"].default)
+    family(model)
+    return TrainConfig(**{k: v for k, v in flat.items() if k in _TOP or applies(k, model)})
+
+
+def differences(saved: Any, cfg: TrainConfig) -> list[str]:
+    """The flat fields in which a saved config (a checkpoint's or config.json's, any form `from_dict` reads)
+    differs from `cfg`; ["layout"] where it cannot be read."""
+    try:
+        theirs = from_dict(saved, "saved config").to_dict() if isinstance(saved, dict) else None
+    except ConfigError:
+        theirs = None
+    if theirs is None:
+        return ["layout"]
+    mine = cfg.to_dict()
+    return sorted(k for k in {*mine, *theirs} if theirs.get(k, object()) != mine.get(k, object()))
 
 
 def parse_overrides(args: list[str]) -> dict[str, Any]:

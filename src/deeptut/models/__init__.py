@@ -1,30 +1,20 @@
-"""One model family per module; `build_model(cfg)` makes the one a config names, initialised as the
-tutorial does."""
+"""One model family per module; each family's config section (models/families.py) owns its fields and builds
+its module, initialised as the tutorial does. `build_model` makes the one a config or a model.json names."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from deeptut.models.families import FAMILIES, LeNetArgs, LogisticArgs, MLPArgs, ModelArgs, family
 
-from deeptut.errors import ConfigError
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["FAMILIES", "LeNetArgs", "LogisticArgs", "MLPArgs", "ModelArgs", "build_model", "family"]
 
 
-def build_model(model_args: dict[str, Any], init_seed: int | None = None) -> nn.Module:
-    """model_args is `TrainConfig.model_args()` (also what model.json holds)."""
-    kind = model_args.get("model")
+def build_model(model_args: dict[str, Any], init_seed: int | None = None) -> "nn.Module":
+    """model_args is `TrainConfig.model_args()` (also what model.json holds: its `format` is ignored here).
+    A field model.json lacks takes its default; an unknown one raises TypeError naming it."""
     args = {k: v for k, v in model_args.items() if k not in ("model", "format")}
-    if kind == "logistic":
-        from deeptut.models.logistic import LogisticRegression
-
-        return LogisticRegression(**args)
-    if kind == "mlp":
-        from deeptut.models.mlp import MLP
-
-        return MLP(**args, init_seed=init_seed)
-    if kind == "lenet":
-        from deeptut.models.lenet import LeNet5
-
-        args["nkerns"] = tuple(args["nkerns"])
-        return LeNet5(**args, init_seed=init_seed)
-    raise ConfigError(f"unknown model {kind!r}")
+    return family(model_args.get("model")).from_model_args(args).build(init_seed)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import deeptut
-from deeptut.config import TrainConfig
+from deeptut.config import differences as config_differences
 from deeptut.errors import CheckpointError
 from deeptut.store import checkpoint, tensors as store_tensors
 from deeptut.store.checkpoint import CHECKPOINT_FORMAT, CKPT_DIR, MANIFEST, has_checkpoint  # noqa: F401
@@ -275,9 +275,8 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
     try:
         m, name, sha = checkpoint.read_manifest(run_dir)  # format and file entry checked
         # a key the checkpoint lacks was added to TrainConfig later: its default is the behaviour before it
-        theirs = {**TrainConfig().to_dict(), **m["config"]} if isinstance(m.get("config"), dict) else {}
-        if cfg is not None and theirs != cfg.to_dict():
-            diff = sorted(k for k, v in cfg.to_dict().items() if theirs.get(k, object()) != v)
+        diff = [] if cfg is None else config_differences(m.get("config"), cfg)
+        if diff:
             raise CheckpointError(f"{where}: the checkpoint was written with another config (differs in "
                                   f"{', '.join(diff[:8]) or 'layout'}) than {Path(run_dir) / 'config.json'}")
         if data_fp is not None and m.get("data") != data_fp:
