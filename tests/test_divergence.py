@@ -102,3 +102,39 @@ def test_bad_arguments_and_state():
 
 def test_hint_halves_the_rate():
     assert "--learning_rate 0.1," in hint(0.2)
+
+
+# Mean training cost per validation period (metrics.jsonl `train_cost`) of real runs, measured 2026-11-28 on
+# the 2-core CPU with --threads 1 at this branch's parent commit e0e9d0a (`deeptut train PRESET ...`).
+# Tutorial presets: their first periods (where a wrong rule would fire); the logistic run is whole.
+MEASURED_NORMAL = {
+    # logistic, the whole published run: 73 validations every 83 minibatches; the first 12 and the largest
+    "logistic": [0.9447, 0.535, 0.4613, 0.4251, 0.4025, 0.3867, 0.3747, 0.3653, 0.3576, 0.3511, 0.3456,
+                 0.3408],
+    "mlp --n_epochs 3": [0.7165, 0.4195, 0.3831],  # one validation per epoch (2500 minibatches)
+    "lenet --n_epochs 1": [0.9168],  # 100 minibatches of 500
+    "lenet-fast --seed 1 (MNIST)": [0.3928, 0.1, 0.0368],  # the preset's whole 3 epochs
+    "mlp-fast --seed 1 --n_epochs 4 (MNIST)": [0.7117, 0.3367, 0.2357, 0.1753],
+}
+MEASURED_DIVERGED = {  # (costs, index of the period that must fire)
+    # the issue's run: 64.5 after epoch 1, 92.6 after epoch 2 (2 threads)
+    "issue 15: lenet-fast --dataset fashion-mnist --seed 1": ([64.5, 92.6], 0),
+    "lenet-fast --dataset fashion-mnist --seed 1 --n_epochs 2": ([83.6186, 35.2016], 0),  # valid 90.45 %
+    "lenet-fast --dataset fashion-mnist --seed 2": ([75.4159, 94.2324, 15.4406], 0),  # valid 89.77 % last
+    # the one-cycle peak squeezed into 4 epochs: a blow-up at the peak (valid 73 % -> 34 % -> 23.5 %)
+    "mlp-fast --dataset fashion-mnist --seed 1 --n_epochs 4": ([2.2284, 21.6627, 8.6237, 3.0843], 1),
+}
+
+
+@pytest.mark.parametrize("name", MEASURED_NORMAL)
+def test_measured_normal_runs_never_fire(name):
+    at, decisions = first_firing(MEASURED_NORMAL[name])
+    assert at is None
+    assert max(d.mean_cost for d in decisions) < decisions[0].threshold / 4  # a margin of 4x at least
+
+
+@pytest.mark.parametrize("name", MEASURED_DIVERGED)
+def test_measured_diverged_runs_fire(name):
+    costs, expected = MEASURED_DIVERGED[name]
+    at, decisions = first_firing(costs)
+    assert at == expected and decisions[-1].reason == "cost-rise"

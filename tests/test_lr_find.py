@@ -67,7 +67,8 @@ def blow_up_rate(splits, rates, steps=100, batch_size=50):
     for lr in rates:
         model = LogisticRegression()
         step = AutogradStep(model, TrainConfig(batch_size=batch_size))
-        costs = [float(step(*tr.minibatch(i % tr.n_batches(batch_size), batch_size), lr)) for i in range(steps)]
+        n_b = tr.n_batches(batch_size)
+        costs = [float(step(*tr.minibatch(i % n_b, batch_size), lr)) for i in range(steps)]
         if not np.isfinite(costs).all() or max(costs) > 4 * costs[0] or np.mean(costs[-10:]) > costs[0]:
             return lr, costs
     return math.inf, costs

@@ -52,7 +52,8 @@ class Normalizer:
             return self
         x = train_x.detach().cpu().numpy() if isinstance(train_x, torch.Tensor) else np.asarray(train_x)
         if x.ndim < 2 or x.shape[0] == 0:
-            raise ValueError(f"normalize: fit needs a training split [n, ...] with n > 0, got shape {x.shape}")
+            raise ValueError(f"normalize: fit needs a training split [n, ...] with n > 0, got shape "
+                             f"{x.shape}")
         x = x.astype(np.float64, copy=False)
         if not np.isfinite(x).all():
             raise ValueError("normalize: the training split has non-finite inputs")
