@@ -29,7 +29,7 @@ units in the last place of torch.tanh.
 The kernels need CUDA, or Triton's interpreter on CPU (`TRITON_INTERPRET=1` set before this module is
 imported; the tests do this). `available(device)` says whether they can run; callers fall back to cuDNN.
 Block sizes are chosen per shape by timing a few configurations once on CUDA (`_best`, each as replays of
-a small captured graph: graphs.replay_ms), outside the run's own graph captures (the step runner warms up
+a small captured graph: capture.replay_ms), outside the run's own graph captures (the graph step warms up
 before it captures).
 """
 
@@ -250,13 +250,13 @@ def _best(key: tuple, configs: list[Any], launch: Any, device: torch.device) -> 
         return _chosen[key]
     if device.type != "cuda" or len(configs) == 1 or torch.cuda.is_current_stream_capturing():
         return configs[0]
-    from deeptut.train import graphs  # its capture and timing helpers
+    from deeptut.accel.cuda import capture  # its capture and timing helpers
 
     times, failure = [], None
     for c in configs:
         try:
             launch(c)  # compiles
-            times.append((graphs.replay_ms(lambda: launch(c), 10), c))
+            times.append((capture.replay_ms(lambda: launch(c), 10), c))
         except Exception as e:  # noqa: BLE001 - a configuration that does not compile (resources...)
             failure = f"{c}: {type(e).__name__}: {e}"
     if not times:
@@ -379,8 +379,8 @@ def compile_for_gpu(kernel: str, in_maps: int, side: int, out_maps: int, config:
     if kernel == "fold":  # config: (BLOCK, num_warps)
         consts = {"IC": in_maps, "H": side, "O": side - FILTER + 1, "BLOCK": config[0]}
         fn, sig = _fold_kernel, {"cols_ptr": "*fp32", "dx_ptr": "*fp32", "total": "i32"}
-    elif kernel == "tail":  # models/tail_triton.py; in_maps = hidden units, out_maps = classes; config:
-        from deeptut.models import tail_triton  # (BLOCK_R, BLOCK_H, num_warps)
+    elif kernel == "tail":  # tail_triton.py; in_maps = hidden units, out_maps = classes; config:
+        from deeptut.accel.cuda import tail_triton  # (BLOCK_R, BLOCK_H, num_warps)
 
         consts = {"H": in_maps, "C": out_maps, "ACT": 0, "PREC": precision, "BLOCK_R": config[0],
                   "BLOCK_H": config[1], "BLOCK_C": 16}
