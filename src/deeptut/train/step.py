@@ -22,6 +22,7 @@ class EagerStep:
     """`run` for a step that updates one minibatch per call: a plain loop over `self(x, y, lr)`."""
 
     batch_size: int
+    evaluator: Any = None  # a faster evaluation in the step's own arithmetic (deeptut.accel), or None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, learning_rate: float) -> Any:
         raise NotImplementedError
