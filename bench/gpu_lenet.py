@@ -76,9 +76,9 @@ def timed_fit(preset: str, data: Any, overrides: dict[str, Any], gemm: tuple[boo
 def step_times(overrides: dict[str, Any], repeats: int = 20) -> dict[str, float]:
     """ms per training step of each LeNet step variant (accel/cuda/lenet_manual.py's candidates and the autograd
     step), as `conv = "auto"` measures them at the start of a run, on a random batch."""
-    from deeptut.models import build_model
     from deeptut.accel.cuda import lenet_manual
     from deeptut.accel.cuda.graphs import GraphStep
+    from deeptut.models import build_model
 
     cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})
     dev = torch.device(DEVICE)
@@ -92,8 +92,8 @@ def profile_written(data: Any, overrides: dict[str, Any], layers: tuple[str, str
     """Top kernels of `steps` eager steps of the LeNet manual update with these layer kinds."""
     from torch.profiler import ProfilerActivity, profile as prof
 
-    from deeptut.models import build_model
     from deeptut.accel.cuda import lenet_manual
+    from deeptut.models import build_model
     from deeptut.train.step import AutogradStep
 
     cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})

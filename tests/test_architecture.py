@@ -169,7 +169,8 @@ def test_imports_in_functions_and_relative_imports_count(tmp_path):
         (pkg / d / "__init__.py").write_text("")
     (pkg / "accel" / "cpu" / "fast.py").write_text("X = 1\n")
     (pkg / "models" / "m.py").write_text("def f():\n    from ..train import loop\n    return loop\n")
-    (pkg / "train" / "loop.py").write_text("from pkg.accel.cpu import fast\nfrom . import step\nimport pkg.models.m\n")
+    (pkg / "train" / "loop.py").write_text("from pkg.accel.cpu import fast\nfrom . import step\n"
+                                           "import pkg.models.m\n")
     (pkg / "train" / "step.py").write_text("from pkg import accel\nfrom .loop import X\n")
     g = import_graph(tmp_path, "pkg")
     assert g["pkg.models.m"] == {"pkg.train.loop"}  # inside a function, relative (two levels)

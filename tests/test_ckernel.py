@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from deeptut.accel.cpu import ckernels
-from deeptut.config import TrainConfig
 from deeptut.accel.cpu.evaluate import LogisticErrors
 from deeptut.accel.cpu.fused import LogisticFusedStep
+from deeptut.config import TrainConfig
 from synthetic import random_batch, random_logistic, sparse_batch
 
 needs_c = pytest.mark.skipif(ckernels.logistic_step() is None, reason=f"no C kernel: {ckernels.last_error}")
@@ -202,8 +202,8 @@ def test_pack_policy():
 def test_c_errors_match_numpy(threads):
     """The evaluation kernel: argmax(x W + b) != y as numpy computes it, for dense, sparse and tied rows,
     packed or not."""
-    from deeptut.data.device import DeviceSplit
     from deeptut.accel import cpu_evaluator
+    from deeptut.data.device import DeviceSplit
 
     torch.set_num_threads(threads)
     m = _model()

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from deeptut import config
-from deeptut.models import build_model
-from deeptut.accel.cpu.fused import MLPFusedStep
 from deeptut.accel import make_train_step
+from deeptut.accel.cpu.fused import MLPFusedStep
+from deeptut.models import build_model
 from deeptut.train.step import AutogradStep
 
 CASES = {

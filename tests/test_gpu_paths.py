@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from deeptut import config
+from deeptut.accel import make_train_step
+from deeptut.accel.cuda import graphs, updates
 from deeptut.data.datasets import Split, Splits
 from deeptut.data.device import DeviceSplit
-from deeptut.accel.cuda import graphs, updates
 from deeptut.train.loop import evaluate, fit
-from deeptut.accel import make_train_step
 from deeptut.train.step import AutogradStep
 
 CPU = torch.device("cpu")

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from deeptut import config
 from deeptut.accel.cuda import lenet_triton
-from deeptut.models.lenet import LeNet5
 from deeptut.accel.cuda import lenet_manual
 from deeptut.accel.cuda.graphs import GraphStep
 from deeptut.accel.cuda.updates import AutogradUpdate
+from deeptut.models.lenet import LeNet5
 from deeptut.train.step import AutogradStep
 
 CPU = torch.device("cpu")

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from deeptut import config
+from deeptut.accel import make_train_step
 from deeptut.accel.cpu import ckernels
-from deeptut.config import TrainConfig
-from deeptut.models.mlp import MLP
 from deeptut.accel.cpu import nonzero_pixels
 from deeptut.accel.cpu.fused import MLPFusedStep
 from deeptut.accel.cpu.nonzero_pixels import MLPNonzeroPixelsStep
-from deeptut.accel import make_train_step
+from deeptut.config import TrainConfig
+from deeptut.models.mlp import MLP
 from deeptut.train.step import AutogradStep
 from synthetic import sparse_batch
 
