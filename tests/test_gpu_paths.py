@@ -1,5 +1,5 @@
-"""The CUDA-graph step runner (train/graphs.py). What a graph captures is a plain Python *block function*
-(n consecutive SGD steps); on CPU it runs eagerly, so its arithmetic and the loop's bookkeeping around
+"""The CUDA-graph step, GraphStep (accel/cuda/graphs.py). What a graph captures is a plain Python *block
+function* (n consecutive SGD updates); on CPU it runs eagerly, so its arithmetic and the loop's bookkeeping around
 spans are tested here on any machine. Tests that need CUDA skip cleanly without it.
 
 Tolerances: the autograd update at a constant step size is bit-identical to AutogradStep (torch.equal); the

@@ -1,5 +1,5 @@
-"""LeNet's written-out step (train/lenet_manual.py) and its fused Triton conv-pool kernels
-(models/lenet_triton.py).
+"""LeNet's manual update, its backward pass written by hand (accel/cuda/lenet_manual.py), and its fused
+Triton conv-pool kernels (accel/cuda/lenet_triton.py).
 
 Oracles: torch's conv2d / max_pool2d / activation under autograd. On CPU the "cudnn" variant calls the very
 kernels autograd calls, so its gradients are compared bit for bit; the Triton kernels (run by Triton's
