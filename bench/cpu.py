@@ -40,11 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deeptut import config, kernels
+from deeptut import config
+from deeptut.accel import make_train_step, set_threads, thread_counts
 from deeptut.data.datasets import load_dataset
 from deeptut.models import build_model
 from deeptut.train.loop import fit
-from deeptut.train.step import make_train_step
 
 TARGETS = {"mlp-fast": (1.65, 30.0), "lenet-fast": (0.92, 60.0)}  # test error %, seconds
 
@@ -115,8 +115,8 @@ class Threads:
         self.n = n
 
     def __enter__(self):
-        self.saved = kernels.thread_counts()
-        kernels.set_threads(self.n)
+        self.saved = thread_counts()
+        set_threads(self.n)
 
     def __exit__(self, *a):
         torch.set_num_threads(self.saved["torch"])

@@ -13,9 +13,9 @@ Rows, in order (each row's errors are caught and reported; the JSON is rewritten
               epochs as fit, extrapolated); plain PyTorch 2 epochs, extrapolated
   chunked     resident vs streamed with device_memory_budget = 1/4 of the dataset (MLP, LeNet, logistic)
   mlp-fast    the fast preset, mean over 5 seeds
-  extras      short runs of variants: graphs off (eager CUDA), the MLP's dense kernel on one stream vs with
+  extras      short runs of variants: graphs off (eager CUDA), the MLP's dense update on one stream vs with
               side branches, bf16 autocast, LeNet's conv-pool layers by cuDNN or fused Triton kernels (the
-              written-out step) or as GEMMs (the autograd step), TF32, torch.compile
+              manual update) or as GEMMs (the autograd step), TF32, torch.compile
               (last: cold compiles are slow)
 Near the deadline the remaining rows are skipped (recorded as skipped). "Plain PyTorch" is written in this
 file: nn.Module + autograd + torch.optim.SGD, data resident on the device, the tutorials' loop (minibatch
@@ -46,7 +46,8 @@ from torch import nn  # noqa: E402
 
 from deeptut import config  # noqa: E402
 from deeptut.data.datasets import Split, Splits, load_dataset  # noqa: E402
-from deeptut.train import graphs, loop  # noqa: E402
+from deeptut.accel.cuda import graphs
+from deeptut.train import loop  # noqa: E402
 
 T0 = time.perf_counter()
 
@@ -204,7 +205,7 @@ def _plain_fit(cfg: config.TrainConfig, data: Splits, device: torch.device, max_
 
 
 class StepSpy:
-    """Wraps loop.make_train_step to record which step ran (kernel, graph replays, captures, fallbacks)."""
+    """Wraps loop.make_train_step to record which step ran (update, graph replays, captures, fallbacks)."""
 
     def __init__(self) -> None:
         self.step: Any = None
@@ -224,10 +225,10 @@ class StepSpy:
     def info(self) -> dict[str, Any]:
         s = self.step
         out: dict[str, Any] = {"step": type(s).__name__}
-        if hasattr(getattr(self, "model", None), "conv_gemm"):
-            out["conv_gemm"] = list(self.model.conv_gemm)  # LeNet: (layer0, layer1) as GEMM, else cuDNN
+        if hasattr(getattr(s, "forward", None), "gemm"):
+            out["conv_gemm"] = list(s.forward.gemm)  # LeNet: (layer0, layer1) as GEMM, else cuDNN
         if hasattr(s, "stats"):
-            out.update(kernel=s.kind, graphs_active=s.use_graphs, **s.stats)
+            out.update(update=s.kind, graphs_active=s.use_graphs, **s.stats)
         return out
 
 
@@ -279,7 +280,7 @@ class Bench:
     def cfg(self, preset: str, **overrides: Any) -> config.TrainConfig:
         over = {"device": self.args.device, **overrides}
         if self.args.device == "cpu":
-            over.setdefault("graphs", "on")  # the dry run goes through the stretch runner (eagerly)
+            over.setdefault("graphs", "on")  # the dry run goes through the graph step (eagerly)
         return config.resolve(preset, None, over)
 
     def epochs(self, n: int) -> int:
@@ -429,10 +430,10 @@ class Bench:
             ("lenet graphs=on", "lenet", 5, {}),
             ("mlp graphs=off (eager CUDA)", "mlp", 1, {"graphs": "off"}),
             ("mlp graphs=on", "mlp", 5, {}),
-            ("mlp dense kernel on one stream", "mlp", 5, {"_one_stream": True}),
+            ("mlp dense update on one stream", "mlp", 5, {"_one_stream": True}),
             ("lenet amp=bf16", "lenet", 5, {"amp": "bf16"}),
-            ("lenet conv=cudnn (written-out step)", "lenet", 5, {"conv": "cudnn"}),
-            ("lenet conv=triton (written-out step)", "lenet", 5, {"conv": "triton"}),
+            ("lenet conv=cudnn (manual update)", "lenet", 5, {"conv": "cudnn"}),
+            ("lenet conv=triton (manual update)", "lenet", 5, {"conv": "triton"}),
             ("lenet conv=gemm (autograd step)", "lenet", 5, {"conv": "gemm"}),
             ("lenet tf32", "lenet", 5, {"tf32": True}),
             ("lenet compile", "lenet", 5, {"compile": True}),
@@ -444,7 +445,7 @@ class Bench:
                 continue
             over = dict(over)
             one_stream = over.pop("_one_stream", False)
-            graphs.DenseKernel.side_streams = not one_stream
+            updates.DenseUpdate.side_streams = not one_stream
             try:
                 r = deeptut_fit(self.cfg(preset, n_epochs=self.epochs(epochs), **over), self.data)
                 r["seconds_per_epoch"] = round(r["train_seconds"] / r["epochs"], 5)
@@ -454,7 +455,7 @@ class Bench:
             except Exception as e:  # noqa: BLE001
                 out[label] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
             finally:
-                graphs.DenseKernel.side_streams = True
+                updates.DenseUpdate.side_streams = True
             log(f"    {label}: {out[label].get('seconds_per_epoch', out[label].get('error'))} s/epoch")
         return out
 
@@ -472,7 +473,7 @@ def summarize(r: dict[str, Any]) -> list[str]:
         ps = p.get("extrapolated_seconds", p["seconds"])
         p_note = f" (extrap. from {p['epochs']} epochs)" if "extrapolated_seconds" in p else ""
         return [f"deeptut {ds:.2f} s{' (extrap.)' if 'extrapolated_seconds' in d else ''} "
-                f"({d['epochs']} epochs, test {d['test_error']:.4f} %, {d.get('kernel', d['step'])}, "
+                f"({d['epochs']} epochs, test {d['test_error']:.4f} %, {d.get('update', d.get('kernel', d['step']))}, "
                 f"{d.get('graph_replays', 0)} replays / {d.get('eager_blocks', 0)} eager blocks); "
                 f"plain {ps:.2f} s{p_note}; speedup {r['speedup']}x"
                 + (f"; targets {r['targets']}" if "targets" in r else "")]
@@ -485,7 +486,7 @@ def summarize(r: dict[str, Any]) -> list[str]:
                 for k, v in r.items() if isinstance(v, dict)]
     if name == "extras":
         return [f"{k}: {v.get('seconds_per_epoch', v.get('status') or v.get('error'))} s/epoch"
-                f" ({v.get('kernel', '')} {v.get('graph_replays', '')} replays)" for k, v in r.items()
+                f" ({v.get('update', v.get('kernel', ''))} {v.get('graph_replays', '')} replays)" for k, v in r.items()
                 if isinstance(v, dict)]
     return [json.dumps({k: v for k, v in r.items() if k != "row"}, default=str)[:300]]
 

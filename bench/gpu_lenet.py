@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""LeNet's training step on one GPU, measured: the step variants (train/lenet_step.py's written-out step with
+"""LeNet's training step on one GPU, measured: the step variants (accel/cuda/lenet_manual.py's manual update with
 cuDNN or fused Triton conv-pool layers, the autograd step with cuDNN or GEMM convolutions), per step and per
 epoch, in IEEE float32 and with TF32; kernel profiles; plain PyTorch's epoch for reference. Optionally a
 sweep of mlp-fast settings over seeds (an MLP run takes ~1.5 s on a GPU and gives the CPU's errors).
@@ -57,7 +57,7 @@ def timed_fit(preset: str, data: Any, overrides: dict[str, Any], gemm: tuple[boo
     def patched(model: Any, c: Any, device: Any) -> Any:
         step = real(model, c, device)
         if gemm is not None:
-            model.conv_gemm = gemm
+            step.forward.gemm = gemm  # the step's LeNetForward: its convolutions
         return step
 
     loop.make_train_step = patched
@@ -74,27 +74,26 @@ def timed_fit(preset: str, data: Any, overrides: dict[str, Any], gemm: tuple[boo
 
 
 def step_times(overrides: dict[str, Any], repeats: int = 20) -> dict[str, float]:
-    """ms per training step of each LeNet step variant (train/lenet_step.py's candidates and the autograd
+    """ms per training step of each LeNet step variant (accel/cuda/lenet_manual.py's candidates and the autograd
     step), as `conv = "auto"` measures them at the start of a run, on a random batch."""
+    from deeptut.accel.cuda import lenet_manual
+    from deeptut.accel.cuda.graphs import GraphStep
     from deeptut.models import build_model
-    from deeptut.train import lenet_step
-    from deeptut.train.graphs import StretchStep
 
     cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})
     dev = torch.device(DEVICE)
     with loop.cuda_precision(cfg):
         model = build_model(cfg.model_args(), cfg.init_seed).to(dev)
-        model.channels_last = False
-        s = StretchStep(model, dataclasses.replace(cfg, conv="gemm"), dev)  # its state only: no choice made here
-        return lenet_step.measure(s.ref, s.params, s.bufs, cfg, model, *s._probe_batch(), repeats=repeats)[1]
+        s = GraphStep(model, dataclasses.replace(cfg, conv="gemm"), dev)  # its state only: no choice made here
+        return lenet_manual.measure(s.ref, s.params, s.bufs, cfg, model, *s._probe_batch(), repeats=repeats)[1]
 
 
 def profile_written(data: Any, overrides: dict[str, Any], layers: tuple[str, str], steps: int = 20) -> list[str]:
-    """Top kernels of `steps` eager steps of the written-out LeNet step with these layer kinds."""
+    """Top kernels of `steps` eager steps of the LeNet manual update with these layer kinds."""
     from torch.profiler import ProfilerActivity, profile as prof
 
+    from deeptut.accel.cuda import lenet_manual
     from deeptut.models import build_model
-    from deeptut.train import lenet_step
     from deeptut.train.step import AutogradStep
 
     cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})
@@ -102,7 +101,7 @@ def profile_written(data: Any, overrides: dict[str, Any], layers: tuple[str, str
     with loop.cuda_precision(cfg):
         model = build_model(cfg.model_args(), cfg.init_seed).to(dev)
         ref = AutogradStep(model, cfg)
-        k = lenet_step.LeNetKernel(ref, list(model.parameters()), None, cfg, model, layers)
+        k = lenet_manual.LeNetManualUpdate(ref, list(model.parameters()), None, cfg, model, layers)
         x = torch.as_tensor(data.train.x[:cfg.batch_size]).to(dev)
         y = torch.as_tensor(data.train.y[:cfg.batch_size]).long().to(dev)
         acc = torch.zeros(1, 1, device=dev)
@@ -144,7 +143,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--parts", default="steps,variants,plain,profile",
                     help="comma list of: steps (ms per step of each step variant), variants (epochs of each), "
-                         "plain, profile, full (the 200-epoch tutorial run: auto, written-out cudnn, autograd "
+                         "plain, profile, full (the 200-epoch tutorial run: auto, manual cudnn, autograd "
                          "cudnn), lenet-fast (a lenet-fast-gpu sweep), mlp (an mlp-fast sweep; both over seeds "
                          "1-5)")
     ap.add_argument("--out")
@@ -181,13 +180,13 @@ def main() -> int:
         log(f"ms per step, {name:18s} {r}")
         save()
     ep = {"n_epochs": args.epochs, "patience": 10**9}
-    variants = [  # (name, overrides, conv_gemm forced after the step is made: the autograd step's convolutions)
+    variants = [  # (name, overrides, the gemm choice forced after the step is made: the autograd step's convolutions)
         ("autograd cudnn, fp32", {"tf32": False, "conv": "gemm"}, (False, False)),
-        ("written-out cudnn, fp32", {"tf32": False, "conv": "cudnn"}, None),
+        ("manual cudnn, fp32", {"tf32": False, "conv": "cudnn"}, None),
         ("triton, fp32", {"tf32": False, "conv": "triton"}, None),
         ("auto, fp32", {"tf32": False}, None),
         ("gemm both, fp32", {"tf32": False, "conv": "gemm"}, (True, True)),
-        ("written-out cudnn, tf32", {"tf32": True, "conv": "cudnn"}, None),
+        ("manual cudnn, tf32", {"tf32": True, "conv": "cudnn"}, None),
         ("triton, tf32", {"tf32": True, "conv": "triton"}, None),
         ("auto, tf32", {"tf32": True}, None),
     ]
@@ -214,7 +213,7 @@ def main() -> int:
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
     save()
     res["profiles"] = {}
-    for name, layers in (("written-out cudnn", ("cudnn", "cudnn")), ("triton", ("triton", "triton")),
+    for name, layers in (("manual cudnn", ("cudnn", "cudnn")), ("triton", ("triton", "triton")),
                          ("triton layer 0", ("triton", "cudnn"))) if "profile" in parts else ():
         try:
             lines = profile_written(data, {"tf32": False}, layers)
@@ -225,7 +224,7 @@ def main() -> int:
     save()
     if "full" in parts:
         res["full"] = {}
-        for name, over, gemm in (("auto (fp32)", {}, None), ("written-out cudnn (fp32)", {"conv": "cudnn"}, None),
+        for name, over, gemm in (("auto (fp32)", {}, None), ("manual cudnn (fp32)", {"conv": "cudnn"}, None),
                                  ("autograd cudnn (fp32)", {"conv": "gemm"}, (False, False))):
             r = timed_fit("lenet", data, {**over, **({"n_epochs": args.epochs} if args.quick else {})}, gemm)
             res["full"][name] = r

@@ -5,7 +5,7 @@
     python3 bench/gpu_smoke.py --compile  # also torch.compile under capture (cold compile: +20-60 s)
     python3 bench/gpu_smoke.py --device cpu  # a dry run of the script's logic (graph checks relaxed)
 
-Paths: graph capture + replay of the dense kernel (MLP), the autograd kernel and the written-out step (LeNet, cuDNN
+Paths: graph capture + replay of the dense update (MLP), the autograd update and the LeNet manual update (LeNet, cuDNN
 or Triton layers; conv = auto's measured choice), a step-size schedule
 with momentum in a device tensor, the shuffled-epoch fixed buffer, chunked streaming on a side stream,
 graph-captured evaluation, bf16 autocast, checkpoints of a CUDA run reloaded into a graph step, and
@@ -34,7 +34,8 @@ from deeptut import config  # noqa: E402
 from deeptut.data.datasets import Split, Splits  # noqa: E402
 from deeptut.data.device import DeviceSplit  # noqa: E402
 from deeptut.models import build_model  # noqa: E402
-from deeptut.train import graphs, loop  # noqa: E402
+from deeptut.accel.cuda import graphs
+from deeptut.train import loop  # noqa: E402
 from deeptut.train import state as train_state  # noqa: E402
 from deeptut.train.early_stopping import EarlyStopping  # noqa: E402
 
@@ -62,7 +63,7 @@ def check(name: str):
 def cfg(preset: str, **kw) -> config.TrainConfig:
     over = {"device": DEV.type, **kw}
     if DEV.type == "cpu" and over.get("graphs", "auto") == "auto":
-        over["graphs"] = "on"  # the stretch runner, eagerly
+        over["graphs"] = "on"  # the graph step, eagerly
     return config.resolve(preset, None, over)
 
 
@@ -104,19 +105,19 @@ def graph_vs_eager(c: config.TrainConfig, n_steps: int, rtol: float, atol: float
     data = rand_split(n_steps * c.batch_size)
     m_e, m_g = (build_model(c.model_args(), c.init_seed).to(DEV) for _ in range(2))
     lr = lambda k: c.learning_rate * (1 - 0.5 * k / n_steps)  # noqa: E731
-    eager = graphs.StretchStep(m_e, c, DEV)
+    eager = graphs.GraphStep(m_e, c, DEV)
     eager.use_graphs = False
-    if hasattr(eager.kernel, "side"):  # dense and LeNet kernels: the reference on one stream, which the
-        eager.kernel.side = None  # graph's side branches must agree with
+    if hasattr(eager.update, "side"):  # dense and LeNet updates: the reference on one stream, which the
+        eager.update.side = None  # graph's side branches must agree with
     eager.run(data, 0, n_steps, lr)
-    step = graphs.StretchStep(m_g, c, DEV)
+    step = graphs.GraphStep(m_g, c, DEV)
     step.run(data, 0, n_steps, lr)
     sync()
     if on_cuda() and (step.stats["captures"] != 1 or step.stats["graph_replays"] != 1 or not step.use_graphs):
         raise AssertionError(f"the graph path did not run: {step.stats}")
     assert_close(m_e, m_g, rtol, atol)
-    out = f"kernel {step.kind}, max |diff| {max_diff(m_e, m_g):.2e} (rtol {rtol}, atol {atol})"
-    if timing:  # replays and eager blocks of the same stretch
+    out = f"update {step.kind}, max |diff| {max_diff(m_e, m_g):.2e} (rtol {rtol}, atol {atol})"
+    if timing:  # replays and eager blocks of the same span
         def per_step(fn, reps):
             fn()
             sync()
@@ -151,23 +152,23 @@ def main() -> int:
         p = torch.cuda.get_device_properties(DEV)
         return f"{p.name}, {p.multi_processor_count} SMs, torch {torch.__version__}, CUDA {torch.version.cuda}"
 
-    @check("graph: dense kernel, tutorial MLP (batch 20, 500 steps)")
+    @check("graph: dense update, tutorial MLP (batch 20, 500 steps)")
     def _():
         return graph_vs_eager(cfg("mlp"), 500, 1e-5, 1e-6)
 
-    @check("graph: dense kernel, tutorial logistic (batch 600, 40 steps)")
+    @check("graph: dense update, tutorial logistic (batch 600, 40 steps)")
     def _():
         return graph_vs_eager(cfg("logistic"), 40, 1e-5, 1e-6)
 
-    @check("graph: autograd kernel, tutorial LeNet (batch 500, 20 steps)")
+    @check("graph: autograd update, tutorial LeNet (batch 500, 20 steps)")
     def _():
-        return graph_vs_eager(cfg("lenet", conv="gemm"), 20, 1e-4, 1e-5)  # gemm: the autograd kernel (cuDNN here)
+        return graph_vs_eager(cfg("lenet", conv="gemm"), 20, 1e-4, 1e-5)  # gemm: the autograd update (cuDNN here)
 
-    @check("graph: written-out LeNet step, cuDNN layers on parallel streams (batch 500, 20 steps)")
+    @check("graph: LeNet manual update, cuDNN layers on parallel streams (batch 500, 20 steps)")
     def _():
         return graph_vs_eager(cfg("lenet", conv="cudnn"), 20, 1e-4, 1e-5)
 
-    @check("graph: written-out LeNet step, fused Triton layers (batch 500, 20 steps)")
+    @check("graph: LeNet manual update, fused Triton layers (batch 500, 20 steps)")
     def _():
         return graph_vs_eager(cfg("lenet", conv="triton"), 20, 1e-4, 1e-5)
 
@@ -175,10 +176,10 @@ def main() -> int:
     def _():
         c = cfg("lenet")
         m = build_model(c.model_args(), c.init_seed).to(DEV)
-        s = graphs.StretchStep(m, c, DEV)
+        s = graphs.GraphStep(m, c, DEV)
         return f"picked {s.kind}; ms per step {s.stats.get('lenet_step_ms')}"
 
-    @check("graph: autograd kernel, momentum + Nesterov + onecycle lr in a device tensor (mlp-fast)")
+    @check("graph: autograd update, momentum + Nesterov + onecycle lr in a device tensor (mlp-fast)")
     def _():
         c = cfg("mlp-fast") if "mlp-fast" in config.preset_names() else \
             cfg("mlp", momentum=0.9, nesterov=True, lr_schedule="onecycle", warmup_fraction=0.1, batch_size=128)
@@ -189,7 +190,7 @@ def main() -> int:
         c = cfg("lenet", amp="bf16")
         data = rand_split(10 * 500)
         m = build_model(c.model_args(), c.init_seed).to(DEV)
-        step = graphs.StretchStep(m, c, DEV)
+        step = graphs.GraphStep(m, c, DEV)
         cost = float(step.run(data, 0, 10, lambda k: c.learning_rate))
         if not math.isfinite(cost) or (on_cuda() and step.stats["graph_replays"] != 1):
             raise AssertionError(f"cost {cost}, stats {step.stats}")
@@ -268,7 +269,7 @@ def main() -> int:
             run_dir = Path(d)
             loop.fit(c, data, run_dir, quiet=True)
             m = build_model(c.model_args(), c.init_seed).to(DEV)
-            step = graphs.StretchStep(m, c, DEV)
+            step = graphs.GraphStep(m, c, DEV)
             bufs = list(step.bufs)
             train_state.load_last(run_dir, m, step, EarlyStopping(c.patience))
             if not all(a is b for a, b in zip(step.bufs, bufs)) or float(bufs[0].abs().sum()) == 0:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""LeNet's Triton kernels (models/lenet_triton.py) compiled ahead of time for an NVIDIA GPU, without one:
+"""LeNet's Triton kernels (accel/cuda/lenet_triton.py) compiled ahead of time for an NVIDIA GPU, without one:
 registers and spills (stack bytes) per thread for each launch configuration, at the tutorial LeNet's two
 layer shapes, in both precisions. What CONFIGS lists was chosen from this table (spill-free, larger tiles
 first); the GPU then times the listed ones at the start of a run.
@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.pop("TRITON_INTERPRET", None)  # compile, not interpret
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
-from deeptut.models import lenet_triton as lt  # noqa: E402
+from deeptut.accel.cuda import lenet_triton as lt  # noqa: E402
+from deeptut.accel.cuda.triton_compile import compile_for_gpu  # noqa: E402
 
 LAYERS = {"layer0": (1, 28, 20), "layer1": (20, 12, 50)}  # (in maps, input side, out maps)
 
@@ -55,7 +56,7 @@ def main() -> int:
         for c in cands:
             t = time.perf_counter()
             try:
-                reg, stack = lt.compile_for_gpu(kernel, ic, h, oc, c, prec, args.arch)
+                reg, stack = compile_for_gpu(kernel, ic, h, oc, c, prec, args.arch)
                 row = {"layer": layer, "kernel": kernel, "precision": prec, "config": c, "registers": reg,
                        "stack_bytes": stack}
             except Exception as e:  # noqa: BLE001
@@ -69,7 +70,7 @@ def main() -> int:
     for layer, (ic, h, oc) in list(LAYERS.items())[1:]:  # the data gradient's col2im: layer 1 only
         t = time.perf_counter()
         try:
-            reg, stack = lt.compile_for_gpu("fold", ic, h, oc, (512, 4), "ieee", args.arch)
+            reg, stack = compile_for_gpu("fold", ic, h, oc, (512, 4), "ieee", args.arch)
             row = {"layer": layer, "kernel": "fold", "config": (512, 4), "registers": reg, "stack_bytes": stack}
         except Exception as e:  # noqa: BLE001
             row = {"layer": layer, "kernel": "fold", "config": (512, 4), "error": f"{type(e).__name__}: {e}"[:300]}
@@ -77,12 +78,12 @@ def main() -> int:
         print(f"{layer} fold        -    (512, 4)           "
               + (f"{row['registers']:3d} registers, {row['stack_bytes']:5d} stack bytes"
                  if "error" not in row else row["error"]) + f"  ({time.perf_counter() - t:.1f} s)", flush=True)
-    from deeptut.models import tail_triton
+    from deeptut.accel.cuda import tail_triton
 
     for prec in precisions:  # the dense tail: LeNet's 500 hidden units, 10 classes
         for c in tail_triton.CONFIGS[:1 if args.first else None]:
             try:
-                reg, stack = lt.compile_for_gpu("tail", 500, 0, 10, c, prec, args.arch)
+                reg, stack = compile_for_gpu("tail", 500, 0, 10, c, prec, args.arch)
                 row = {"layer": "dense", "kernel": "tail", "precision": prec, "config": c, "registers": reg,
                        "stack_bytes": stack}
             except Exception as e:  # noqa: BLE001

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from deeptut import ckernels
+from deeptut.accel.cpu import ckernels
+from deeptut.accel.cpu.evaluate import LogisticErrors
+from deeptut.accel.cpu.fused import LogisticFusedStep
 from deeptut.config import TrainConfig
-from deeptut.train.step import LogisticFusedStep
 from synthetic import random_batch, random_logistic, sparse_batch
 
 needs_c = pytest.mark.skipif(ckernels.logistic_step() is None, reason=f"no C kernel: {ckernels.last_error}")
@@ -156,7 +157,7 @@ def _epochs(step, x, y, n_batches, batch, epochs):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_packed_split_gives_the_scanned_bits(monkeypatch, threads):
     """Epochs over one split: packed after the first pass, and bit-identical to scanning every time."""
-    from deeptut.train.packed import PackCache
+    from deeptut.accel.cpu.packed import PackCache
 
     torch.set_num_threads(threads)
     x, y = sparse_batch(400, 7)
@@ -178,7 +179,7 @@ def test_packed_split_gives_the_scanned_bits(monkeypatch, threads):
 def test_pack_policy():
     """A tensor is packed after a whole pass over its rows; one-off tensors never are; a dense one is not
     worth packing; an in-place change through torch drops the packed copy."""
-    from deeptut.train.packed import PackCache
+    from deeptut.accel.cpu.packed import PackCache
 
     c = PackCache(ckernels.logistic_step())
     x, _ = sparse_batch(100, 1)
@@ -201,8 +202,8 @@ def test_pack_policy():
 def test_c_errors_match_numpy(threads):
     """The evaluation kernel: argmax(x W + b) != y as numpy computes it, for dense, sparse and tied rows,
     packed or not."""
+    from deeptut.accel import cpu_evaluator
     from deeptut.data.device import DeviceSplit
-    from deeptut.train.step import cpu_evaluator
 
     torch.set_num_threads(threads)
     m = _model()
@@ -251,10 +252,11 @@ def test_portable_build_matches_numpy(monkeypatch, tmp_path):
 
 
 def test_sparse_false_gives_the_numpy_step():
-    from deeptut.train.step import make_train_step
+    from deeptut.accel import make_train_step
 
     cpu = torch.device("cpu")
     for sparse, has_c in ((False, False), (True, ckernels.logistic_step() is not None)):
         step = make_train_step(_model(), TrainConfig(sparse=sparse), cpu)
         assert isinstance(step, LogisticFusedStep) and (step._c is not None) == has_c
-        assert (step.evaluator is not None) == has_c  # evaluation follows the step's arithmetic
+        # evaluation follows the step's arithmetic: the C kernel's, or numpy's product
+        assert isinstance(step.evaluator, LogisticErrors) == has_c and step.evaluator is not None

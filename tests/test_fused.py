@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from deeptut import config
+from deeptut.accel import make_train_step
+from deeptut.accel.cpu.fused import MLPFusedStep
 from deeptut.models import build_model
-from deeptut.train.fused import MLPFusedStep
-from deeptut.train.step import AutogradStep, make_train_step
+from deeptut.train.step import AutogradStep
 
 CASES = {
     "tutorial": {},
@@ -111,7 +112,7 @@ def test_make_train_step_picks_the_fused_step_on_cpu():
         assert type(make_train_step(model, cfg, cpu)) is expected
     cfg = config.resolve("lenet", overrides={"nkerns": "2,3", "n_hidden": 8})
     model = build_model(cfg.model_args(), cfg.init_seed)
-    assert type(make_train_step(model, cfg, cpu)) is AutogradStep and model.channels_last
+    step = make_train_step(model, cfg, cpu)
+    assert type(step) is AutogradStep and step.forward.channels_last  # the step's forward, not the model
     cfg = config.resolve("lenet", overrides={"nkerns": "2,3", "n_hidden": 8, "fast_step": False})
-    make_train_step(model, cfg, cpu)
-    assert not model.channels_last
+    assert not make_train_step(model, cfg, cpu).forward.channels_last

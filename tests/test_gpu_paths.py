@@ -1,9 +1,9 @@
-"""The CUDA-graph step runner (train/graphs.py). What a graph captures is a plain Python *block function*
-(n consecutive SGD steps); on CPU it runs eagerly, so its arithmetic and the loop's bookkeeping around
-stretches are tested here on any machine. Tests that need CUDA skip cleanly without it.
+"""The CUDA-graph step, GraphStep (accel/cuda/graphs.py). What a graph captures is a plain Python *block
+function* (n consecutive SGD updates); on CPU it runs eagerly, so its arithmetic and the loop's bookkeeping around
+spans are tested here on any machine. Tests that need CUDA skip cleanly without it.
 
-Tolerances: the autograd kernel at a constant step size is bit-identical to AutogradStep (torch.equal); the
-dense kernel reassociates (L2 folded into the update GEMM, fused bias updates) and stays within 1e-5
+Tolerances: the autograd update at a constant step size is bit-identical to AutogradStep (torch.equal); the
+dense update reassociates (L2 folded into the update GEMM, fused bias updates) and stays within 1e-5
 relative + 1e-6 absolute of AutogradStep after 20 steps; a scheduled step size held in a device tensor
 rounds once more per step (same bound)."""
 
@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from deeptut import config
+from deeptut.accel import make_train_step
+from deeptut.accel.cuda import graphs, updates
 from deeptut.data.datasets import Split, Splits
 from deeptut.data.device import DeviceSplit
-from deeptut.train import graphs
 from deeptut.train.loop import evaluate, fit
-from deeptut.train.step import AutogradStep, make_train_step
+from deeptut.train.step import AutogradStep
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")
@@ -51,7 +52,7 @@ class TinyMLP(nn.Module):
 
 
 class LinearMLP(nn.Module):
-    """The same with nn.Linear ([n_out, n_in] weights): the dense kernel must read it transposed."""
+    """The same with nn.Linear ([n_out, n_in] weights): the dense update must read it transposed."""
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
@@ -96,7 +97,7 @@ def _equal(m1: nn.Module, m2: nn.Module) -> None:
         assert torch.equal(a, b), name
 
 
-# --- the dense kernel (logistic regression / MLP, plain SGD) --------------------------------------------
+# --- the dense update (logistic regression / MLP, plain SGD) -------------------------------------------
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
@@ -106,7 +107,7 @@ def test_dense_block_equals_eager_steps(activation, L1_reg, L2_reg):
     data = _batches(20)
     m_ref, m = TinyMLP(activation=activation), TinyMLP(activation=activation)
     cost_ref = _eager(m_ref, cfg, data, 20)
-    step = graphs.StretchStep(m, cfg, CPU)
+    step = graphs.GraphStep(m, cfg, CPU)
     assert step.kind == "dense"
     cost = float(step.run(data, 0, 20, lambda k: cfg.learning_rate))
     _close(m_ref, m)
@@ -116,24 +117,24 @@ def test_dense_block_equals_eager_steps(activation, L1_reg, L2_reg):
 def _dense_run_matches_eager(make_model, cfg, data, n):
     m_ref, m = make_model(), make_model()
     _eager(m_ref, cfg, data, n)
-    step = graphs.StretchStep(m, cfg, CPU)
+    step = graphs.GraphStep(m, cfg, CPU)
     assert step.kind == "dense"
     step.run(data, 0, n, lambda k: cfg.learning_rate)
     _close(m_ref, m)
 
 
-def test_dense_kernel_reads_linear_layers_transposed():
+def test_dense_update_reads_linear_layers_transposed():
     _dense_run_matches_eager(LinearMLP, _cfg(L2_reg=1e-4), _batches(10), 10)
 
 
-def test_logistic_dense_kernel():
+def test_logistic_dense_update():
     from deeptut.models.logistic import LogisticRegression
 
     _dense_run_matches_eager(LogisticRegression, _cfg("logistic", batch_size=30, learning_rate=0.13),
                              _batches(12, bs=30), 12)
 
 
-def test_models_the_dense_kernel_cannot_read_use_autograd():
+def test_models_the_dense_update_cannot_read_use_autograd():
     class Odd(nn.Module):  # parameters that are not (matrix, vector) pairs
         def __init__(self):
             super().__init__()
@@ -146,14 +147,14 @@ def test_models_the_dense_kernel_cannot_read_use_autograd():
         def weights(self):
             return [self.lin.weight]
 
-    assert graphs.StretchStep(Odd(), _cfg("logistic"), CPU).kind == "autograd"
+    assert graphs.GraphStep(Odd(), _cfg("logistic"), CPU).kind == "autograd"
     # right shapes, wrong activation: the numerical forward check rejects it
-    assert graphs.StretchStep(TinyMLP(activation="relu"), _cfg(activation="tanh"), CPU).kind == "autograd"
+    assert graphs.GraphStep(TinyMLP(activation="relu"), _cfg(activation="tanh"), CPU).kind == "autograd"
     for kw in ({"momentum": 0.9}, {"weight_decay": 1e-4}, {"lr_schedule": "cosine"}, {"amp": "bf16"}):
-        assert graphs.StretchStep(TinyMLP(), _cfg(**kw), CPU).kind == "autograd", kw
+        assert graphs.GraphStep(TinyMLP(), _cfg(**kw), CPU).kind == "autograd", kw
 
 
-# --- the autograd kernel -------------------------------------------------------------------------------
+# --- the autograd update -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kw", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True},
@@ -163,8 +164,8 @@ def test_autograd_block_is_bit_identical_at_constant_lr(kw):
     data = _batches(15)
     m_ref, m = TinyMLP(), TinyMLP()
     cost_ref = _eager(m_ref, cfg, data, 15)
-    step = graphs.StretchStep(m, cfg, CPU)
-    step.kernel = graphs.AutogradKernel(step.ref, step.params, step.bufs, cfg)  # force autograd for plain SGD
+    step = graphs.GraphStep(m, cfg, CPU)
+    step.update = updates.AutogradUpdate(step.ref, step.params, step.bufs, cfg)  # force autograd for plain SGD
     cost = float(step.run(data, 0, 15, lambda k: cfg.learning_rate))
     _equal(m_ref, m)
     assert cost == cost_ref
@@ -178,8 +179,8 @@ def test_autograd_block_follows_a_schedule_in_a_device_tensor():
     lrs = [0.05 * (0.5 + 0.5 * math.cos(math.pi * i / 16)) for i in range(16)]
     m_ref, m = TinyMLP(), TinyMLP()
     _eager(m_ref, cfg, data, 16, lr=lambda i: lrs[i])
-    step = graphs.StretchStep(m, cfg, CPU)
-    step.run(data, 0, 9, lambda k: lrs[k])  # two stretches, the second not starting at 0
+    step = graphs.GraphStep(m, cfg, CPU)
+    step.run(data, 0, 9, lambda k: lrs[k])  # two spans, the second not starting at 0
     step.run(data, 9, 7, lambda k: lrs[9 + k])
     _close(m_ref, m)
 
@@ -188,8 +189,8 @@ def test_bf16_autocast_runs_and_stays_close():
     cfg, cfg_amp = _cfg(), _cfg(amp="bf16")
     data = _batches(10)
     m32, m16 = TinyMLP(), TinyMLP()
-    graphs.StretchStep(m32, cfg, CPU).run(data, 0, 10, lambda k: cfg.learning_rate)
-    step = graphs.StretchStep(m16, cfg_amp, CPU)
+    graphs.GraphStep(m32, cfg, CPU).run(data, 0, 10, lambda k: cfg.learning_rate)
+    step = graphs.GraphStep(m16, cfg_amp, CPU)
     assert step.kind == "autograd"
     cost = float(step.run(data, 0, 10, lambda k: cfg.learning_rate))
     assert math.isfinite(cost)
@@ -200,9 +201,9 @@ def test_bf16_autocast_runs_and_stays_close():
 def test_state_dict_round_trip_keeps_the_static_buffers():
     cfg = _cfg(momentum=0.9)
     data = _batches(6)
-    a = graphs.StretchStep(TinyMLP(), cfg, CPU)
+    a = graphs.GraphStep(TinyMLP(), cfg, CPU)
     a.run(data, 0, 6, lambda k: cfg.learning_rate)
-    b = graphs.StretchStep(TinyMLP(), cfg, CPU)
+    b = graphs.GraphStep(TinyMLP(), cfg, CPU)
     bufs = list(b.bufs)
     b.load_state_dict(a.state_dict())
     assert all(x is y for x, y in zip(b.bufs, bufs))
@@ -215,18 +216,18 @@ def test_state_dict_round_trip_keeps_the_static_buffers():
     assert torch.equal(b.bufs[0], ref.optimizer.state[ref.optimizer.param_groups[0]["params"][0]]["momentum_buffer"])
 
 
-# --- the loop around stretches -------------------------------------------------------------------------
+# --- the loop around spans ----------------------------------------------------------------------------
 
 
-def test_stretch_length():
-    eager, runner = object(), type("R", (), {"max_stretch": 4096})()
-    assert graphs.stretch_length(eager, 0, 100, 100, 5000) == 1
-    assert graphs.stretch_length(runner, 0, 100, 100, 5000) == 100  # one epoch = one validation period
-    assert graphs.stretch_length(runner, 130, 70, 100, 5000) == 70  # to the end of the epoch
-    assert graphs.stretch_length(runner, 130, 900, 100, 5000) == 70  # to the validation after it 199
-    assert graphs.stretch_length(runner, 130, 900, 100, 150.5) == 22  # it 151 is the first with patience <= it
-    assert graphs.stretch_length(runner, 130, 900, 100, 100.0) == 1  # patience already passed
-    assert graphs.stretch_length(runner, 0, 9000, 9000, 1e9) == 4096
+def test_span_length():
+    eager, runner = object(), type("R", (), {"max_span": 4096})()
+    assert graphs.span_length(eager, 0, 100, 100, 5000) == 1
+    assert graphs.span_length(runner, 0, 100, 100, 5000) == 100  # one epoch = one validation period
+    assert graphs.span_length(runner, 130, 70, 100, 5000) == 70  # to the end of the epoch
+    assert graphs.span_length(runner, 130, 900, 100, 5000) == 70  # to the validation after it 199
+    assert graphs.span_length(runner, 130, 900, 100, 150.5) == 22  # it 151 is the first with patience <= it
+    assert graphs.span_length(runner, 130, 900, 100, 100.0) == 1  # patience already passed
+    assert graphs.span_length(runner, 0, 9000, 9000, 1e9) == 4096
 
 
 def _data(n_train: int = 600, n_eval: int = 200) -> Splits:
@@ -245,7 +246,7 @@ def _data(n_train: int = 600, n_eval: int = 200) -> Splits:
     ("logistic", {"batch_size": 20, "learning_rate": 0.1, "momentum": 0.9, "lr_schedule": "cosine",
                   "shuffle": True}),
 ])
-def test_fit_with_the_stretch_runner_keeps_the_loops_bookkeeping(tmp_path, model, kw):
+def test_fit_with_the_graph_step_keeps_the_loops_bookkeeping(tmp_path, model, kw):
     """Validations, the patience stop mid-epoch, metrics lines and summary are those of the eager loop."""
     data = _data()
     base = {"device": "cpu", "n_epochs": 6, "patience": 70, "patience_increase": 1.5,
@@ -273,7 +274,7 @@ def test_fit_with_the_stretch_runner_keeps_the_loops_bookkeeping(tmp_path, model
 @pytest.mark.parametrize("kw", [{}, {"shuffle": True, "momentum": 0.9, "nesterov": True,
                                      "lr_schedule": "onecycle", "warmup_fraction": 0.2, "augment_shift": 2}])
 def test_interrupted_graph_run_resumes_exactly(tmp_path, monkeypatch, kw):
-    """SIGINT after the second stretch: checkpoint, then --resume ends exactly as the uninterrupted run."""
+    """SIGINT after the second span: checkpoint, then --resume ends exactly as the uninterrupted run."""
     import signal
 
     from deeptut.train import loop
@@ -285,21 +286,21 @@ def test_interrupted_graph_run_resumes_exactly(tmp_path, monkeypatch, kw):
     whole.mkdir()
     s_whole = fit(cfg, data, whole, quiet=True)
 
-    real_run = graphs.StretchStep.run
+    real_run = graphs.GraphStep.run
     calls = []
 
     def run_then_interrupt(self, *a, **k):
         out = real_run(self, *a, **k)
         calls.append(1)
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # fit notices at the end of this stretch
+            os.kill(os.getpid(), signal.SIGINT)  # fit notices at the end of this span
         return out
-    monkeypatch.setattr(graphs.StretchStep, "run", run_then_interrupt)
+    monkeypatch.setattr(graphs.GraphStep, "run", run_then_interrupt)
     cut = tmp_path / "cut"
     cut.mkdir()
     with pytest.raises(loop.Interrupted):
         fit(cfg, data, cut, quiet=True)
-    monkeypatch.setattr(graphs.StretchStep, "run", real_run)
+    monkeypatch.setattr(graphs.GraphStep, "run", real_run)
     s_cut = fit(cfg, data, cut, quiet=True, resume=True)
     for key in ("best_validation_error", "test_error", "best_iteration", "iterations", "epochs"):
         assert s_whole[key] == s_cut[key], key
@@ -313,11 +314,11 @@ def test_interrupted_graph_run_resumes_exactly(tmp_path, monkeypatch, kw):
 def test_make_train_step_picks_and_falls_back(monkeypatch, capsys):
     model = TinyMLP()
     assert isinstance(make_train_step(model, _cfg(), CPU), AutogradStep)  # graphs=auto: off on CPU
-    assert isinstance(make_train_step(model, _cfg(graphs="on"), CPU), graphs.StretchStep)
+    assert isinstance(make_train_step(model, _cfg(graphs="on"), CPU), graphs.GraphStep)
 
     def broken(*a, **k):
         raise RuntimeError("no graphs today")
-    monkeypatch.setattr(graphs, "StretchStep", broken)
+    monkeypatch.setattr(graphs, "GraphStep", broken)
     with pytest.warns(RuntimeWarning, match="no graphs today"):
         step = make_train_step(model, _cfg(graphs="on"), CPU)
     assert isinstance(step, AutogradStep)
@@ -340,12 +341,12 @@ def test_compiled_dense_step_equals_eager():
     cfg, cfg_c = _cfg(L2_reg=1e-4), _cfg(L2_reg=1e-4, compile=True)
     data = _batches(6)
     m_ref, m = TinyMLP(), TinyMLP()
-    graphs.StretchStep(m_ref, cfg, CPU).run(data, 0, 6, lambda k: cfg.learning_rate)
+    graphs.GraphStep(m_ref, cfg, CPU).run(data, 0, 6, lambda k: cfg.learning_rate)
     torch._dynamo.reset()  # forget earlier compilations: what is counted below is this step's
     counters.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # "torch.compile unavailable ... uncompiled" fails
-        step = graphs.StretchStep(m, cfg_c, CPU)
+        step = graphs.GraphStep(m, cfg_c, CPU)
         step.run(data, 0, 6, lambda k: cfg.learning_rate)
     assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
     assert counters["inductor"], "dynamo traced the step but inductor compiled nothing"
@@ -374,7 +375,7 @@ def fake_graphs(monkeypatch):
     def warm_up(fn, device, times=1):
         log["warmups"] += 1
         for _ in range(times):
-            fn()  # real updates: the runner must undo them
+            fn()  # real updates: the graph step must undo them
 
     def capture(fn, pool):
         if log["fail"]:
@@ -403,8 +404,8 @@ def _fit_with_step(cfg, data):
 
 
 @pytest.mark.parametrize("kw", [
-    {},  # dense kernel, one stretch per epoch
-    {"shuffle": True, "momentum": 0.9, "lr_schedule": "cosine"},  # autograd kernel, fixed buffer, lr tensor
+    {},  # dense update, one span per epoch
+    {"shuffle": True, "momentum": 0.9, "lr_schedule": "cosine"},  # autograd update, fixed buffer, lr tensor
     {"device_memory_budget": str(2 * 9 * 20 * (784 * 4 + 8))},  # streamed: 5 x 9 + 5 minibatches, 2 buffers
     {"augment_shift": 2},  # moved images, unshuffled: each epoch a new tensor, copied into the fixed buffer
     {"augment_shift": 1, "device_memory_budget": str(2 * 9 * 20 * (784 * 4 + 8))},
@@ -416,7 +417,7 @@ def test_simulated_graphs_match_eager_steps(fake_graphs, kw):
     s_eager, eager = _fit_with_step(config.resolve("mlp", None, {**base, "graphs": "off", "fast_step": False}),
                                     data)
     s_graph, step = _fit_with_step(config.resolve("mlp", None, {**base, "graphs": "on"}), data)
-    assert isinstance(step, graphs.StretchStep) and step.use_graphs
+    assert isinstance(step, graphs.GraphStep) and step.use_graphs
     assert step.stats["eager_blocks"] == 0
     n_blocks = 1 if "device_memory_budget" not in kw else 6
     assert step.stats["graph_replays"] == 3 * n_blocks
@@ -458,10 +459,10 @@ def test_cuda_graph_replay_equals_eager_block(kw):
     data = DeviceSplit(data.x, data.y, dev)
     m_eager, m_graph = TinyMLP().to(dev), TinyMLP().to(dev)
     lr = lambda k: 0.05 * (1 - k / 80)  # noqa: E731
-    eager = graphs.StretchStep(m_eager, cfg, dev)
+    eager = graphs.GraphStep(m_eager, cfg, dev)
     eager.use_graphs = False
     c1 = float(eager.run(data, 0, 40, lr))
-    step = graphs.StretchStep(m_graph, cfg, dev)
+    step = graphs.GraphStep(m_graph, cfg, dev)
     c2 = float(step.run(data, 0, 40, lr))
     assert step.stats["captures"] == 1 and step.stats["graph_replays"] == 1
     _close(m_eager, m_graph, rtol=1e-6, atol=1e-7)  # same kernels: equal up to cuBLAS nondeterminism

@@ -108,11 +108,14 @@ def test_conv_layer_computes_theanos_true_convolution_of_the_drawn_kernel():
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("channels_last", [None, False, True])
 def test_forward_is_the_tutorials_function(channels_last):
-    """Pooling, bias after pooling, tanh, and the flatten order of layer1's output into layer2."""
+    """Pooling, bias after pooling, tanh, and the flatten order of layer1's output into layer2; the model
+    itself (None) and the accelerated forward with its conv part in NCHW or NHWC."""
+    from deeptut.accel.cuda.lenet_conv import LeNetForward
+
     m = LeNet5(init_seed=23455)
-    m.channels_last = channels_last
+    forward = m if channels_last is None else LeNetForward(m, channels_last=channels_last)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # non-zero biases and output layer, so that every term shows
         for name in ("layer0.b", "layer1.b", "layer2.b", "layer3.b"):
@@ -124,20 +127,21 @@ def test_forward_is_the_tutorials_function(channels_last):
     theano["layer0.W"] = tutorial_draws()["layer0.W"].astype(np.float64)
     theano["layer1.W"] = tutorial_draws()["layer1.W"].astype(np.float64)
     expected = tutorial_forward(x.double().numpy(), theano, p)
-    got = m(x).detach().numpy()
+    got = forward(x).detach().numpy()
     assert got.shape == (3, 10)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_channels_last_changes_rounding_only():
+    from deeptut.accel.cuda.lenet_conv import LeNetForward
+
     m = LeNet5(init_seed=3)
     with torch.no_grad():
         m.layer3.W.normal_(0, 0.1)
     x = torch.rand(16, 784, generator=torch.Generator().manual_seed(0))
-    m.channels_last = False
     a = m(x)
-    m.channels_last = True
-    b = m(x)
+    b = LeNetForward(m, channels_last=True)(x)
+    assert torch.equal(a, LeNetForward(m, channels_last=False)(x))  # NCHW: the model's own kernels
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     # gradients too (the autograd step runs through the channels-last path)
     ga = torch.autograd.grad(F.cross_entropy(a, torch.arange(16) % 10), list(m.parameters()))
@@ -165,7 +169,7 @@ def test_conv_valid_gemm_is_conv2d(shape, kernel):
     """Values and both gradients, in float64 (the two differ only in summation order)."""
     import torch.nn.functional as F
 
-    from deeptut.models.lenet import conv_valid_gemm
+    from deeptut.accel.cuda.lenet_conv import conv_valid_gemm
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
@@ -180,35 +184,36 @@ def test_conv_valid_gemm_is_conv2d(shape, kernel):
 
 @pytest.mark.parametrize("gemm", [(True, True), (True, False), (False, True)])
 def test_lenet_with_gemm_convs_is_the_same_function(gemm):
+    from deeptut.accel.cuda.lenet_conv import LeNetForward
     from synthetic import random_batch
 
     m = LeNet5()
-    m.channels_last = False
     x, _ = random_batch(8, 1)
     ref = m(x)
-    m.conv_gemm = gemm
-    torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(LeNetForward(m, gemm=gemm)(x), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("conv,expected", [("auto", (False, False)), ("cudnn", (False, False)),
                                            ("gemm", (True, True))])
 def test_make_train_step_sets_the_conv_choice_on_cpu(conv, expected):
+    """The step holds the speed choices (its forward); the model stays the plain tutorial module."""
+    from deeptut.accel import make_train_step
     from deeptut.config import TrainConfig
-    from deeptut.train.step import make_train_step
 
     m = LeNet5()
-    make_train_step(m, TrainConfig(model="lenet", batch_size=10, conv=conv), torch.device("cpu"))
-    assert m.conv_gemm == expected
+    step = make_train_step(m, TrainConfig(model="lenet", batch_size=10, conv=conv), torch.device("cpu"))
+    assert step.forward.gemm == expected and step.forward.channels_last
+    assert not hasattr(m, "conv_gemm") and not hasattr(m, "channels_last")
 
 
 @pytest.mark.parametrize("fastest", [(False, False), (True, True), (False, True), (True, False)])
 def test_pick_conv_returns_the_fastest_measured_setting(monkeypatch, fastest):
-    """pick_conv times each conv_gemm setting with CUDA events; here the events are stand-ins that report
+    """pick_conv times each gemm setting with CUDA events; here the events are stand-ins that report
     scripted times (ms per `repeats` passes), so the choice is known and the test runs on any machine."""
-    from deeptut.models import lenet
+    from deeptut.accel.cuda.lenet_conv import LeNetForward, pick_conv
 
     m = LeNet5(nkerns=(2, 3), n_hidden=8, init_seed=0)  # small: 16 forward and backward passes
-    m.channels_last = False
+    forward = LeNetForward(m)
     times = {s: 5.0 for s in ((False, False), (True, True), (False, True), (True, False))}
     times[fastest] = 4.0  # the only setting under 5 ms
 
@@ -217,7 +222,7 @@ def test_pick_conv_returns_the_fastest_measured_setting(monkeypatch, fastest):
             self.setting = None
 
         def record(self):
-            self.setting = m.conv_gemm  # the setting being timed when the start event is recorded
+            self.setting = forward.gemm  # the setting being timed when the start event is recorded
 
         def synchronize(self):
             pass
@@ -227,19 +232,20 @@ def test_pick_conv_returns_the_fastest_measured_setting(monkeypatch, fastest):
 
     monkeypatch.setattr(torch.cuda, "Event", ScriptedEvent)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    assert lenet.pick_conv(m, 4, torch.device("cpu"), repeats=1) == fastest
-    assert m.conv_gemm == (False, False) and all(p.grad is None for p in m.parameters())
+    assert pick_conv(forward, 4, torch.device("cpu"), repeats=1) == fastest
+    assert forward.gemm == (False, False) and all(p.grad is None for p in m.parameters())
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pick_conv times CUDA kernels; no CUDA device here")
 def test_pick_conv_on_cuda_leaves_the_model_alone():
-    from deeptut.models.lenet import pick_conv
+    from deeptut.accel.cuda.lenet_conv import LeNetForward, pick_conv
 
     m = LeNet5().cuda()
+    forward = LeNetForward(m)
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    pick_conv(m, 50, torch.device("cuda"), repeats=2)
-    assert m.conv_gemm == (False, False) and all(p.grad is None for p in m.parameters())
+    pick_conv(forward, 50, torch.device("cuda"), repeats=2)
+    assert forward.gemm == (False, False) and all(p.grad is None for p in m.parameters())
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 

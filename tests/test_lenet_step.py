@@ -1,5 +1,5 @@
-"""LeNet's written-out step (train/lenet_step.py) and its fused Triton conv-pool kernels
-(models/lenet_triton.py).
+"""LeNet's manual update, its backward pass written by hand (accel/cuda/lenet_manual.py), and its fused
+Triton conv-pool kernels (accel/cuda/lenet_triton.py).
 
 Oracles: torch's conv2d / max_pool2d / activation under autograd. On CPU the "cudnn" variant calls the very
 kernels autograd calls, so its gradients are compared bit for bit; the Triton kernels (run by Triton's
@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from deeptut import config
-from deeptut.models import lenet_triton
+from deeptut.accel.cuda import lenet_triton
+from deeptut.accel.cuda import lenet_manual
+from deeptut.accel.cuda.graphs import GraphStep
+from deeptut.accel.cuda.updates import AutogradUpdate
 from deeptut.models.lenet import LeNet5
-from deeptut.train import lenet_step
-from deeptut.train.graphs import AutogradKernel, StretchStep
 from deeptut.train.step import AutogradStep
 
 CPU = torch.device("cpu")
@@ -89,7 +90,7 @@ def test_triton_gradients_are_autograds(n, ic, h, oc, activation, zeros):
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
 @pytest.mark.parametrize("n,hidden,classes", [(37, 50, 10), (16, 20, 3)])
 def test_dense_tail_is_activation_softmax_nll_and_their_backward(activation, n, hidden, classes):
-    from deeptut.models import tail_triton
+    from deeptut.accel.cuda import tail_triton
 
     g = torch.Generator().manual_seed(3)
     pre = torch.randn(n, hidden, generator=g).to(DEV).requires_grad_()
@@ -114,22 +115,21 @@ def test_supports_needs_an_even_convolution_output():
 
 def test_candidates_offer_triton_only_for_the_layers_it_covers(monkeypatch):
     monkeypatch.setattr(lenet_triton, "available", lambda device: True)
-    both = lenet_step.candidates(config.TrainConfig(model="lenet", nkerns=(20, 50)), CPU)
+    both = lenet_manual.candidates(config.TrainConfig(model="lenet", nkerns=(20, 50)), CPU)
     assert sorted(both) == sorted([(a, b) for a in ("cudnn", "triton") for b in ("cudnn", "triton")])
     # layer 1 with 200 maps is beyond the kernels (<= 128 output maps): only layer 0 may use Triton
-    wide = lenet_step.candidates(config.TrainConfig(model="lenet", nkerns=(20, 200)), CPU)
+    wide = lenet_manual.candidates(config.TrainConfig(model="lenet", nkerns=(20, 200)), CPU)
     assert sorted(wide) == [("cudnn", "cudnn"), ("triton", "cudnn")]
     monkeypatch.setattr(lenet_triton, "available", lambda device: False)
-    assert lenet_step.candidates(config.TrainConfig(model="lenet"), CPU) == [("cudnn", "cudnn")]
+    assert lenet_manual.candidates(config.TrainConfig(model="lenet"), CPU) == [("cudnn", "cudnn")]
 
 
-# --- the written-out step -------------------------------------------------------------------------------
+# --- the manual update -------------------------------------------------------------------------------
 
 
 def lenet_and_batch(activation="tanh", n=8, seed=0, **cfg_kw):
     cfg = config.TrainConfig(model="lenet", batch_size=n, learning_rate=0.1, activation=activation, **cfg_kw)
     m = LeNet5(activation=activation).to(DEV)
-    m.channels_last = False  # the NCHW kernels the written-out step calls
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # move the zero-initialised layers off zero, so every gradient is exercised
         m.layer3.W.copy_(torch.randn(m.layer3.W.shape, generator=g) * 0.1)
@@ -145,7 +145,7 @@ def kernel(cfg, m, layers):
     ref = AutogradStep(m, cfg)
     params = [p for grp in ref.optimizer.param_groups for p in grp["params"]]
     bufs = [torch.zeros_like(p) for p in params] if cfg.momentum else None
-    return lenet_step.LeNetKernel(ref, params, bufs, cfg, m, layers), ref, params, bufs
+    return lenet_manual.LeNetManualUpdate(ref, params, bufs, cfg, m, layers), ref, params, bufs
 
 
 @pytest.mark.skipif(DEV.type != "cpu", reason="bit-identity holds for the CPU kernels")
@@ -184,12 +184,11 @@ def test_written_out_steps_follow_the_autograd_steps(layers):
     cfg, m, x, y = lenet_and_batch(momentum=0.9, nesterov=True, weight_decay=5e-4)
     m2 = LeNet5().to(DEV)
     m2.load_state_dict(m.state_dict())
-    m2.channels_last = False
     k, _, params, bufs = kernel(cfg, m, layers)
     ref = AutogradStep(m2, cfg)
     params2 = [p for grp in ref.optimizer.param_groups for p in grp["params"]]
     bufs2 = [torch.zeros_like(p) for p in params2]
-    a = AutogradKernel(ref, params2, bufs2, cfg)
+    a = AutogradUpdate(ref, params2, bufs2, cfg)
     acc, acc2 = torch.zeros(1, 1, device=DEV), torch.zeros(1, 1, device=DEV)
     lr = torch.tensor(0.05, device=DEV)
     exact = layers == ("cudnn", "cudnn") and DEV.type == "cpu"
@@ -204,14 +203,16 @@ def test_written_out_steps_follow_the_autograd_steps(layers):
 
 @needs_triton
 def test_triton_forward_serves_evaluation_without_gradients():
+    from deeptut.accel.cuda.lenet_conv import LeNetForward
+
     _, m, x, _ = lenet_and_batch()
+    forward = LeNetForward(m, triton=("ieee", "ieee"))
     with torch.no_grad():
         ref = m(x)
-        m.conv_triton = ("ieee", "ieee")
-        got = m(x)
+        got = forward(x)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
     with torch.enable_grad():  # with gradients the autograd path runs (the fused kernels have no backward)
-        assert m(x).requires_grad
+        assert forward(x).requires_grad
 
 
 def test_choose_times_the_options_and_restores_the_parameters():
@@ -222,10 +223,10 @@ def test_choose_times_the_options_and_restores_the_parameters():
     def make(option):
         if option == "broken":
             raise RuntimeError("this variant does not compile here")
-        return AutogradKernel(ref, params, None, cfg) if option == "autograd" else kernel(cfg, m, option)[0]
+        return AutogradUpdate(ref, params, None, cfg) if option == "autograd" else kernel(cfg, m, option)[0]
 
     with pytest.warns(RuntimeWarning, match="broken"):
-        best, times = lenet_step.choose(make, [("cudnn", "cudnn"), "broken", "autograd"], params, x, y, 0.1,
+        best, times = lenet_manual.choose(make, [("cudnn", "cudnn"), "broken", "autograd"], params, x, y, 0.1,
                                         repeats=2)
     assert set(times) == {("cudnn", "cudnn"), "autograd"} and best == min(times, key=times.get)
     assert all(t > 0 for t in times.values())
@@ -237,7 +238,7 @@ def test_choose_leaves_out_a_kernel_whose_gradients_are_wrong():
     k, ref, params, _ = kernel(cfg, m, ("cudnn", "cudnn"))
     reference = list(torch.autograd.grad(ref.cost(x, y), params))
 
-    class Off(lenet_step.LeNetKernel):
+    class Off(lenet_manual.LeNetManualUpdate):
         def gradients(self, x, y):
             g, c = super().gradients(x, y)
             g[2] = g[2] * 1.01  # layer1.W's gradient 1 % off
@@ -247,31 +248,31 @@ def test_choose_leaves_out_a_kernel_whose_gradients_are_wrong():
         return Off(ref, params, None, cfg, m, ("cudnn", "cudnn")) if option == "off" else k
 
     with pytest.warns(RuntimeWarning, match="off.*differ from autograd"):
-        best, times = lenet_step.choose(make, ["off", "good"], params, x, y, 0.1, reference, 1e-3, repeats=1)
+        best, times = lenet_manual.choose(make, ["off", "good"], params, x, y, 0.1, reference, 1e-3, repeats=1)
     assert best == "good" and set(times) == {"good"}
 
 
 @pytest.mark.slow  # ~10 s on CPU
 @needs_triton
 def test_measure_checks_and_times_every_variant_and_the_autograd_step():
-    """conv = auto's measurement (as StretchStep and bench/gpu_lenet.py call it), here in Triton's interpreter:
+    """conv = auto's measurement (as GraphStep and bench/gpu_lenet.py call it), here in Triton's interpreter:
     every candidate passes the gradient check, gets a time, and the parameters are left as they were."""
     cfg, m, x, y = lenet_and_batch(n=4, momentum=0.9)
     _, ref, params, bufs = kernel(cfg, m, ("cudnn", "cudnn"))
     before = [t.detach().clone() for t in (*params, *bufs)]
-    best, times = lenet_step.measure(ref, params, bufs, cfg, m, x, y, repeats=1)
-    want = ["-".join(o) for o in lenet_step.candidates(cfg, x.device)] + ["autograd"]
+    best, times = lenet_manual.measure(ref, params, bufs, cfg, m, x, y, repeats=1)
+    want = ["-".join(o) for o in lenet_manual.candidates(cfg, x.device)] + ["autograd"]
     assert sorted(times) == sorted(want) and len(want) == 5
     assert all(t > 0 for t in times.values())
-    assert best in lenet_step.candidates(cfg, x.device) + ["autograd"]
+    assert best in lenet_manual.candidates(cfg, x.device) + ["autograd"]
     assert ("-".join(best) if best != "autograd" else best) == min(times, key=times.get)
     assert all(torch.equal(t, v) for t, v in zip((*params, *bufs), before))
 
 
 @pytest.mark.slow  # ~13 s on CPU
 @needs_triton
-def test_conv_triton_runs_the_written_out_step_in_a_tiny_fit(tmp_path):
-    """conv = "triton" on CPU (the interpreter) through the stretch runner and the loop, against conv =
+def test_conv_triton_runs_the_manual_update_in_a_tiny_fit(tmp_path):
+    """conv = "triton" on CPU (the interpreter) through the graph step and the loop, against conv =
     "cudnn" (torch's kernels, autograd): the same run up to float32 rounding."""
     from deeptut.train.loop import fit
     from synthetic import tiny_splits
@@ -294,12 +295,12 @@ def test_conv_triton_runs_the_written_out_step_in_a_tiny_fit(tmp_path):
 
 
 @needs_triton
-def test_stretch_step_picks_the_written_out_kernel_for_conv_triton():
+def test_graph_step_picks_the_manual_update_for_conv_triton():
     cfg, m, x, y = lenet_and_batch(graphs="on", conv="triton")
-    s = StretchStep(m, cfg, DEV)
-    assert s.kind == "lenet-triton-triton" and m.conv_triton == ("ieee", "ieee")
+    s = GraphStep(m, cfg, DEV)
+    assert s.kind == "lenet-triton-triton" and s.forward.triton == ("ieee", "ieee")
     cfg2 = config.TrainConfig(model="lenet", batch_size=8, graphs="on", conv="cudnn")
-    assert StretchStep(LeNet5(), cfg2, CPU).kind == "autograd"  # on CPU only conv = "triton" selects it
+    assert GraphStep(LeNet5(), cfg2, CPU).kind == "autograd"  # on CPU only conv = "triton" selects it
 
 
 def test_conv_choice_is_checked():
@@ -311,7 +312,7 @@ def test_conv_choice_is_checked():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="conv = 'auto' measures the variants on CUDA")
 def test_auto_measures_the_variants_on_cuda():
     cfg, m, x, y = lenet_and_batch(n=64, conv="auto")
-    s = StretchStep(m, cfg, DEV)
+    s = GraphStep(m, cfg, DEV)
     times = s.stats["lenet_step_ms"]
     assert "cudnn-cudnn" in times and "autograd" in times
     best = min(times, key=times.get)
@@ -326,8 +327,8 @@ def test_conv_triton_falls_back_to_torchs_kernels_when_triton_fails(monkeypatch)
     monkeypatch.setattr(lenet_triton, "conv_pool_forward", broken)
     cfg, m, x, y = lenet_and_batch(graphs="on", conv="triton")
     with pytest.warns(RuntimeWarning, match="Triton conv-pool kernels failed.*no such instruction"):
-        s = StretchStep(m, cfg, DEV)
-    assert s.kind == "lenet-cudnn-cudnn" and m.conv_triton == (None, None)
+        s = GraphStep(m, cfg, DEV)
+    assert s.kind == "lenet-cudnn-cudnn" and s.forward.triton == (None, None)
 
 
 def _nvidia_backend() -> bool:
@@ -365,7 +366,7 @@ def test_kernels_compile_for_an_h100_without_spilling(tmp_path):
 
 
 def test_conv_triton_without_cuda_says_it_uses_torchs_convolutions(monkeypatch):
-    from deeptut.train.step import make_train_step
+    from deeptut.accel import make_train_step
 
     monkeypatch.setattr(lenet_triton, "available", lambda device: False)
     with pytest.warns(RuntimeWarning, match="conv = 'triton' runs in the CUDA graph step"):
@@ -377,4 +378,4 @@ def test_conv_triton_without_cuda_says_it_uses_torchs_convolutions(monkeypatch):
                                                             graphs="on"), CPU)
     assert [str(w.message) for w in said] == ["conv = 'triton' needs Triton and a CUDA device; using torch's "
                                               "convolutions"]
-    assert isinstance(step, StretchStep) and step.kind == "autograd"
+    assert isinstance(step, GraphStep) and step.kind == "autograd"

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from deeptut.accel import make_train_step
+from deeptut.accel.cpu.fused import LogisticFusedStep
 from deeptut.config import TrainConfig
 from deeptut.models.logistic import LogisticRegression
 from deeptut.train.losses import L1, L2_sqr, errors, n_errors, negative_log_likelihood
-from deeptut.train.step import AutogradStep, LogisticFusedStep, make_train_step
+from deeptut.train.step import AutogradStep
 from synthetic import random_batch, random_logistic
 
 
@@ -91,10 +93,34 @@ def test_make_train_step_choice():
 
 
 def test_numpy_forward_equals_torch_forward():
+    """The model is plain torch; the CPU evaluation's forward (numpy's product) is the same function."""
+    from deeptut.accel.cpu.evaluate import cpu_forward
+
     m = _random_model()
     x, _ = _batch(100)
     with torch.no_grad():
-        fast = m(x)  # numpy path: no grad needed
+        fast = cpu_forward(m)(x)  # numpy path: no grad needed
+        assert torch.equal(m(x), torch.addmm(m.b, x, m.W))  # the module itself: torch's addmm
     ref = torch.addmm(m.b, x, m.W)  # grad enabled, parameters require grad: torch path
     assert ref.requires_grad
     torch.testing.assert_close(fast, ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_an_eager_steps_run_is_a_loop_over_its_calls(fused):
+    """run(split, first, count, lr_at) == count calls of step(x, y, lr_at(k)) on minibatches first.., the
+    costs summed: the loop's one way to call any step."""
+    from deeptut.data.device import DeviceSplit
+
+    cfg = TrainConfig(batch_size=20)
+    x, y = _batch(100, seed=3)
+    split = DeviceSplit(x, y)
+    make = LogisticFusedStep if fused else AutogradStep
+    a, b = _random_model(), _random_model()
+    sa, sb = make(a, cfg), make(b, cfg)
+    lr_at = lambda k: 0.1 / (k + 1)  # noqa: E731
+    total = sa.run(split, 1, 3, lr_at)
+    costs = [sb(x[i * 20:(i + 1) * 20], y[i * 20:(i + 1) * 20], lr_at(i - 1)) for i in (1, 2, 3)]
+    assert float(total) == pytest.approx(float(sum(costs)), rel=1e-6)
+    assert torch.equal(a.W, b.W) and torch.equal(a.b, b.b)
+    assert not torch.equal(a.W, _random_model().W)

@@ -1,4 +1,4 @@
-"""The MLP step on nonzero pixels (train/mlp_sparse.py, csrc/mlp_step.c) against autograd, its fallbacks,
+"""The MLP step on nonzero pixels (train/nonzero_pixels.py, csrc/mlp_step.c) against autograd, its fallbacks,
 and one epoch of the tutorial MLP on real MNIST printing the same errors as the unoptimised path.
 
 Tolerance: both are float32 and sum the products in different orders (the kernel over a row's nonzero
@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from deeptut import ckernels, config
+from deeptut import config
+from deeptut.accel import make_train_step
+from deeptut.accel.cpu import ckernels
+from deeptut.accel.cpu import nonzero_pixels
+from deeptut.accel.cpu.fused import MLPFusedStep
+from deeptut.accel.cpu.nonzero_pixels import MLPNonzeroPixelsStep
 from deeptut.config import TrainConfig
 from deeptut.models.mlp import MLP
-from deeptut.train import mlp_sparse
-from deeptut.train.fused import MLPFusedStep
-from deeptut.train.mlp_sparse import MLPSparseStep
-from deeptut.train.step import AutogradStep, make_train_step
+from deeptut.train.step import AutogradStep
 from synthetic import sparse_batch
 
-needs_c = pytest.mark.skipif(not mlp_sparse.available(), reason=f"no C kernel: {ckernels.last_error}")
+needs_c = pytest.mark.skipif(not nonzero_pixels.available(), reason=f"no C kernel: {ckernels.last_error}")
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +58,7 @@ def _train(cls, threads, n=20, steps=6, n_in=784, n_hidden=37, x_of=None, **over
 @pytest.mark.parametrize("n_hidden", [37, 500, 16])
 def test_matches_autograd(threads, over, n_hidden):
     """Widths with and without leftover units (37 = 2 x 16 + 5), the tutorial's 500, one vector (16)."""
-    cs, ps, step = _train(MLPSparseStep, threads, n_hidden=n_hidden, **over)
+    cs, ps, step = _train(MLPNonzeroPixelsStep, threads, n_hidden=n_hidden, **over)
     assert step.n == 20  # the kernel ran (not the fallback)
     ca, pa, _ = _train(AutogradStep, threads, n_hidden=n_hidden, **over)
     assert cs == pytest.approx(ca, rel=1e-5)
@@ -68,15 +70,15 @@ def test_matches_autograd(threads, over, n_hidden):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_deterministic_and_packed_equals_scanned(monkeypatch, threads):
     """Repeated runs give the same bits; rows from a packed split give the bits scanned rows give."""
-    from deeptut.train.packed import PackCache
+    from deeptut.accel.cpu.packed import PackCache
 
     x, y = sparse_batch(80, 9)  # one split, stepped over for three epochs: packed after the first
     split = lambda i: (x[(i % 4) * 20:(i % 4 + 1) * 20], y[(i % 4) * 20:(i % 4 + 1) * 20])  # noqa: E731
-    a = _train(MLPSparseStep, threads, steps=12, x_of=split)
+    a = _train(MLPNonzeroPixelsStep, threads, steps=12, x_of=split)
     assert len(a[2]._pack._packed) == 1
-    b = _train(MLPSparseStep, threads, steps=12, x_of=split)
+    b = _train(MLPNonzeroPixelsStep, threads, steps=12, x_of=split)
     monkeypatch.setattr(PackCache, "args", lambda self, x: PackCache.NONE)
-    c = _train(MLPSparseStep, threads, steps=12, x_of=split)
+    c = _train(MLPNonzeroPixelsStep, threads, steps=12, x_of=split)
     for other in (b, c):
         assert a[0] == other[0] and all(torch.equal(p, q) for p, q in zip(a[1], other[1]))
 
@@ -87,13 +89,13 @@ def test_falls_back_to_the_fused_step():
     than its uint16 pixel index."""
     x, y = sparse_batch(20, 1)
     for bad_x in (x.t().contiguous().t(), ):
-        _, ps, step = _train(MLPSparseStep, 1, steps=1, x_of=lambda i: (bad_x, y))
+        _, ps, step = _train(MLPNonzeroPixelsStep, 1, steps=1, x_of=lambda i: (bad_x, y))
         assert step.n == 0  # never allocated: every call went to the fallback
         _, pf, _ = _train(MLPFusedStep, 1, steps=1, x_of=lambda i: (bad_x, y))
         assert all(torch.equal(p, q) for p, q in zip(ps, pf))
     wide = torch.zeros(4, 70_000)
     wide[:, :5] = 0.5
-    _, _, step = _train(MLPSparseStep, 1, n=4, steps=1, n_in=70_000, n_hidden=4,
+    _, _, step = _train(MLPNonzeroPixelsStep, 1, n=4, steps=1, n_in=70_000, n_hidden=4,
                         x_of=lambda i: (wide, torch.arange(4)))
     assert step.n == 4 and np.isfinite(step.fallback.W1.numpy()).all()
 
@@ -101,7 +103,7 @@ def test_falls_back_to_the_fused_step():
 @needs_c
 def test_bad_label_raises_and_changes_nothing():
     m = _model()
-    step = MLPSparseStep(m, TrainConfig(model="mlp", n_hidden=37, batch_size=4))
+    step = MLPNonzeroPixelsStep(m, TrainConfig(model="mlp", n_hidden=37, batch_size=4))
     before = [p.detach().clone() for p in m.parameters()]
     x, y = sparse_batch(4, 0)
     y[1] = 10
@@ -113,7 +115,7 @@ def test_bad_label_raises_and_changes_nothing():
 @needs_c
 def test_make_train_step_picks_it_for_the_tutorial_mlp():
     cpu = torch.device("cpu")
-    for overrides, expected in (({"sparse": True}, MLPSparseStep), ({}, MLPFusedStep),  # the preset: exact
+    for overrides, expected in (({"sparse": True}, MLPNonzeroPixelsStep), ({}, MLPFusedStep),  # the preset: exact
                                 ({"momentum": 0.9}, MLPFusedStep), ({"activation": "sigmoid"}, MLPFusedStep),
                                 ({"fast_step": False}, AutogradStep)):
         cfg = config.resolve("mlp", overrides={"n_hidden": 8, **overrides})

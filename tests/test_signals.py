@@ -87,7 +87,7 @@ def test_interrupt_without_a_run_directory(monkeypatch, capsys):
         loop.fit(tiny.tiny_config(), tiny.tiny_splits(), None, quiet=True)
     err = capsys.readouterr().err
     assert e.value.signum == signal.SIGINT and "(no run directory: nothing saved)" in err
-    if tiny.tiny_config().device == "cpu":  # at the next step boundary (a GPU's CUDA graphs: next stretch's)
+    if tiny.tiny_config().device == "cpu":  # at the next step boundary (a GPU's CUDA graphs: next span's)
         assert count[0] == 5 and "interrupted by SIGINT at epoch 1, iteration 5 " in err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers put back
 

@@ -205,8 +205,8 @@ def _params(cfg: config.TrainConfig, data: Splits) -> tuple[dict, dict]:
     {},  # the CPU fused logistic step
     {"shuffle": True},
     {"fast_step": False, "shuffle": True, "momentum": 0.9, "lr_schedule": "cosine"},  # AutogradStep
-    {"graphs": "on"},  # the stretch runner's dense kernel, eagerly
-    {"graphs": "on", "shuffle": True, "momentum": 0.5},  # the stretch runner's autograd kernel
+    {"graphs": "on"},  # the graph step's dense update, eagerly
+    {"graphs": "on", "shuffle": True, "momentum": 0.5},  # the graph step's autograd update
     {"augment_shift": 2},  # each epoch's images moved (data/augment.py), chunk by chunk when streamed
     {"graphs": "on", "shuffle": True, "augment_shift": 1},
 ])

@@ -197,9 +197,9 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 def fresh_parts(cfg: TrainConfig):
     """A new (model, step, stopper) for `cfg`, as fit builds them, to load a checkpoint into."""
+    from deeptut.accel import make_train_step
     from deeptut.models import build_model
     from deeptut.train.early_stopping import EarlyStopping
-    from deeptut.train.step import make_train_step
 
     from deeptut.train.loop import resolve_device
 

@@ -94,11 +94,11 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from deeptut.accel import cpu_evaluator
     from deeptut.store import rundir
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
     from deeptut.train.loop import evaluate
-    from deeptut.train.step import cpu_evaluator
 
     model, cfg = rundir.load_model(args.run_dir)
     evaluator = cpu_evaluator(model) if cfg.fast_step else None  # the arithmetic training used

@@ -145,7 +145,7 @@ class Accelerators:
     #   fused step (bit-identical to autograd) and logistic regression in numpy
     device_memory_budget: str = "0"  # bytes of data one split may hold on the device: 0 = unlimited, or
     #   e.g. 200000000, "512MB", "2GiB"; a larger split streams through two chunk buffers within the budget
-    graphs: str = "auto"  # auto | on | off: whole stretches of SGD steps and the evaluation as CUDA graphs
+    graphs: str = "auto"  # auto | on | off: whole spans of SGD updates and the evaluation as CUDA graphs
     #   (auto = on with CUDA); on without CUDA runs the same multi-step functions eagerly
     compile: bool = False  # torch.compile (inductor) the step that the graphs capture
     amp: str = "off"  # off | bf16: autocast the forward pass to bfloat16 (fast presets; CUDA)
@@ -154,7 +154,7 @@ class Accelerators:
     conv: str = field(default="auto", metadata=_LENET_ONLY)  # LeNet's conv-pool layers: cudnn (torch's
     #   kernels) | gemm (im2col + one matrix product, autograd) | triton (fused Triton kernels, CUDA) | auto (on
     #   CUDA: the fastest measured at the start of the run, per layer; elsewhere torch's conv2d). On CUDA
-    #   cudnn/triton/auto use the written-out step with parallel streams (train/lenet_step.py)
+    #   cudnn/triton/auto use the manual update with parallel streams (accel/cuda/lenet_manual.py)
 
     def __post_init__(self) -> None:
         _check_choice("graphs", self.graphs, ("auto", "on", "off"))

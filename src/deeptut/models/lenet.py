@@ -47,50 +47,6 @@ def theano_to_torch_kernel(W: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(W[..., ::-1, ::-1])
 
 
-def conv_valid_gemm(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """F.conv2d(x, W) ("valid" cross-correlation) as one matrix product over the input's patches (im2col).
-
-    x [n, c, h, w], W [o, c, k, k] -> [n, o, h-k+1, w-k+1], returned as a channels-last view. The patches
-    are a strided view of x (Tensor.unfold, no copy) gathered by one copy into [n*ho*wo, c*k*k]; autograd
-    turns the view back into one scatter-add. The same function in float32 with another summation order;
-    on a GPU these few-channel 5x5 convolutions can run faster as one large SGEMM (and its two backward
-    products) than through cuDNN (`conv = "auto"` measures both; see pick_conv).
-    """
-    n, c, h, w = x.shape
-    o, k = W.shape[0], W.shape[-1]
-    ho, wo = h - k + 1, w - k + 1
-    patches = x.unfold(2, k, 1).unfold(3, k, 1)  # [n, c, ho, wo, k, k], a view
-    cols = patches.permute(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)  # W's (c, i, j) order
-    out = cols @ W.reshape(o, c * k * k).t()  # [n*ho*wo, o]
-    return out.view(n, ho, wo, o).permute(0, 3, 1, 2)
-
-
-def pick_conv(model: "LeNet5", batch_size: int, device: torch.device, repeats: int = 10) -> tuple[bool, bool]:
-    """The fastest `conv_gemm` setting for this model, batch size and device, measured: a forward and
-    backward pass per setting (cuDNN or GEMM for each conv layer), timed with CUDA events after a warm-up.
-    Uses no random numbers and leaves the parameters and their gradients as they were."""
-    x = torch.linspace(0.0, 1.0, batch_size * IMAGE * IMAGE, device=device).view(batch_size, -1)
-    old, grads = model.conv_gemm, [p.grad for p in model.parameters()]
-    times = {}
-    try:
-        for setting in ((False, False), (True, True), (False, True), (True, False)):
-            model.conv_gemm = setting
-            for _ in range(3):
-                model(x).sum().backward()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(repeats):
-                model(x).sum().backward()
-            end.record()
-            end.synchronize()
-            times[setting] = start.elapsed_time(end)
-    finally:
-        model.conv_gemm = old
-        for p, g in zip(model.parameters(), grads):
-            p.grad = g
-    return min(times, key=times.get)
-
-
 class LeNetConvPoolLayer(nn.Module):
     """activation(maxpool2x2(conv_valid(x, W)) + b); W [out_maps, in_maps, 5, 5] in PyTorch's layout."""
 
@@ -104,18 +60,12 @@ class LeNetConvPoolLayer(nn.Module):
         self.W = nn.Parameter(torch.from_numpy(W))
         self.b = nn.Parameter(torch.zeros(out_maps))
 
-    def forward(self, x: torch.Tensor, channels_last: bool = False, gemm: bool = False,
-                triton: str | None = None) -> torch.Tensor:
-        if triton is not None and not (torch.is_grad_enabled() and (x.requires_grad or self.W.requires_grad)):
-            from deeptut.models import lenet_triton  # the fused kernels (no autograd): evaluation on CUDA
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [n, in_maps, h, w] -> [n, out_maps, (h - 4) // 2, (w - 4) // 2]."""
+        return self.pool_activate(F.conv2d(x, self.W))
 
-            if lenet_triton.available(x.device):
-                return lenet_triton.conv_pool_forward(x.contiguous(), self.W, self.b, self.activation, triton)[0]
-        if gemm:
-            conv = conv_valid_gemm(x, self.W)
-        else:
-            W = self.W.contiguous(memory_format=torch.channels_last) if channels_last else self.W
-            conv = F.conv2d(x, W)
+    def pool_activate(self, conv: torch.Tensor) -> torch.Tensor:
+        """The layer after its convolution: max-pool 2x2, then + b, then the activation."""
         pooled = F.max_pool2d(conv, POOL)
         return ACTIVATIONS[self.activation](pooled + self.b.view(1, -1, 1, 1))  # bias after pooling, as Theano
 
@@ -133,25 +83,11 @@ class LeNet5(nn.Module):
         self.layer1 = LeNetConvPoolLayer(nkerns[0], nkerns[1], activation, rng)
         self.layer2 = HiddenLayer(nkerns[1] * side * side, n_hidden, activation, rng)
         self.layer3 = LogisticRegression(n_hidden, n_out)
-        # CPU only: run the conv part in channels-last (NHWC) memory format. The function is the same; the
-        # conv kernels' summation order differs from NCHW's, so results agree to float32 rounding, not bits.
-        # `make_train_step` sets it from cfg.fast_step; `fast_step = false` gives the plain NCHW model.
-        self.channels_last = True
-        # Convolutions as matrix products (conv_valid_gemm) instead of cuDNN: per layer, (layer0, layer1).
-        self.conv_gemm = (False, False)
-        # Per layer, the Triton kernels' precision ("ieee" | "tf32") where the training step chose the fused
-        # Triton layer (train/lenet_step.py); forward passes without gradients then use it too.
-        self.conv_triton: tuple[str | None, str | None] = (None, None)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The conv part: x [n, 784] -> layer2's input [n, nkerns[1] * 16] (Theano's .flatten(2) order)."""
-        x = x.reshape(-1, 1, IMAGE, IMAGE)
-        cl = self.channels_last and x.device.type == "cpu"
-        if cl:  # the same numbers, strided as NHWC: oneDNN's conv and the 2x2 pooling are much faster so
-            x = x.as_strided(x.shape, (IMAGE * IMAGE, 1, IMAGE, 1))
-        (g0, g1), (t0, t1) = self.conv_gemm, self.conv_triton
-        h = self.layer1(self.layer0(x, cl, g0, t0), cl, g1, t1)
-        return h.reshape(h.shape[0], -1)  # reshape copies NHWC back to (c, i, j) order: Theano's flatten(2)
+        h = self.layer1(self.layer0(x.reshape(-1, 1, IMAGE, IMAGE)))
+        return h.reshape(h.shape[0], -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer3(self.layer2(self.features(x)))

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 import deeptut
-from deeptut import kernels
+from deeptut.accel import thread_counts
 from deeptut.config import TrainConfig, from_dict
 from deeptut.errors import CheckpointError, ConfigError, DataError
 from deeptut.models import build_model
@@ -93,7 +93,7 @@ def provenance(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         "git_commit": git_commit(),
         "seed": cfg.seed,
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-        "threads": kernels.thread_counts(),
+        "threads": thread_counts(),
         "platform": platform.platform(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

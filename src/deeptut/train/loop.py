@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeptut import kernels
+from deeptut.accel import make_train_step, set_threads, span_length
 from deeptut.config import TrainConfig, parse_bytes
 from deeptut.data import augment
 from deeptut.data.datasets import Splits
@@ -34,8 +34,6 @@ from deeptut.models import build_model
 from deeptut.train import state as train_state
 from deeptut.train.session import Interrupted, Session  # noqa: F401  (Interrupted: fit raises it)
 from deeptut.train.early_stopping import EarlyStopping
-from deeptut.train.graphs import stretch_length
-from deeptut.train.step import make_train_step
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,7 +81,7 @@ def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evalua
 
     tutorial: the mean of per-minibatch error rates over floor(n / batch_size) whole minibatches (for batch
     600: 9,600 of 10,000 examples), averaged in float64 as the tutorial's numpy did. full: every example.
-    `evaluator` (a graphs.GraphEvaluator) replays the same computation as a CUDA graph where it can.
+    `evaluator` (the step's, deeptut.accel) computes the same function its own way where it can.
     """
     n_batches = split.n_batches(batch_size)
     n = evaluated_examples(split, batch_size, evaluation)
@@ -144,7 +142,7 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
     say = (lambda *a: None) if quiet else print
     device = resolve_device(cfg.device)
     if cfg.threads:
-        kernels.set_threads(cfg.threads)  # results depend on the thread count in the last bits
+        set_threads(cfg.threads)  # results depend on the thread count in the last bits
     train_state.seed_everything(cfg.seed)
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
     train, valid, test = device_splits(cfg, data, device)
@@ -171,18 +169,12 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
             epoch_data = epoch_split(cfg, train, s.epoch)
             minibatch_index = s.next_minibatch - 1
             while minibatch_index + 1 < n_train_batches:
-                # An eager step does one minibatch per pass; a graph step (train/graphs.py) a whole stretch,
+                # An eager step does one minibatch per pass; a graph step (deeptut.accel) a whole span,
                 # up to the next validation, epoch end or patience stop, where this loop looks again.
                 first, it0 = minibatch_index + 1, (s.epoch - 1) * n_train_batches + minibatch_index + 1
-                count = stretch_length(step, it0, n_train_batches - first, validation_frequency,
-                                       stopper.patience)
+                count = span_length(step, it0, n_train_batches - first, validation_frequency, stopper.patience)
                 minibatch_index, it = first + count - 1, it0 + count - 1
-                if count == 1:
-                    x, y = epoch_data.minibatch(minibatch_index, cfg.batch_size)
-                    cost = step(x, y, learning_rate_at(cfg, it, total_steps))
-                else:
-                    cost = step.run(epoch_data, first, count,
-                                    lambda k: learning_rate_at(cfg, it0 + k, total_steps))
+                cost = step.run(epoch_data, first, count, lambda k: learning_rate_at(cfg, it0 + k, total_steps))
                 s.cost_sum += cost
                 s.cost_count += count
                 s.next_minibatch = (minibatch_index + 1) % n_train_batches

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deeptut.viz import plots
+import deeptut.viz.plots as plots  # names the submodule, not the viz package (which imports this module)
 from deeptut.viz.predict import confusion_matrix, predict, test_split
 from deeptut.store.rundir import Run
 

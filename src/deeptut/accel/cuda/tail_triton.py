@@ -13,7 +13,7 @@ computes
 
 which autograd runs as ~9 kernels (activation, product, log-softmax, NLL, the one-hot, their backward, the
 product back, the activation's derivative). The LeNet step uses it for its hidden and output layers (800 ->
-500 -> 10) together with the Triton conv-pool layers (train/lenet_step.py). Same function; float32 sums in
+500 -> 10) together with the Triton conv-pool layers (lenet_manual.py). Same function; float32 sums in
 another order. C <= 16 (MNIST: 10 classes) and H <= 4096.
 """
 
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from deeptut.models.lenet_triton import ACTS, _best, triton
+from deeptut.accel.cuda.lenet_triton import ACTS, _best, triton
 
 if triton is not None:
     import triton.language as tl
 
-    from deeptut.models.lenet_triton import _act, _act_grad
+    from deeptut.accel.cuda.lenet_triton import _act, _act_grad
 
     @triton.jit
     def _tail_kernel(pre_ptr, w_ptr, b_ptr, y_ptr, h_ptr, dz_ptr, dpre_ptr, nll_ptr, n, inv_n,

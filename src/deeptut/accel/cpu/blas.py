@@ -1,8 +1,8 @@
-"""CPU kernels for the skinny float32 products of the tutorials' dense layers.
+"""numpy's BLAS on a CPU: the skinny float32 products of the tutorials' output layers, and thread counts.
 
 On a small CPU numpy's OpenBLAS computes products like 600x784 by 784x10 about 4x faster than torch's CPU
-matmul (measured on the 2-core CI machine: ~110 us against ~440 us). Where no gradient is needed (evaluation,
-prediction, the hand-fused steps) the dense layers go through numpy; tensors share memory with the arrays,
+matmul (measured on the 2-core CI machine: ~110 us against ~440 us). Where no gradient is needed (the CPU
+evaluation, evaluate.cpu_forward) the output layer goes through numpy; tensors share memory with the arrays,
 so nothing is copied.
 """
 

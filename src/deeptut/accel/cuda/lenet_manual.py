@@ -1,4 +1,4 @@
-"""LeNet's SGD step written out: forward, backward by hand, independent work on parallel CUDA streams.
+"""LeNet's SGD update with the backward pass written by hand, independent work on parallel CUDA streams.
 
 Autograd runs LeNet's backward pass as one chain on one stream, but half of it is off the critical path:
 each layer's weight and bias gradients are needed only by the update at the end, while the data gradient
@@ -12,9 +12,9 @@ Each conv-pool layer runs either
 * "cudnn": torch's own kernels (cuDNN on CUDA): convolution, max_pool2d_with_indices, bias add,
   activation; backward: activation', max-pool backward, bias sum, convolution_backward split into its
   weight and data halves -- the same kernels autograd calls; or
-* "triton": the fused kernels of models/lenet_triton.py (the convolution's output never written; the
+* "triton": the fused kernels of lenet_triton.py (the convolution's output never written; the
   pooling's backward folded into the weight gradient). With either layer in Triton, the hidden layer's
-  activation, the output layer, the cost and their backward run as one kernel too (models/tail_triton.py).
+  activation, the output layer, the cost and their backward run as one kernel too (tail_triton.py).
 
 The dense layers, the cost and the update are the autograd step's (addmm, log_softmax, nll, foreach SGD).
 The same function, so the same parameters up to float32 rounding: on CPU (one stream) the "cudnn" variant
@@ -30,10 +30,13 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from deeptut.accel.cuda import capture, lenet_triton, tail_triton
+from deeptut.accel.cuda.lenet_triton import CONV_ARGS as _CONV
+from deeptut.accel.cuda.updates import AutogradUpdate, _act_backward, _branch, _wait, sgd_update
+from deeptut.accel.fallback import warn
 from deeptut.config import TrainConfig
-from deeptut.models.lenet_triton import CONV_ARGS as _CONV
+from deeptut.models.lenet import FILTER, IMAGE, POOL, LeNet5
 from deeptut.models.mlp import ACTIVATIONS as _ACT
-from deeptut.train.graphs import AutogradKernel, _act_backward, _branch, _wait, sgd_update
 from deeptut.train.step import AutogradStep
 
 LAYER_KINDS = ("cudnn", "triton")
@@ -41,14 +44,12 @@ _POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dila
 
 
 def supports(model: Any, cfg: TrainConfig) -> bool:
-    """The written-out step covers LeNet5 with the loop's options except bf16 autocast."""
-    from deeptut.models.lenet import LeNet5
-
+    """The manual update covers LeNet5 with the loop's options except bf16 autocast."""
     return isinstance(model, LeNet5) and cfg.amp == "off" and cfg.activation in _ACT
 
 
-class LeNetKernel(AutogradKernel):
-    """AutogradKernel's interface (block, _step) with the gradients computed by `gradients`."""
+class LeNetManualUpdate(AutogradUpdate):
+    """AutogradUpdate's interface (block, _step) with the gradients computed by `gradients`."""
 
     def __init__(self, ref: AutogradStep, params: list[torch.Tensor], bufs: list[torch.Tensor] | None,
                  cfg: TrainConfig, model: Any, layers: tuple[str, str] = ("cudnn", "cudnn")) -> None:
@@ -60,8 +61,6 @@ class LeNetKernel(AutogradKernel):
         self.precision = "tf32" if cfg.tf32 else "ieee"
         # with Triton layers, the dense layers' middle (activation, output layer, cost and back) is fused too
         if "triton" in self.layers:
-            from deeptut.models import tail_triton
-
             self.fused_tail = tail_triton.supports(model.n_hidden, model.n_out)
         else:
             self.fused_tail = False
@@ -79,7 +78,7 @@ class LeNetKernel(AutogradKernel):
             sgd_update(self.params, grads, self.bufs, lr, self.momentum, self.nesterov, self.weight_decay)
             acc.add_(cost)
 
-    # -- the written-out forward and backward ---------------------------------------------------------------
+    # -- the forward and the backward by hand ---------------------------------------------------------------
 
     @torch.no_grad()
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -98,8 +97,6 @@ class LeNetKernel(AutogradKernel):
         f = h.reshape(n, -1)
         (W2, b2), (W3, b3) = self.dense
         if self.fused_tail:  # hidden activation .. cost .. gradient of the hidden pre-activation: one kernel
-            from deeptut.models import tail_triton
-
             hid, dz, dpre, nll = tail_triton.dense_tail(torch.addmm(b2, f, W2), W3, b3, y, act, self.precision)
             cost = nll.mean()
         else:
@@ -138,8 +135,6 @@ class LeNetKernel(AutogradKernel):
     def _conv_forward(self, kind: str, x: torch.Tensor, W: torch.Tensor,
                       b: torch.Tensor) -> tuple[torch.Tensor, Any]:
         if kind == "triton":
-            from deeptut.models import lenet_triton
-
             y, pos = lenet_triton.conv_pool_forward(x, W, b, self.act, self.precision)
             return y, pos
         c = torch.ops.aten.convolution(x, W, None, *_CONV)
@@ -154,8 +149,6 @@ class LeNetKernel(AutogradKernel):
         None)."""
         keep.append((gy, x, y, aux))
         if kind == "triton":
-            from deeptut.models import lenet_triton
-
             with _branch(side, main):
                 grads[id(W)], grads[id(b)] = lenet_triton.weight_grad(gy, y, aux, x, W, self.act, self.precision)
             return lenet_triton.data_grad(gy, y, aux, x, W, self.act) if need_dx else None
@@ -175,9 +168,6 @@ def candidates(cfg: TrainConfig, device: torch.device) -> list[tuple[str, str]]:
     """The layer kinds worth measuring on `device`: cuDNN always; Triton for each layer whose shape the
     Triton kernels cover (layer 0: [n, 1, 28, 28] -> nkerns[0] maps; layer 1: [n, nkerns[0], 12, 12] ->
     nkerns[1]), where Triton runs."""
-    from deeptut.models import lenet_triton
-    from deeptut.models.lenet import FILTER, IMAGE, POOL
-
     if not lenet_triton.available(device):
         return [("cudnn", "cudnn")]
     side1 = (IMAGE - FILTER + 1) // POOL
@@ -190,15 +180,13 @@ def candidates(cfg: TrainConfig, device: torch.device) -> list[tuple[str, str]]:
 def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Tensor], x: torch.Tensor,
            y: torch.Tensor, lr: float, reference: list[torch.Tensor] | None = None, tolerance: float = 1e-3,
            repeats: int = 10) -> tuple[Any, dict[Any, float]]:
-    """The fastest of `options`: make(option) builds a kernel whose _step(x, y, lr, acc) is timed (after a
+    """The fastest of `options`: make(option) builds an update whose _step(x, y, lr, acc) is timed (after a
     warm-up that compiles and tunes; on CUDA as replays of a captured graph, as the run executes it). The
     steps are real updates, so the `state` tensors (parameters, momentum buffers) are restored after each
-    option. A kernel with `gradients` is first checked against `reference` (the autograd gradients at x, y,
-    in the same order): each gradient within `tolerance` of it in relative norm (a kernel that miscomputes
+    option. An update with `gradients` is first checked against `reference` (the autograd gradients at x, y,
+    in the same order): each gradient within `tolerance` of it in relative norm (an update that miscomputes
     on this device is never picked for its speed). An option that fails either way is left out, with a
     warning. Returns (the fastest, {option: ms per step})."""
-    from deeptut.train.graphs import _warn
-
     saved = [t.detach().clone() for t in state]
     acc = torch.zeros(1, 1, device=x.device)
     times: dict[Any, float] = {}
@@ -212,7 +200,7 @@ def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Ten
                     raise RuntimeError(f"gradients differ from autograd's by {err:.2e} (relative norm)")
             times[opt] = _ms_per_call(lambda: k._step(x, y, lr, acc), repeats, x.device)
         except Exception as e:  # noqa: BLE001 - e.g. a Triton kernel that does not compile on this GPU
-            _warn(f"LeNet step {opt} unavailable ({type(e).__name__}: {e})")
+            warn(f"LeNet step {opt} unavailable ({type(e).__name__}: {e})")
         finally:
             with torch.no_grad():
                 for t, v in zip(state, saved):
@@ -224,13 +212,13 @@ def choose(make: Callable[[Any], Any], options: list[Any], state: list[torch.Ten
 
 def measure(ref: AutogradStep, params: list[torch.Tensor], bufs: list[torch.Tensor] | None, cfg: TrainConfig,
             model: Any, x: torch.Tensor, y: torch.Tensor, repeats: int = 10) -> tuple[Any, dict[str, float]]:
-    """`conv = "auto"`'s measurement on the minibatch x, y: the written-out step with each of `candidates`'
-    layer kinds and the autograd step (graphs.AutogradKernel), on these parameters and momentum buffers,
+    """`conv = "auto"`'s measurement on the minibatch x, y: the manual update with each of `candidates`'
+    layer kinds and the autograd update (updates.AutogradUpdate), on these parameters and momentum buffers,
     checked against autograd's gradients and timed by `choose`. Returns (the fastest: layer kinds or
     "autograd", {"cudnn-triton" ... or "autograd": ms per step})."""
     options = [*candidates(cfg, x.device), "autograd"]
-    make = lambda o: AutogradKernel(ref, params, bufs, cfg) if o == "autograd" \
-        else LeNetKernel(ref, params, bufs, cfg, model, o)  # noqa: E731
+    make = lambda o: AutogradUpdate(ref, params, bufs, cfg) if o == "autograd" \
+        else LeNetManualUpdate(ref, params, bufs, cfg, model, o)  # noqa: E731
     with torch.enable_grad():
         reference = list(torch.autograd.grad(ref.cost(x, y), params))
     best, times = choose(make, options, [*params, *(bufs or [])], x, y, cfg.learning_rate, reference,
@@ -239,13 +227,11 @@ def measure(ref: AutogradStep, params: list[torch.Tensor], bufs: list[torch.Tens
 
 
 def _ms_per_call(fn: Callable[[], Any], repeats: int, device: torch.device, warm: int = 3) -> float:
-    """ms per call of fn after `warm` calls: on CUDA as replays of a captured graph (graphs.replay_ms), the way
-    the run executes the step; on CPU by the wall clock."""
-    from deeptut.train import graphs
-
+    """ms per call of fn after `warm` calls: on CUDA as replays of a captured graph (capture.replay_ms), the
+    way the run executes the step; on CPU by the wall clock."""
     if device.type == "cuda":
-        graphs.warm_up(fn, device, times=warm)  # compiles, tunes, initialises handles (on a side stream)
-        return graphs.replay_ms(fn, repeats)
+        capture.warm_up(fn, device, times=warm)  # compiles, tunes, initialises handles (on a side stream)
+        return capture.replay_ms(fn, repeats)
     for _ in range(warm):
         fn()
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 At the tutorial's minibatch of 20 the step is two products with the 784 x 500 hidden weights; MNIST is
 ~81 % zeros, and a zero pixel contributes nothing to either. The C kernel compacts each row to its nonzero
-pixels (or takes them from a packed copy of the split, train/packed.py) and touches only those rows of the
+pixels (or takes them from a packed copy of the split, packed.py) and touches only those rows of the
 hidden weights: ~5x less arithmetic than the dense products, ~4x faster than plain PyTorch's step here
 (BENCHMARKS.md). The hidden activation is torch.tanh, between the kernel's two calls, so it is computed as
 autograd's forward computes it; the products sum in other orders than autograd's, so parameters agree with
@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeptut import ckernels
+from deeptut.accel.cpu import ckernels
+from deeptut.accel.cpu.fused import MLPFusedStep, _Threads
+from deeptut.accel.cpu.packed import PackCache
 from deeptut.config import TrainConfig
-from deeptut.train.fused import MLPFusedStep, _Threads
+from deeptut.train.step import EagerStep
 
 
 def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:
@@ -36,13 +38,12 @@ def available() -> bool:
     return ckernels.mlp_step() is not None
 
 
-class MLPSparseStep:
+class MLPNonzeroPixelsStep(EagerStep):
     """Plain SGD with L1 / L2 penalties on the tanh MLP, in C on the nonzero pixels. Falls back to
     `MLPFusedStep` per call when the C kernel is missing or the input is not a float32 CPU matrix."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig) -> None:
-        from deeptut.train.packed import PackCache
-
+        self.batch_size = cfg.batch_size
         self.fallback = MLPFusedStep(model, cfg, threads=1)
         self._one_thread = _Threads(1)
         self.L1_reg, self.L2_reg = cfg.L1_reg, cfg.L2_reg

@@ -1,0 +1,115 @@
+"""The accelerators: faster ways to compute the tutorials' training step, and the one seam to them.
+
+The tutorials' path (data/, models/, train/) never needs this package to be understood: a model is a plain
+`nn.Module`, and `train/step.py`'s `AutogradStep` is the reference step (NLL + L1/L2, autograd,
+torch.optim.SGD). Everything here computes the same function faster on some hardware; `train/` reaches it
+only through the names below (tests/test_architecture.py checks that).
+
+    make_train_step(model, cfg, device) -> step   the fastest step with the reference arithmetic
+    span_length(step, it, ...) -> int             how many updates the loop may hand `step.run` at once
+    cpu_evaluator(model) -> evaluator | None      evaluation in the arithmetic of the CPU steps
+    set_threads(n), thread_counts()               torch's and numpy's BLAS thread counts
+
+Every step has the same interface: `step(x, y, lr) -> cost` (one minibatch), `step.run(split, first, count,
+lr_at) -> summed cost` (minibatches first .. first+count-1; an eager step loops over `step(...)`),
+`state_dict()` / `load_state_dict()` (the optimizer's state; checkpoints of every step are interchangeable),
+and optionally `step.evaluator` (see evaluator.py) for the loop's evaluations.
+
+Glossary
+    step            one object that trains: the interface above. `AutogradStep` (train/step.py) is the
+                    reference; the others compute the same function faster.
+    eager step      a step that updates one minibatch per Python call (its `run` is a plain loop).
+    fused step      a CPU step with the forward, backward and update written without autograd:
+                    `LogisticFusedStep`, `MLPFusedStep` (cpu/fused.py).
+    nonzero pixels  the C steps and the C evaluation touch only the nonzero pixels of each image (MNIST is
+                    ~81 % zeros): `MLPNonzeroPixelsStep` (cpu/nonzero_pixels.py) and the logistic one. The
+                    config's `sparse` flag switches them on (with `fast_step`).
+    packed split    a split's nonzero pixels stored once as (index, value) pairs for the C kernels
+                    (cpu/packed.py).
+    kernel          compiled code only: the C kernels (cpu/csrc/, built and loaded by cpu/ckernels.py) and
+                    the Triton kernels (cuda/lenet_triton.py, cuda/tail_triton.py).
+    graph step      `GraphStep` (cuda/graphs.py): `run` replays a whole *span* of updates as one CUDA graph.
+    span            the consecutive updates one `step.run` call does: up to the next validation, the end
+                    of the epoch or the patience limit (`span_length`), at most cuda/updates.py's `MAX_SPAN`.
+    update          the arithmetic of one SGD update as a graph step runs it (cuda/updates.py):
+                    `DenseUpdate` (logistic / MLP, plain SGD, fewest kernels), `AutogradUpdate` (the
+                    reference cost, autograd, SGD in foreach ops), `LeNetManualUpdate` (cuda/lenet_manual.py:
+                    LeNet with its backward pass written by hand, cuDNN or Triton conv-pool layers).
+    forward         the function a step computes its cost and evaluations through: the model itself, or
+                    `LeNetForward` (cuda/lenet_conv.py: the same function with its convolutions
+                    channels-last on CPU, as matrix products, or in Triton).
+    evaluator       `misclassified(split, n, rows, batch_size) -> bool [n] | None`, used by the loop's
+                    `evaluate` where a step brings one (evaluator.py, cpu/evaluate.py, cuda/graphs.py).
+    fallback        every accelerator falls back, with a warning, to a slower path (fallback.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from deeptut.accel.cpu.blas import set_threads, thread_counts
+from deeptut.accel.cpu.evaluate import cpu_evaluator
+from deeptut.config import TrainConfig
+
+__all__ = ["make_train_step", "span_length", "cpu_evaluator", "set_threads", "thread_counts"]
+
+
+def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Any:
+    """The fastest step that computes the reference arithmetic for this model and device.
+
+    CUDA graphs (cuda/graphs.py: `GraphStep`) where wanted (graphs = auto on CUDA, or on). On CPU with
+    fast_step: logistic: `LogisticFusedStep` (plain SGD; C kernel or numpy); mlp: `MLPNonzeroPixelsStep`
+    (with `sparse`: plain-SGD tanh MLP in C) or `MLPFusedStep` (every optimizer setting; bit-identical to
+    AutogradStep at one thread); lenet: `AutogradStep` through a channels-last `LeNetForward`. Everything
+    else, or `fast_step = false`: `AutogradStep`. CPU steps with fast_step evaluate with `cpu_evaluator`.
+    """
+    from deeptut.accel.cpu import fused, nonzero_pixels
+    from deeptut.accel.cuda import graphs
+    from deeptut.accel.cuda.lenet_conv import choose_forward
+    from deeptut.accel.fallback import warn
+    from deeptut.train.step import AutogradStep
+
+    forward = choose_forward(model, cfg, device)  # LeNet: its convolutions' form; None: the model itself
+    if forward is not None and cfg.conv == "triton" and not graphs.wanted(cfg, device):
+        # the Triton layers run only in the graph step, which itself warns where Triton cannot run
+        warn("conv = 'triton' runs in the CUDA graph step (device cuda, graphs auto/on); "
+             "using torch's convolutions")
+    step: Any = None
+    if graphs.wanted(cfg, device):
+        try:
+            step = graphs.GraphStep(model, cfg, device, forward)
+        except Exception as e:  # noqa: BLE001 - never lose a run to the fast path: fall back to eager steps
+            warn(f"graph step unavailable ({type(e).__name__}: {e}); using eager steps")
+    plain_sgd = cfg.momentum == 0 and cfg.weight_decay == 0
+    on_cpu = cfg.fast_step and device.type == "cpu"
+    if step is not None:
+        pass
+    elif on_cpu and plain_sgd and cfg.model == "logistic":
+        step = fused.LogisticFusedStep(model, cfg, use_ckernel=cfg.sparse)
+    elif on_cpu and cfg.model == "mlp" and cfg.sparse and nonzero_pixels.supports(model, cfg, device) \
+            and nonzero_pixels.available():
+        step = nonzero_pixels.MLPNonzeroPixelsStep(model, cfg)
+    elif on_cpu and cfg.model == "mlp" and fused.supports(model, cfg, device):
+        # one thread at the tutorial's batch of 20 (synchronising a second costs more than it saves);
+        # larger batches use the run's thread count
+        step = fused.MLPFusedStep(model, cfg, threads=1 if cfg.batch_size <= 32 else cfg.threads)
+    else:
+        step = AutogradStep(model, cfg, forward)
+    if getattr(step, "evaluator", None) is None:
+        if on_cpu:  # evaluate in the CPU steps' arithmetic (numpy's product for the output layer)
+            step.evaluator = cpu_evaluator(model, forward, use_c=False)
+        elif forward is not None:  # the step's convolutions (e.g. pick_conv's GEMMs on CUDA)
+            from deeptut.accel.evaluator import ForwardEvaluator
+
+            step.evaluator = ForwardEvaluator(forward)
+    return step
+
+
+def span_length(step: Any, it: int, left_in_epoch: int, validation_frequency: int, patience: float) -> int:
+    """How many updates the loop may hand `step.run` before it must look again (cuda/graphs.py)."""
+    from deeptut.accel.cuda.graphs import span_length as rule
+
+    return rule(step, it, left_in_epoch, validation_frequency, patience)
