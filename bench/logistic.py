@@ -4,7 +4,11 @@ the same loop (same data, same early stopping), in the same process, alternating
     python bench/logistic.py [--repeats 3] [--json out.json]
 
 Prints a table of training seconds (data loading excluded) and the ratio plain / deeptut, and checks that
-both reach the published 7.500000 % / 7.489583 % after 74 epochs.
+both reach the published 7.500000 % / 7.489583 % after 74 epochs. Each run also records the CPU seconds its
+process used while training (all threads) and the 1-minute load average before and after: on a 2-core
+machine shared with other work the wall seconds grow with the load (the same commit measured 1.3 s and 6 s
+on one machine, bench/results/logistic-xeon-avx512-20261128.md) while the CPU seconds hardly move, so a
+figure is quoted with its load.
 """
 
 from __future__ import annotations
@@ -70,12 +74,17 @@ def plain_pytorch(data, lr=0.13, batch_size=600, n_epochs=1000, patience=5000, p
 
 def run_one(which: str) -> dict:
     data = load_dataset()
+    load0, cpu0 = os.getloadavg()[0], time.process_time()
     if which == "deeptut":
         s = fit(config.resolve("logistic", overrides={"device": "cpu"}), data, quiet=True)
-        return {"train_s": s["train_seconds"], "valid": s["best_validation_error"], "test": s["test_error"],
-                "epochs": s["epochs"]}
-    t, v, te, ep = plain_pytorch(data)
-    return {"train_s": t, "valid": v, "test": te, "epochs": ep}
+        r = {"train_s": s["train_seconds"], "valid": s["best_validation_error"], "test": s["test_error"],
+             "epochs": s["epochs"]}
+    else:
+        t, v, te, ep = plain_pytorch(data)
+        r = {"train_s": t, "valid": v, "test": te, "epochs": ep}
+    r["cpu_s"] = time.process_time() - cpu0  # the whole fit, all threads (includes its set-up)
+    r["load"] = [load0, os.getloadavg()[0]]  # 1-minute load average before and after
+    return r
 
 
 def main() -> None:
@@ -101,14 +110,19 @@ def main() -> None:
                          text=True).stdout.strip()
     print(f"\nTutorial logistic regression, full run; {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"numpy {np.__version__}, {time.strftime('%Y-%m-%d')}")
-    print(f"| implementation | train s (median of {args.repeats}) | min | max | valid % | test % | epochs |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| implementation | train s (median of {args.repeats}) | min | max | CPU s (median) | valid % | test % "
+          "| epochs |")
+    print("|---|---|---|---|---|---|---|---|")
     med = {}
     for k, rs in runs.items():
         ts = [x["train_s"] for x in rs]
         med[k] = statistics.median(ts)
-        print(f"| {names[k]} | {med[k]:.2f} | {min(ts):.2f} | {max(ts):.2f} | {rs[-1]['valid']:f} | "
+        cpus = statistics.median(x["cpu_s"] for x in rs)
+        print(f"| {names[k]} | {med[k]:.2f} | {min(ts):.2f} | {max(ts):.2f} | {cpus:.2f} | {rs[-1]['valid']:f} | "
               f"{rs[-1]['test']:f} | {rs[-1]['epochs']} |")
+    loads = [a for rs in runs.values() for x in rs for a in x["load"]]
+    print(f"\n1-minute load average during the runs: {min(loads):.1f}-{max(loads):.1f} "
+          f"(the bench's own process counts about 1-2)")
     ratio = med["plain"] / med["deeptut"]
     print(f"\nratio plain PyTorch / deeptut: {ratio:.1f}x")
     if args.json:

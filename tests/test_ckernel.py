@@ -75,6 +75,27 @@ def test_c_step_deterministic(threads):
 
 
 @needs_c
+def test_c_step_same_bits_whether_the_worker_spins_or_sleeps():
+    """pool.h: an idle worker spins SPIN pauses (~10-60 us), then sleeps until woken. Steps back to back (it
+    may still be spinning, and claims parts) and steps 5 ms apart (it is asleep when the step starts) give
+    the same bits: the parts are fixed, whoever computes them."""
+    import time
+
+    def run(pause_s):
+        torch.set_num_threads(2)
+        m = _model()
+        step = LogisticFusedStep(m, TrainConfig(batch_size=600), use_ckernel=True)
+        costs = []
+        for i in range(6):
+            costs.append(step(*_batch(600, i), 0.13))
+            time.sleep(pause_s)
+        return costs, m.W.detach().clone(), m.b.detach().clone()
+
+    a, b = run(0.0), run(0.005)
+    assert a[0] == b[0] and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+
+
+@needs_c
 def test_c_step_bad_label_raises():
     m = _model()
     step = LogisticFusedStep(m, TrainConfig(batch_size=4))
