@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from deeptut.errors import DataError, DeeptutError
+from deeptut.errors import ConfigError, DataError
 from deeptut.store import files
 from deeptut.store.rundir import Run
 from deeptut.store.runread import NotAnRBMRun, require_rbm, split_images  # noqa: F401 (NotAnRBMRun: re-exported)
@@ -55,7 +55,7 @@ def draw_samples(run_dir: str | Path, data: Any = None, *, seed: int | None = No
 
     for name, v in (("n_chains", n_chains), ("n_samples", n_samples), ("plot_every", plot_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise DeeptutError(f"{name} must be an integer >= 1 (got {v!r})")
+            raise ConfigError(f"{name} must be an integer >= 1 (got {v!r})")
     run = Run.open(run_dir)
     rbm = require_rbm(run, "sampling").to(device)
     x = split_images(run, data, "test")
