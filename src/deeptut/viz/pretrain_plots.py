@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from deeptut.store.rundir import Run
 from deeptut.store.runread import PRETRAINED, PRETRAINED_FAMILIES, pretrain_checkpoints  # noqa: F401
@@ -69,6 +70,7 @@ def plot_pretrain_costs(run: Run, out_dir: Path, recs: list[dict[str, Any]], mod
             ax2.plot(epochs, jac, "^:", ms=3, color="tab:green", label="Jacobian norm")
             ax2.set_ylabel("Jacobian norm", color="tab:green")
             ax2.legend(loc="upper center", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0-based, as printed)")
         ax.set_ylabel(COST_LABELS.get(kind or model, "cost"), fontsize=8)
         ax.set_title(f"layer {layer}" if n > 1 or model in ("sda", "dbn") else mpl_text(model), fontsize=10)
