@@ -92,6 +92,8 @@ def test_sample_bad_sizes(tmp_path):
         write_samples(run, tiny_splits(), n_chains=0)
     with pytest.raises(ValueError, match="needs more test images"):
         write_samples(run, tiny_splits(n_test=10), n_chains=20)
+    with pytest.raises(ValueError, match="device 'gpu0'"):
+        write_samples(run, tiny_splits(), device="gpu0")
 
 
 # --- eval --log-likelihood ------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--ais-runs", type=int, default=100, help="parallel AIS runs (default 100)")
     e.add_argument("--ais-steps", type=int, help="AIS steps (default: the paper's ladder, 14,500)")
     e.add_argument("--seed", type=int, default=0, help="seed of the AIS noise (default 0)")
+    e.add_argument("--device", default="cpu", help="where the AIS runs (cpu, cuda; default cpu)")
 
     s = sub.add_parser("sample", help="rbm runs: draw rbm.py's samples.png into RUN_DIR/plots/")
     s.add_argument("run_dir")
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n-chains", type=int, default=20, help="persistent chains, one column each (default 20)")
     s.add_argument("--n-samples", type=int, default=10, help="samples per chain, one row each (default 10)")
     s.add_argument("--plot-every", type=int, default=1000, help="Gibbs steps between samples (default 1000)")
+    s.add_argument("--device", default="cpu", help="where the chains run (cpu, cuda; default cpu)")
 
     pr = sub.add_parser("predict", help="predict the digits in an IDX image file or PNG files")
     pr.add_argument("run_dir")
@@ -115,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from deeptut.train.loglik import format_result, write_log_likelihood
 
         path, result = write_log_likelihood(args.run_dir, args.data_dir, n_runs=args.ais_runs,
-                                            ais_steps=args.ais_steps, seed=args.seed)
+                                            ais_steps=args.ais_steps, seed=args.seed, device=args.device)
         print(format_result(result))
         print(f"-> {path}")
         return 0
@@ -162,7 +164,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from deeptut.viz.samples import write_samples
 
     for path in write_samples(args.run_dir, args.data_dir, seed=args.seed, n_chains=args.n_chains,
-                              n_samples=args.n_samples, plot_every=args.plot_every):
+                              n_samples=args.n_samples, plot_every=args.plot_every, device=args.device):
         print(path)
     return 0
 

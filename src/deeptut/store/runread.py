@@ -179,3 +179,16 @@ def split_images(run: Run, data: Any, split: str) -> np.ndarray:
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(256)
     return x.reshape(len(x), -1).astype(np.float32, copy=False)
+
+
+def check_device(device: str) -> str:
+    """`device` if torch can run there now, else ConfigError naming it (a typo, or cuda without a GPU)."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r}: {e}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available here")
+    return str(d)

@@ -24,7 +24,7 @@ import numpy as np
 from deeptut.errors import DeeptutError
 from deeptut.store import files
 from deeptut.store.rundir import Run
-from deeptut.store.runread import require_rbm, split_images
+from deeptut.store.runread import check_device, require_rbm, split_images
 
 LOG_LIKELIHOOD_JSON = "log_likelihood.json"
 DEFAULT_AIS_RUNS = 100  # parallel AIS runs (the paper: 100)
@@ -62,6 +62,7 @@ def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: in
 
     from deeptut.train.ais import ais_log_partition, base_rate_vbias, mean_log_probability
 
+    device = check_device(device)
     run = Run.open(run_dir)
     rbm = require_rbm(run, "the log-likelihood").to(device)
     if n_runs < 2:

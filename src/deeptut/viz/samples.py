@@ -25,7 +25,7 @@ import numpy as np
 from deeptut.errors import ConfigError, DataError
 from deeptut.store import files
 from deeptut.store.rundir import Run
-from deeptut.store.runread import NotAnRBMRun, require_rbm, split_images  # noqa: F401 (NotAnRBMRun: re-exported)
+from deeptut.store.runread import NotAnRBMRun, check_device, require_rbm, split_images  # noqa: F401 (re-export)
 from deeptut.viz.tiles import tile_raster_images
 
 SAMPLES_PNG = "samples.png"
@@ -56,6 +56,7 @@ def draw_samples(run_dir: str | Path, data: Any = None, *, seed: int | None = No
     for name, v in (("n_chains", n_chains), ("n_samples", n_samples), ("plot_every", plot_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be an integer >= 1 (got {v!r})")
+    device = check_device(device)
     run = Run.open(run_dir)
     rbm = require_rbm(run, "sampling").to(device)
     x = split_images(run, data, "test")
