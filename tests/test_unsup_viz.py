@@ -136,8 +136,6 @@ def test_log_likelihood_interval_contains_the_exact_value(tmp_path):
 
 
 def test_log_likelihood_refuses_other_models_and_cli(tmp_path, capsys):
-    from data_helpers import BUNDLED
-
     da = make_unsup_run(tmp_path / "da-run", "da", epochs=1)
     with pytest.raises(NotAnRBMRun, match="da-run.*this is a da run"):
         estimate_log_likelihood(da, tiny_splits())
@@ -145,6 +143,11 @@ def test_log_likelihood_refuses_other_models_and_cli(tmp_path, capsys):
     assert "this is a da run" in capsys.readouterr().err
     assert cli.main(["eval", str(da)]) == 2  # no classifier: a clear error, not a traceback
     assert "has no classifier" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # real MNIST: 50,000 training images for the base rate, 10,000 test images
+def test_eval_log_likelihood_cli_on_mnist(tmp_path, capsys):
+    from data_helpers import BUNDLED
 
     run = make_unsup_run(tmp_path / "rbm", "rbm", epochs=1)
     assert cli.main(["eval", str(run), "--log-likelihood", "--ais-runs", "10", "--ais-steps", "50",
