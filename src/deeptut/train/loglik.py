@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from deeptut.errors import DeeptutError
+from deeptut.errors import ConfigError
 from deeptut.store import files
 from deeptut.store.rundir import Run
 from deeptut.store.runread import check_device, require_rbm, split_images
@@ -37,7 +37,7 @@ def paper_shaped_betas(n_steps: int) -> np.ndarray:
     500/14500 of the steps evenly up to 0.5, 4000/14500 up to 0.9, the rest up to 1. At 14,500 it is
     ais.salakhutdinov_betas() exactly (same linspace segments)."""
     if n_steps < 3:
-        raise DeeptutError(f"--ais-steps must be >= 3 (got {n_steps})")
+        raise ConfigError(f"--ais-steps must be >= 3 (got {n_steps})")
     a = max(1, round(n_steps * 500 / PAPER_STEPS))
     b = max(1, round(n_steps * 4000 / PAPER_STEPS))
     c = n_steps - a - b
@@ -66,7 +66,7 @@ def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: in
     run = Run.open(run_dir)
     rbm = require_rbm(run, "the log-likelihood").to(device)
     if n_runs < 2:
-        raise DeeptutError(f"--ais-runs must be >= 2 to report a spread (got {n_runs})")
+        raise ConfigError(f"--ais-runs must be >= 2 to report a spread (got {n_runs})")
     steps = PAPER_STEPS if ais_steps is None else int(ais_steps)
     betas = paper_shaped_betas(steps)
     x_train = torch.from_numpy(binarize(split_images(run, data, "train")))

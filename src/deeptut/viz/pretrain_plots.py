@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from deeptut.store.rundir import Run
-from deeptut.store.runread import PRETRAINED, PRETRAINED_FAMILIES, pretrain_checkpoints  # noqa: F401
+from deeptut.store.runread import PRETRAINED, pretrain_checkpoints
 from deeptut.viz.plots import Figure, _finite, _save, draw_evolution, filter_sets, load_params, mpl_text, save_gray
 from deeptut.viz.plots import tile_scale, tiles_for
 

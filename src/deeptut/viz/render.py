@@ -8,7 +8,8 @@ from typing import Any
 
 from deeptut.store import rundir
 from deeptut.store.rundir import Run
-from deeptut.store.runread import PRETRAINED, UNSUPERVISED, model_name, pretrain_checkpoints, run_metrics
+from deeptut.store.runread import (PRETRAINED, PRETRAINED_FAMILIES, UNSUPERVISED, model_name, pretrain_checkpoints,
+                                   run_metrics)
 from deeptut.viz import plots, pretrain_plots
 from deeptut.viz.predict import confusion_matrix, predict, test_split
 
@@ -25,7 +26,7 @@ def planned_pictures(run: Run) -> list[str]:
     if metrics.pretrain:
         names.append("pretrain_costs.png")
     names += ["filters_layer0.png", "filters_layer1.png"] if model == "lenet" else ["filters.png"]
-    if model in pretrain_plots.PRETRAINED_FAMILIES and (run.path / PRETRAINED).is_file():
+    if model in PRETRAINED_FAMILIES and (run.path / PRETRAINED).is_file():
         names.append("filters_pretrained.png")
     epochs = pretrain_checkpoints(run, layer=0)
     if model == "rbm":
@@ -69,7 +70,7 @@ def render_all(run_dir: str | Path, data: Any = None) -> list[Path]:
     if metrics.pretrain:
         written.append(pretrain_plots.plot_pretrain_costs(run, out, metrics.pretrain, model))
     written += plots.plot_filters(run, out, model)
-    if model in pretrain_plots.PRETRAINED_FAMILIES:
+    if model in PRETRAINED_FAMILIES:
         written += pretrain_plots.plot_pretrained_filters(run, out, model)
     if model == "rbm":
         written += pretrain_plots.plot_epoch_filters(run, out, model)

@@ -11,12 +11,12 @@ from typing import Any
 
 import deeptut
 from deeptut.errors import DataError
-from deeptut.store import files, rundir
+from deeptut.store import files
 from deeptut.store.rundir import Run
 from deeptut.store.runread import model_name, run_metrics
+from deeptut.viz import plots as plots_mod
 from deeptut.viz import pretrain_plots
 from deeptut.viz.render import picture_sources, planned_pictures, render_all
-from deeptut.viz import plots as plots_mod
 from deeptut.viz.text import fmt
 
 SUMMARY_LABELS = {
