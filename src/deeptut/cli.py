@@ -35,6 +35,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--data-dir")
     e.add_argument("--evaluation", choices=["tutorial", "full"], help="default: the run's own")
+    e.add_argument("--log-likelihood", action="store_true",
+                   help="rbm runs: AIS estimate of log Z and the mean test log-probability (nats, +-3 sigma), "
+                        "written to RUN_DIR/log_likelihood.json")
+    e.add_argument("--ais-runs", type=int, default=100, help="parallel AIS runs (default 100)")
+    e.add_argument("--ais-steps", type=int, help="AIS steps (default: the paper's ladder, 14,500)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the AIS noise (default 0)")
+    e.add_argument("--device", default="cpu", help="where the AIS runs (cpu, cuda; default cpu)")
+
+    s = sub.add_parser("sample", help="rbm runs: draw rbm.py's samples.png into RUN_DIR/plots/")
+    s.add_argument("run_dir")
+    s.add_argument("--data-dir")
+    s.add_argument("--seed", type=int, help="seed of the Gibbs noise (default: the RBM's sample_seed)")
+    s.add_argument("--n-chains", type=int, default=20, help="persistent chains, one column each (default 20)")
+    s.add_argument("--n-samples", type=int, default=10, help="samples per chain, one row each (default 10)")
+    s.add_argument("--plot-every", type=int, default=1000, help="Gibbs steps between samples (default 1000)")
+    s.add_argument("--device", default="cpu", help="where the chains run (cpu, cuda; default cpu)")
 
     pr = sub.add_parser("predict", help="predict the digits in an IDX image file or PNG files")
     pr.add_argument("run_dir")
@@ -96,6 +112,23 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from deeptut.accel import cpu_evaluator
     from deeptut.store import rundir
+    from deeptut.store.runread import UNSUPERVISED, model_name
+
+    if args.log_likelihood:
+        from deeptut.train.loglik import format_result, write_log_likelihood
+
+        path, result = write_log_likelihood(args.run_dir, args.data_dir, n_runs=args.ais_runs,
+                                            ais_steps=args.ais_steps, seed=args.seed, device=args.device)
+        print(format_result(result))
+        print(f"-> {path}")
+        return 0
+    try:
+        model = model_name(rundir.Run.open(args.run_dir))
+    except DeeptutError:
+        model = None  # load_model below says what is wrong with the directory
+    if model in UNSUPERVISED:
+        raise DeeptutError(f"{args.run_dir}: a {model} run has no classifier to evaluate"
+                           + ("; try --log-likelihood" if model == "rbm" else ""))
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
     from deeptut.train.loop import evaluate
@@ -127,6 +160,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from deeptut.viz.samples import write_samples
+
+    for path in write_samples(args.run_dir, args.data_dir, seed=args.seed, n_chains=args.n_chains,
+                              n_samples=args.n_samples, plot_every=args.plot_every, device=args.device):
+        print(path)
+    return 0
+
+
 def cmd_presets() -> int:
     from deeptut import config
 
@@ -146,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args, extra)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "sample":
+            return cmd_sample(args)
         if args.command == "predict":
             return cmd_predict(args)
         if args.command == "presets":

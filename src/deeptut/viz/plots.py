@@ -21,8 +21,9 @@ from matplotlib.colors import PowerNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from deeptut.errors import CheckpointError  # noqa: E402
-from deeptut.store.rundir import Run, load_params, require  # noqa: E402
+from deeptut.errors import CheckpointError, DataError  # noqa: E402
+from deeptut.store.rundir import METRICS, Run, load_params, require  # noqa: E402
+from deeptut.store.runread import model_name, run_metrics  # noqa: E402
 from deeptut.viz.tiles import grid_shape, tile_raster_images  # noqa: E402
 
 DPI = 100
@@ -38,11 +39,18 @@ def _square(n: int, path: Path, key: str) -> tuple[int, int]:
     return side, side
 
 
+# the unsupervised chapters' first layer: W [n_visible, n_hidden] (shared with the sigmoid layer in SdA / DBN),
+# drawn as dA.py / rbm.py draw it: tile_raster_images(W.T, (28, 28), tile_shape=(10, 10), tile_spacing=(1, 1))
+TIED_FIRST_LAYER = {"da": "W", "ca": "W", "rbm": "W", "sda": "sigmoid_layers.0.W", "dbn": "sigmoid_layers.0.W"}
+CHAPTER_TILES = (10, 10)  # the first 100 units (fewer units leave the remaining tiles black, as the chapter's)
+
+
 def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
                 max_units: int | None = None) -> list[tuple[str, str, np.ndarray, tuple[int, int], tuple[int, int]]]:
     """(name, title, rows, img_shape, tile_shape) for each filter picture of a model.
 
     logistic: the 10 class templates W[:, k]; mlp: the first layer's units (rows of hiddenLayer.W.T);
+    da, ca, rbm, sda, dbn: the first layer's W.T, the first 100 units on the chapters' 10 x 10 grid;
     lenet: the kernels of both conv layers (layer1: one grid row per output map, one column per input map).
     max_units limits the number of units/kernels drawn; for LeNet it also leaves layer 1 out (the
     pictures over training show layer 0 only)."""
@@ -66,6 +74,12 @@ def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
             out.append(("filters_layer1", "conv layer 1 kernels (row: output map, column: input map)",
                         W1.reshape(W1.shape[0] * W1.shape[1], -1), tuple(W1.shape[2:]), tuple(W1.shape[:2])))
         return out
+    if model in TIED_FIRST_LAYER:
+        key = TIED_FIRST_LAYER[model]
+        W = require(params, path, key, 2)  # [n_visible, n_hidden]: one column per hidden unit
+        rows = W.T[:CHAPTER_TILES[0] * CHAPTER_TILES[1] if max_units is None else max_units]
+        return [("filters", f"first-layer filters ({key}.T)", rows, _square(W.shape[0], path, key),
+                 CHAPTER_TILES if max_units is None else grid_shape(len(rows)))]
     raise CheckpointError(f"{path}: unknown model {model!r}")
 
 
@@ -88,19 +102,22 @@ def save_gray(arr: np.ndarray, path: Path, scale: int = 1) -> Path:
     return path
 
 
-def plot_filters(run: Run, out_dir: Path) -> list[Path]:
-    path = run.best_path
+def plot_filters(run: Run, out_dir: Path, model: str | None = None, path: Path | None = None,
+                 suffix: str = "") -> list[Path]:
+    """The filter pictures of one saved model (best.safetensors by default) as `<name><suffix>.png`."""
+    model = model_name(run) if model is None else model
+    path = run.best_path if path is None else path
     written = []
-    for name, _title, rows, img_shape, tile_shape in filter_sets(run.model, load_params(path), path):
+    for name, _title, rows, img_shape, tile_shape in filter_sets(model, load_params(path), path):
         arr = tiles_for(rows, img_shape, tile_shape)
-        written.append(save_gray(arr, out_dir / f"{name}.png", tile_scale(img_shape, tile_shape)))
+        written.append(save_gray(arr, out_dir / f"{name}{suffix}.png", tile_scale(img_shape, tile_shape)))
     return written
 
 
 # --- filters over training -------------------------------------------------------------------------------
 
-EVOLUTION_UNITS = {"logistic": 10, "mlp": 10, "lenet": 20}
-GIF_UNITS = {"logistic": None, "mlp": 100, "lenet": None}
+EVOLUTION_UNITS = {"logistic": 10, "mlp": 10, "lenet": 20, **{m: 10 for m in TIED_FIRST_LAYER}}
+GIF_UNITS = {"logistic": None, "mlp": 100, "lenet": None, **{m: None for m in TIED_FIRST_LAYER}}
 
 
 def _font(size: int) -> Any:
@@ -118,12 +135,12 @@ def _sample(items: list[Any], k: int) -> list[Any]:
     return [items[i] for i in idx]
 
 
-def evolution_rows(run: Run, checkpoints: list[tuple[int, Path]]) -> list[tuple[int, np.ndarray]]:
-    """(iteration, one strip row of tiles) per checkpoint: the first EVOLUTION_UNITS filters in a line."""
+def evolution_rows(model: str, labelled: list[tuple[str, str, Path]]) -> list[tuple[str, np.ndarray]]:
+    """(label, one strip row of tiles) per saved model: the first EVOLUTION_UNITS filters in a line."""
     out = []
-    for it, p in checkpoints:
-        name, _t, rows, img_shape, _ts = filter_sets(run.model, load_params(p), p, EVOLUTION_UNITS[run.model])[0]
-        out.append((it, tiles_for(rows, img_shape, (1, len(rows)))))
+    for label, _frame_label, p in labelled:
+        name, _t, rows, img_shape, _ts = filter_sets(model, load_params(p), p, EVOLUTION_UNITS[model])[0]
+        out.append((label, tiles_for(rows, img_shape, (1, len(rows)))))
     return out
 
 
@@ -136,33 +153,42 @@ def plot_evolution(run: Run, out_dir: Path, max_rows: int = 10, max_frames: int 
     cps = run.checkpoints()
     if not cps:
         return []
-    rows = evolution_rows(run, _sample(cps, max_rows))
+    labelled = [(f"iter {it:,}", f"iteration {it:,}", p) for it, p in cps]
+    return draw_evolution(model_name(run), labelled, out_dir, "filters_evolution", max_rows, max_frames)
+
+
+def draw_evolution(model: str, labelled: list[tuple[str, str, Path]], out_dir: Path, stem: str,
+                   max_rows: int = 10, max_frames: int = 24) -> list[Path]:
+    """<stem>.png (one row per sampled model: its strip label, then the first filters) and <stem>.gif (every
+    model, up to max_frames, as the full filter picture titled with its frame label). `labelled` holds
+    (strip label, frame label, parameters file) in training order."""
+    rows = evolution_rows(model, _sample(labelled, max_rows))
     h, w = rows[0][1].shape
     scale = max(1, min(8, round(60 / h)))
     gap = 2
     strip = Image.new("L", (STRIP_LABEL_W + w * scale, len(rows) * (h * scale + gap) - gap), 255)
     draw = ImageDraw.Draw(strip)
     font = _font(13)
-    for i, (it, arr) in enumerate(rows):
+    for i, (label, arr) in enumerate(rows):
         top = i * (h * scale + gap)
         tile = Image.fromarray(arr).resize((w * scale, h * scale), Image.Resampling.NEAREST)
         strip.paste(tile, (STRIP_LABEL_W, top))
-        draw.text((4, top + h * scale // 2), f"iter {it:,}", fill=0, font=font, anchor="lm")
-    written = [out_dir / "filters_evolution.png"]
+        draw.text((4, top + h * scale // 2), label, fill=0, font=font, anchor="lm")
+    written = [out_dir / f"{stem}.png"]
     out_dir.mkdir(parents=True, exist_ok=True)
     strip.save(written[0], optimize=True)
 
     frames = []
-    for it, p in _sample(cps, max_frames):
-        name, _t, fr, img_shape, tile_shape = filter_sets(run.model, load_params(p), p, GIF_UNITS[run.model])[0]
+    for _label, frame_label, p in _sample(labelled, max_frames):
+        name, _t, fr, img_shape, tile_shape = filter_sets(model, load_params(p), p, GIF_UNITS[model])[0]
         arr = tiles_for(fr, img_shape, tile_shape)
         s = tile_scale(img_shape, tile_shape)
         img = Image.fromarray(arr).resize((arr.shape[1] * s, arr.shape[0] * s), Image.Resampling.NEAREST)
         frame = Image.new("L", (img.width, img.height + 18), 0)
         frame.paste(img, (0, 0))
-        ImageDraw.Draw(frame).text((3, img.height + 9), f"iteration {it:,}", fill=255, font=_font(12), anchor="lm")
+        ImageDraw.Draw(frame).text((3, img.height + 9), frame_label, fill=255, font=_font(12), anchor="lm")
         frames.append(frame)
-    gif = out_dir / "filters_evolution.gif"
+    gif = out_dir / f"{stem}.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=400, loop=0)
     written.append(gif)
     return written
@@ -188,10 +214,15 @@ def _finite(values: list[float | None]) -> np.ndarray:
     return a
 
 
-def plot_learning_curves(run: Run, out_dir: Path, size: tuple[float, float] = (7.0, 5.0)) -> Path:
-    """Minibatch train cost (top) and validation/test error in % (bottom) against the iteration.
+def plot_learning_curves(run: Run, out_dir: Path, size: tuple[float, float] = (7.0, 5.0),
+                         recs: list[dict[str, Any]] | None = None) -> Path:
+    """Minibatch train cost (top) and validation/test error in % (bottom) against the iteration, from the
+    supervised lines of metrics.jsonl (`recs`; read when None): pre-training lines are left out.
     Non-finite values (a diverged run) are left out of the lines."""
-    recs = run.metrics()
+    if recs is None:
+        recs = run_metrics(run).supervised
+    if not recs:
+        raise DataError(f"{run.path / METRICS}: no supervised (validation) records to draw learning curves from")
     it = np.array([r["iteration"] for r in recs])
     cost = _finite([r["train_cost"] for r in recs])
     valid = _finite([r["valid_error"] for r in recs])
@@ -216,7 +247,7 @@ def plot_learning_curves(run: Run, out_dir: Path, size: tuple[float, float] = (7
     ax_e.set_ylabel("error (%)")
     ax_e.grid(alpha=0.3)
     ax_e.legend(loc="upper right", fontsize=9)
-    fig.suptitle(f"{mpl_text(run.config.get('preset', run.model))}: learning curves", fontsize=11)
+    fig.suptitle(f"{mpl_text(run.config.get('preset', model_name(run)))}: learning curves", fontsize=11)
     return _save(fig, out_dir / "learning_curves.png")
 
 

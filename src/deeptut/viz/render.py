@@ -6,25 +6,78 @@ import json
 from pathlib import Path
 from typing import Any
 
-import deeptut.viz.plots as plots  # names the submodule, not the viz package (which imports this module)
-from deeptut.viz.predict import confusion_matrix, predict, test_split
+from deeptut.store import rundir
 from deeptut.store.rundir import Run
+from deeptut.store.runread import (PRETRAINED, PRETRAINED_FAMILIES, UNSUPERVISED, model_name, pretrain_checkpoints,
+                                   run_metrics)
+import deeptut.viz.plots as plots  # names the submodule, not the viz package (which imports this module)
+import deeptut.viz.pretrain_plots as pretrain_plots
+from deeptut.viz.predict import confusion_matrix, predict, test_split
 
 ERRORS_SHOWN = 40
+
+
+def planned_pictures(run: Run) -> list[str]:
+    """The names render_all writes for this run, from the files it has (what `report` checks for staleness)."""
+    model = model_name(run)
+    metrics = run_metrics(run)
+    names = []
+    if metrics.supervised:
+        names.append("learning_curves.png")
+    if metrics.pretrain:
+        names.append("pretrain_costs.png")
+    names += ["filters_layer0.png", "filters_layer1.png"] if model == "lenet" else ["filters.png"]
+    if model in PRETRAINED_FAMILIES and (run.path / PRETRAINED).is_file():
+        names.append("filters_pretrained.png")
+    epochs = pretrain_checkpoints(run, layer=0)
+    if model == "rbm":
+        names += [f"filters_at_epoch_{e}.png" for _l, e, _p in epochs]
+    if epochs:
+        names += ["pretrain_filters_evolution.png", "pretrain_filters_evolution.gif"]
+    if model not in UNSUPERVISED:
+        names += ["confusion.png", "confusion.json", "errors.png"]
+        if run.checkpoints():
+            names += ["filters_evolution.png", "filters_evolution.gif"]
+    return names
+
+
+def picture_sources(run: Run) -> list[Path]:
+    """The files the pictures are drawn from (a newer one makes plots/ stale)."""
+    sources = [run.path / n for n in (rundir.METRICS, rundir.BEST, rundir.CONFIG, PRETRAINED)]
+    sources += [p for _, p in run.checkpoints()] + [p for _l, _e, p in pretrain_checkpoints(run)]
+    return [p for p in sources if p.exists()]
 
 
 def render_all(run_dir: str | Path, data: Any = None) -> list[Path]:
     """Write the run's pictures into RUN_DIR/plots/ and return their paths.
 
-    learning_curves.png, filters.png (logistic, mlp) or filters_layer0.png + filters_layer1.png (lenet),
-    confusion.png + confusion.json and errors.png (the best model on the full test set), and, when the
-    run kept intermediate models (models/iter-*.safetensors), filters_evolution.png + .gif.
+    Supervised runs and the fine-tuning of sda / dbn: learning_curves.png (fine-tuning lines only),
+    confusion.png + confusion.json and errors.png (the best model on the full test set), and, when the run
+    kept intermediate models (models/iter-*.safetensors), filters_evolution.png + .gif.
+    Filters: filters.png (logistic, mlp; da, ca, rbm, sda, dbn: the first layer of best.safetensors as the
+    chapters draw it) or filters_layer0.png + filters_layer1.png (lenet); sda / dbn also
+    filters_pretrained.png (pretrained.safetensors).
+    Pre-training (da, ca, rbm, sda, dbn): pretrain_costs.png (rbm: with the published PL curve),
+    pretrain_filters_evolution.png + .gif (layer 0 after each epoch), rbm: filters_at_epoch_E.png.
     `data`: None (the run's dataset at its default location), a data directory, a Splits object,
-    or an (x_test, y_test) pair."""
+    or an (x_test, y_test) pair; not read for da, ca, rbm."""
     run = Run.open(run_dir)
+    model = model_name(run)
+    metrics = run_metrics(run)
     out = run.path / "plots"
-    written = [plots.plot_learning_curves(run, out)]
-    written += plots.plot_filters(run, out)
+    written = []
+    if metrics.supervised:
+        written.append(plots.plot_learning_curves(run, out, recs=metrics.supervised))
+    if metrics.pretrain:
+        written.append(pretrain_plots.plot_pretrain_costs(run, out, metrics.pretrain, model))
+    written += plots.plot_filters(run, out, model)
+    if model in PRETRAINED_FAMILIES:
+        written += pretrain_plots.plot_pretrained_filters(run, out, model)
+    if model == "rbm":
+        written += pretrain_plots.plot_epoch_filters(run, out, model)
+    written += pretrain_plots.plot_pretrain_evolution(run, out, model)
+    if model in UNSUPERVISED:  # no classifier: nothing to predict
+        return written
     x, y = test_split(run, data)
     pred = predict(run, x)
     cm = confusion_matrix(y, pred, int(run.config.get("n_out", 10) or 10))

@@ -11,9 +11,12 @@ from typing import Any
 
 import deeptut
 from deeptut.errors import DataError
-from deeptut.store import files, rundir
+from deeptut.store import files
 from deeptut.store.rundir import Run
-from deeptut.viz.render import render_all
+from deeptut.store.runread import model_name, run_metrics
+from deeptut.viz import plots as plots_mod
+from deeptut.viz import pretrain_plots
+from deeptut.viz.render import picture_sources, planned_pictures, render_all
 from deeptut.viz.text import fmt
 
 SUMMARY_LABELS = {
@@ -24,6 +27,8 @@ SUMMARY_LABELS = {
     "train_seconds": "training time (s)",
     "evaluation": "evaluation",
     "stopped": "stopped by",
+    "final_cost": "cost of the last training epoch",
+    "pretrain_seconds": "pre-training time (s)",
 }
 
 CSS = """
@@ -70,21 +75,86 @@ def _table(rows: list[tuple[str, Any]], head: tuple[str, str] = ("", "")) -> str
 def _stale(run: Run) -> bool:
     """Whether plots/ is missing a picture or older than what it is drawn from."""
     plots = run.path / "plots"
-    needed = [plots / "learning_curves.png", plots / "confusion.png", plots / "errors.png", plots / "confusion.json"]
-    needed += [plots / "filters_layer0.png"] if run.model == "lenet" else [plots / "filters.png"]
-    if run.checkpoints():
-        needed.append(plots / "filters_evolution.gif")
+    needed = [plots / n for n in planned_pictures(run)]
     if not all(p.is_file() for p in needed):
         return True
-    sources = [run.path / n for n in (rundir.METRICS, rundir.BEST, rundir.CONFIG)]
-    sources += [p for _, p in run.checkpoints()]
-    newest = max((p.stat().st_mtime for p in sources if p.exists()), default=0.0)
+    newest = max((p.stat().st_mtime for p in picture_sources(run)), default=0.0)
     return min(p.stat().st_mtime for p in needed) < newest
+
+
+def _pretraining(run: Run, model: str) -> list[str]:
+    """The pre-training cost curves and, for an rbm run's pseudo-likelihood, the table against rbm.py's."""
+    plots = run.path / "plots"
+    out = ["<h2>Pre-training</h2>" if model in ("sda", "dbn") else "<h2>Training cost</h2>"]
+    out.append(_img(plots / "pretrain_costs.png", "pre-training cost per epoch",
+                    "The cost printed after each (pre-)training epoch (metrics.jsonl lines with phase "
+                    "\"pretrain\"), one panel per layer, against the 0-based epoch as the tutorial prints it."
+                    + (" The published curve is rbm.py's PCD-15 run." if model == "rbm" else "")))
+    table = pretrain_plots.pl_table(run_metrics(run).pretrain) if model == "rbm" else []
+    if table:
+        out.append("<table><tr><th>epoch</th><th>this run</th><th>published (rbm.py)</th><th>difference</th></tr>")
+        for e, c, pub, d in table:
+            cells = "".join(f'<td class="num">{_e(v)}</td>' for v in (c, pub, d))
+            out.append(f'<tr><td class="num">{_e(e)}</td>{cells}</tr>')
+        out.append("</table>")
+    return out
+
+
+def _pretrain_filters(run: Run, model: str) -> list[str]:
+    plots = run.path / "plots"
+    out = []
+    epochs = sorted((int(p.stem.rsplit("_", 1)[1]), p) for p in plots.glob("filters_at_epoch_*.png")
+                    if p.stem.rsplit("_", 1)[1].isdigit())
+    if (plots / "pretrain_filters_evolution.png").is_file() or epochs:
+        out.append("<h3>Filters during pre-training</h3><div class=\"cols\">")
+        if (plots / "pretrain_filters_evolution.png").is_file():
+            out.append(_img(plots / "pretrain_filters_evolution.png", "layer 0 filters over pre-training",
+                            "The first filters of layer 0 after each saved pre-training epoch "
+                            "(models/pretrain-layer0-epoch*.safetensors).", pixels=True))
+        if (plots / "pretrain_filters_evolution.gif").is_file():
+            out.append(_img(plots / "pretrain_filters_evolution.gif", "layer 0 filters over pre-training (animation)",
+                            "The same, animated: 100 filters per epoch.", pixels=True))
+        out.append("</div>")
+        if epochs:
+            out.append("<div class=\"cols\">")
+            for e, p in epochs:
+                out.append(_img(p, f"filters at epoch {e}", f"{p.name}: after epoch {e} (0-based)", pixels=True))
+            out.append("</div>")
+    return out
+
+
+def _samples_and_likelihood(run: Run) -> list[str]:
+    """samples.png (deeptut sample) and log_likelihood.json (deeptut eval --log-likelihood), when present."""
+    plots = run.path / "plots"
+    out = []
+    if (plots / "samples.png").is_file():
+        out.append("<h2>Samples</h2>")
+        info = {}
+        if (plots / "samples.json").is_file():
+            info = files.read_json(plots / "samples.json", DataError, want_object=True)
+        how = (f" Chains started at test digit {info.get('test_idx')}; {info.get('plot_every')} Gibbs steps "
+               f"between rows; seed {info.get('seed')}." if info else "")
+        out.append(_img(plots / "samples.png", "samples from the RBM",
+                        "rbm.py's samples.png: one column per persistent chain, one row per sample "
+                        "(mean-field visible activations)." + how, pixels=True))
+    ll_path = run.path / "log_likelihood.json"
+    if ll_path.is_file():
+        ll = files.read_json(ll_path, DataError, want_object=True)
+        out.append("<h2>Test log-likelihood (AIS)</h2>")
+        rows = [("mean test log-probability (nats)", ll.get("test_log_probability")),
+                ("its +-3 sigma interval", f"[{_e(ll.get('test_log_probability_low'))}, "
+                                           f"{_e(ll.get('test_log_probability_high'))}]"),
+                ("log Z (AIS)", ll.get("log_z")),
+                ("log Z +-3 sigma interval", f"[{_e(ll.get('log_z_low'))}, {_e(ll.get('log_z_high'))}]")]
+        rows += [(k, ll[k]) for k in ("ais_runs", "ais_steps", "n_test", "binarization", "seed", "seconds") if k in ll]
+        out.append(_table(rows))
+    return out
 
 
 def build_html(run: Run) -> str:
     plots = run.path / "plots"
     cfg = run.config
+    model = model_name(run)
     title = f"deeptut run {run.name}"
     parts = [
         "<!DOCTYPE html>",
@@ -94,7 +164,7 @@ def build_html(run: Run) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="sub">model <b>{_e(cfg.get("model", run.model))}</b>, preset <b>{_e(cfg.get("preset"))}</b>, '
+        f'<p class="sub">model <b>{_e(model)}</b>, preset <b>{_e(cfg.get("preset"))}</b>, '
         f'dataset <b>{_e(cfg.get("dataset"))}</b>, seed {_e(cfg.get("seed", run.meta.get("seed")))}</p>',
     ]
 
@@ -107,23 +177,35 @@ def build_html(run: Run) -> str:
     else:
         parts.append("<p>No summary.json: the run has not finished.</p>")
 
-    parts.append("<h2>Learning curves</h2>")
-    parts.append(_img(plots / "learning_curves.png", "learning curves",
-                      "Top: the training cost (mean negative log-likelihood of the minibatches since the "
-                      "previous validation, as recorded). Bottom: validation error and, where it was computed, "
-                      "test error in %, against minibatch iterations; the star is the best validation error."))
+    if (plots / "pretrain_costs.png").is_file():
+        parts += _pretraining(run, model)
+    if (plots / "learning_curves.png").is_file():
+        parts.append("<h2>Learning curves" + (" (fine-tuning)" if model in ("sda", "dbn") else "") + "</h2>")
+        parts.append(_img(plots / "learning_curves.png", "learning curves",
+                          "Top: the training cost (mean negative log-likelihood of the minibatches since the "
+                          "previous validation, as recorded). Bottom: validation error and, where it was "
+                          "computed, test error in %, against minibatch iterations; the star is the best "
+                          "validation error."))
 
     parts.append("<h2>Filters</h2>")
     captions = {
         "filters.png": "Class templates: column k of W as a 28x28 image, for k = 0..9 (rows of 5); each scaled to "
                        "its own min..max (black = most negative, white = most positive)."
-        if run.model == "logistic" else
+        if model == "logistic" else
+        ("First-layer filters " + ("after fine-tuning (best.safetensors)" if model in ("sda", "dbn") else
+                                   "of the trained model") +
+         ": tile_raster_images of W.T, the first 100 hidden units' weights as 28x28 images on a 10x10 grid, "
+         "1 pixel apart, each scaled to its own min..max (as the chapter draws them).")
+        if model in plots_mod.TIED_FIRST_LAYER else
         "First-layer units: each row of hiddenLayer.W.T (the weights into one hidden unit) as a 28x28 image, "
         "each scaled to its own min..max.",
+        "filters_pretrained.png": "First-layer filters when pre-training ended, before fine-tuning "
+                                  "(pretrained.safetensors), drawn the same way.",
         "filters_layer0.png": "Convolution layer 0: each 5x5 kernel, scaled to its own min..max.",
         "filters_layer1.png": "Convolution layer 1: one row per output feature map, one column per input map.",
     }
-    alts = {"filters.png": "class templates" if run.model == "logistic" else "first-layer filters",
+    alts = {"filters.png": "class templates" if model == "logistic" else "first-layer filters",
+            "filters_pretrained.png": "first-layer filters after pre-training",
             "filters_layer0.png": "convolution layer 0 kernels", "filters_layer1.png": "convolution layer 1 kernels"}
     for name, cap in captions.items():
         if (plots / name).is_file():
@@ -138,14 +220,19 @@ def build_html(run: Run) -> str:
                               "The same, animated over the kept models.", pixels=True))
         parts.append("</div>")
 
-    parts.append("<h2>Test set</h2>")
-    conf = files.read_json(plots / "confusion.json", DataError, want_object=True)
-    parts.append(f"<p>The best model on all {_e(conf.get('n'))} test examples: {_e(conf.get('errors'))} errors "
-                 f"({_e(conf.get('error_percent'))} %). The tutorial-style test error in the summary may average "
-                 "over whole minibatches only, so the two can differ slightly.</p>")
-    parts.append(_img(plots / "confusion.png", "confusion matrix", "Rows: true class; columns: predicted class."))
-    parts.append(_img(plots / "errors.png", "misclassified digits",
-                      "The first misclassified test digits in test-set order, titled true → predicted."))
+    parts += _pretrain_filters(run, model)
+    parts += _samples_and_likelihood(run)
+
+    if (plots / "confusion.json").is_file():
+        parts.append("<h2>Test set</h2>")
+        conf = files.read_json(plots / "confusion.json", DataError, want_object=True)
+        parts.append(f"<p>The best model on all {_e(conf.get('n'))} test examples: {_e(conf.get('errors'))} "
+                     f"errors ({_e(conf.get('error_percent'))} %). The tutorial-style test error in the summary "
+                     "may average over whole minibatches only, so the two can differ slightly.</p>")
+        parts.append(_img(plots / "confusion.png", "confusion matrix",
+                          "Rows: true class; columns: predicted class."))
+        parts.append(_img(plots / "errors.png", "misclassified digits",
+                          "The first misclassified test digits in test-set order, titled true → predicted."))
 
     parts.append("<h2>Configuration</h2>")
     parts.append(_table(sorted(cfg.items())))

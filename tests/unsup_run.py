@@ -1,0 +1,177 @@
+"""Run directories of the unsupervised families (da, ca, rbm, sda, dbn) as UNSUP_CONTRACT describes them,
+written without training: the modules are built directly, their parameters set to known patterns, and the
+files written with the store functions. For the reading side's tests (sample, eval --log-likelihood, viz,
+report).
+
+The families are registered for the test by `register_test_families` (monkeypatch): minimal sections whose
+fields are the modules' constructor arguments. They replace any real section of the same name for the test's
+duration, so that the model.json written here and the section that reads it always agree, whatever fields
+the training side's sections name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deeptut.data.datasets import Split, Splits
+from deeptut.models.families import ModelArgs
+from deeptut.store import files, tensors
+
+UNSUP_MODELS = ("da", "ca", "rbm", "sda", "dbn")
+
+
+@dataclass(frozen=True)
+class _DAArgs(ModelArgs):
+    n_visible: int = 784
+    n_hidden: int = 12
+
+    def build(self, init_seed: int | None = None):
+        from deeptut.models.da import dA
+
+        return dA(self.n_visible, self.n_hidden)
+
+
+@dataclass(frozen=True)
+class _CAArgs(_DAArgs):
+    def build(self, init_seed: int | None = None):
+        from deeptut.models.ca import cA
+
+        return cA(self.n_visible, self.n_hidden, n_batchsize=10)
+
+
+@dataclass(frozen=True)
+class _RBMArgs(_DAArgs):
+    def build(self, init_seed: int | None = None):
+        from deeptut.models.rbm import RBM
+
+        return RBM(self.n_visible, self.n_hidden)
+
+
+@dataclass(frozen=True)
+class _SdAArgs(ModelArgs):
+    n_ins: int = 784
+    hidden_layers_sizes: tuple[int, ...] = (12, 6)
+    n_outs: int = 10
+
+    def build(self, init_seed: int | None = None):
+        from deeptut.models.sda import SdA
+
+        return SdA(self.n_ins, self.hidden_layers_sizes, self.n_outs, init_seed)
+
+
+@dataclass(frozen=True)
+class _DBNArgs(_SdAArgs):
+    def build(self, init_seed: int | None = None):
+        from deeptut.models.dbn import DBN
+
+        return DBN(self.n_ins, self.hidden_layers_sizes, self.n_outs, init_seed)
+
+
+TEST_FAMILIES = {"da": _DAArgs, "ca": _CAArgs, "rbm": _RBMArgs, "sda": _SdAArgs, "dbn": _DBNArgs}
+
+
+def register_test_families(monkeypatch) -> None:
+    from deeptut.models.families import FAMILIES
+
+    for name, cls in TEST_FAMILIES.items():
+        monkeypatch.setitem(FAMILIES, name, cls)
+
+
+def first_layer_key(model: str) -> str:
+    return "W" if model in ("da", "ca", "rbm") else "sigmoid_layers.0.W"
+
+
+def one_hot_filters(n_visible: int, n_hidden: int, shift: int) -> np.ndarray:
+    """W [n_visible, n_hidden] whose unit k is 1 on pixel (k * 29 + shift) % n_visible, 0 elsewhere: the
+    filter picture's tile k is black with one white pixel at a known place."""
+    W = np.zeros((n_visible, n_hidden), np.float32)
+    for k in range(n_hidden):
+        W[(k * 29 + shift) % n_visible, k] = 1.0
+    return W
+
+
+def _save(path: Path, model: torch.nn.Module, name: str) -> None:
+    tensors.save_tensors(path, dict(model.state_dict()), metadata={"model": name, "format": "1"})
+
+
+def make_unsup_run(run_dir: str | Path, model: str, *, epochs: int = 3, n_layers_pretrained: int | None = None,
+                   cost_kind: str | None = None, n_finetune: int = 4, seed: int = 0) -> Path:
+    """A finished run directory of `model`: config.json, model.json, init/best.safetensors,
+    models/pretrain-layer{L}-epoch{E:04d}.safetensors, metrics.jsonl (pretrain lines, then finetune lines for
+    sda/dbn), pretrained.safetensors (sda/dbn), summary.json. Layer 0's filters after epoch E are one-hot
+    with shift E (best: shift 100; pretrained: shift 50). rbm's cost_kind defaults to pseudo-likelihood."""
+    path = Path(run_dir)
+    (path / "models").mkdir(parents=True, exist_ok=True)
+    args = TEST_FAMILIES[model]()
+    net = args.build()
+    key = first_layer_key(model)
+    n_visible, n_hidden = net.state_dict()[key].shape
+    files.atomic_write_json(path / "config.json", {
+        "config": {"model": model, "preset": model, "dataset": "mnist", "seed": seed, "init_seed": None,
+                   "batch_size": 10},
+        "versions": {"deeptut": "test"}, "git_commit": None, "seed": seed, "device": "cpu"})
+    files.atomic_write_json(path / "model.json", {"model": model, **args.model_args(), "format": 1})
+    _save(path / "init.safetensors", net, model)
+
+    def set_filters(shift: int) -> None:
+        with torch.no_grad():
+            net.state_dict()[key].copy_(torch.from_numpy(one_hot_filters(n_visible, n_hidden, shift)))
+
+    layers = 1 if model in ("da", "ca", "rbm") else (n_layers_pretrained or len(args.hidden_layers_sizes))
+    if model == "rbm" and cost_kind is None:
+        cost_kind = "pseudo-likelihood"
+    lines, t = [], 0.0
+    for layer in range(layers):
+        for epoch in range(epochs):
+            set_filters(epoch)
+            _save(path / "models" / f"pretrain-layer{layer}-epoch{epoch:04d}.safetensors", net, model)
+            t += 1.5
+            rec: dict[str, Any] = {"phase": "pretrain", "layer": layer, "epoch": epoch,
+                                   "cost": -90.0 + 10 * epoch if model == "rbm" else 100.0 / (epoch + 1) + layer,
+                                   "elapsed_s": t}
+            if model == "ca":
+                rec["jacobian_norm"] = 20.0 - epoch
+            if model == "rbm":
+                rec["cost_kind"] = cost_kind
+            lines.append(rec)
+    summary: dict[str, Any]
+    if model in ("sda", "dbn"):
+        set_filters(50)
+        _save(path / "pretrained.safetensors", net, model)
+        set_filters(100)
+        n_train_batches, best = 50, float("inf")
+        for v in range(n_finetune):
+            valid = 20.0 / (v + 1)
+            is_best = valid < best
+            best = min(best, valid)
+            lines.append({"epoch": v + 1, "minibatch": n_train_batches, "n_train_batches": n_train_batches,
+                          "iteration": (v + 1) * n_train_batches, "train_cost": 1.0 / (v + 1),
+                          "valid_error": valid, "test_error": valid + 0.5 if is_best else None, "best": is_best,
+                          "elapsed_s": t + v, "phase": "finetune"})
+        summary = {"best_validation_error": best, "test_error": best + 0.5, "epochs": n_finetune,
+                   "train_seconds": float(n_finetune), "pretrain_seconds": t, "stopped": "n_epochs"}
+    else:
+        set_filters(100)
+        summary = {"phase": "pretrain", "epochs": epochs, "final_cost": lines[-1]["cost"], "train_seconds": t,
+                   "stopped": "n_epochs"}
+    _save(path / "best.safetensors", net, model)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    files.atomic_write_json(path / "summary.json", summary)
+    return path
+
+
+def tiny_splits(n_train: int = 200, n_test: int = 40, seed: int = 0) -> Splits:
+    """MNIST-shaped splits: pixels k/256 drawn so that some are bright, labels random."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> Split:
+        x = (rng.integers(0, 256, (n, 784)) * (rng.random((n, 784)) < 0.3)).astype(np.float32) / 256
+        return Split(x, rng.integers(0, 10, n).astype(np.int64))
+
+    return Splits(split(n_train), split(n_test), split(n_test), "synthetic", "mnist")
