@@ -115,7 +115,8 @@ def test_single_layer_run_is_the_tutorial_loop_and_writes_the_contract(tmp_path,
         elif model == "rbm":
             assert out[e] == f"Training epoch {e}, cost is  {m['cost']}"
         else:
-            assert out[e] == f"Training epoch {e}, reconstruction cost  {m['cost']}  jacobian norm  {m['jacobian_norm']}"
+            assert out[e] == (f"Training epoch {e}, reconstruction cost  {m['cost']}  "
+                              f"jacobian norm  {m['jacobian_norm']}")
 
     # the contract's files
     for e in range(3):
@@ -276,7 +277,8 @@ def test_resuming_a_finished_run_does_nothing(tmp_path, capsys):
     (["train", "sda", "--hidden_layers_sizes", "500,500"], "corruption_levels needs one level per hidden layer"),
     (["train", "rbm", "--k", "0"], "k (Gibbs steps per CD-k / PCD-k update) must be >= 1"),
     (["train", "rbm", "--persistent", "maybe"], "persistent expects bool, got 'maybe'"),
-    (["train", "dbn", "--finetune_lr", "0.1", "--learning_rate", "0.2"], "finetune_lr is another name for learning_rate"),
+    (["train", "dbn", "--finetune_lr", "0.1", "--learning_rate", "0.2"],
+     "finetune_lr is another name for learning_rate"),
     (["train", "mlp", "--finetune_lr", "0.1"], "finetune_lr is the fine-tuning step size of the models that pre-train"),
     (["train", "da", "--pretrain_lr", "0.1"], "pretrain_lr is a field of models sda, dbn, not of da"),
 ])
@@ -285,8 +287,15 @@ def test_bad_input_is_a_clear_error(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_finetune_lr_is_learning_rate():
+def test_finetune_lr_is_learning_rate(tmp_path):
     from deeptut import config as cfgmod
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('model = "sda"\n[optim]\nfinetune_lr = 0.07\n')
+    assert cfgmod.resolve(None, toml).learning_rate == 0.07
+    toml.write_text('model = "sda"\n[optim]\nfinetune_lr = 0.07\nlearning_rate = 0.1\n')
+    with pytest.raises(ConfigError, match="another name for learning_rate"):
+        cfgmod.resolve(None, toml)
 
     cfg = cfgmod.resolve("sda", overrides={"finetune_lr": "0.05"})
     assert cfg.learning_rate == 0.05 and "finetune_lr" not in cfg.to_dict()
@@ -297,6 +306,10 @@ def test_finetune_lr_is_learning_rate():
 def test_a_minibatch_larger_than_the_split_is_a_clear_error(model):
     with pytest.raises(ConfigError, match="batch_size 500 is larger than the training split"):
         pretrain.train(config(model, batch_size=500), DATA)
+    with pytest.raises(ConfigError, match=r"validation split \(200\)"):
+        pretrain.train(config("dbn", batch_size=300), DATA)  # before any pre-training
+    with pytest.raises(ConfigError, match="augment_shift moves the images of supervised training"):
+        pretrain.train(config("rbm", augment_shift=2, n_visible=36), DATA)
 
 
 def test_cli_trains_and_resumes_an_unsupervised_run(tmp_path, capsys):

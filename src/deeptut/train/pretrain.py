@@ -234,9 +234,9 @@ def train(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet:
     write the run directory if one is given. Returns the summary (summary.json)."""
     if not handles(cfg.model):
         raise ConfigError(f"model {cfg.model} has no unsupervised phase: train it with fit")
-    if cfg.augment_shift:
-        raise ConfigError("augment_shift moves the images of supervised training; the unsupervised phase "
-                          f"of {cfg.model} does not (leave augment_shift at 0)")
+    if cfg.augment_shift and cfg.model in SINGLE:  # sda/dbn: fine-tuning moves them, pre-training does not
+        raise ConfigError(f"augment_shift moves the images of supervised training; {cfg.model} has none "
+                          f"(leave augment_shift at 0)")
     run_dir = None if run_dir is None else Path(run_dir)
     with cuda_precision(cfg):
         if cfg.model in SINGLE:
