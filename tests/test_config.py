@@ -119,7 +119,7 @@ def test_sections_hold_the_flat_fields():
         assert getattr(cfg, name) == getattr(getattr(cfg, section), name), name
     assert set(config.FIELDS) == {"model", "init_seed", *config._SECTION_OF,
                                   *(f.name for c in FAMILIES.values() for f in dataclasses.fields(c))}
-    assert config.MODELS == tuple(FAMILIES) == ("logistic", "mlp", "lenet")
+    assert config.MODELS == tuple(FAMILIES) == ("logistic", "mlp", "lenet", "da", "ca", "sda", "rbm", "dbn")
 
 
 def test_family_sections_build_their_modules():
@@ -147,11 +147,11 @@ def test_family_sections_build_their_modules():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"model": "mlp", "nkerns": (4, 8)}, "nkerns is a field of model lenet, not of mlp"),
-    ({"model": "logistic", "n_hidden": 20}, "n_hidden is a field of models mlp, lenet, not of logistic"),
+    ({"model": "logistic", "n_hidden": 20}, "n_hidden is a field of models mlp, lenet, da, ca, rbm, not of logistic"),
     ({"model": "logistic", "activation": "relu"}, "activation is a field of models mlp, lenet"),
-    ({"model": "lenet", "n_in": 100}, "n_in is a field of models logistic, mlp, not of lenet"),
+    ({"model": "lenet", "n_in": 100}, "n_in is a field of models logistic, mlp, sda, dbn, not of lenet"),
     ({"model": "mlp", "conv": "gemm"}, "conv is a field of model lenet, not of mlp"),
-    ({"model": "mlp", "pretraining_epochs": 3}, "pretraining_epochs is a field of models that pre-train"),
+    ({"model": "mlp", "pretraining_epochs": 3}, "pretraining_epochs is a field of models sda, dbn, not of mlp"),
     ({"model": "lenet", "nkerns": (4,)}, "nkerns must be two positive integers"),
     ({"model": "mlp", "activation": "softplus"}, "activation must be one of"),
     ({"model": "mlp", "n_hidden": 0}, "n_hidden must be >= 1"),
@@ -310,14 +310,15 @@ def test_tuple_fields_of_any_length_coerce():
 
 
 def test_pretraining_fields_apply_to_the_families_that_pretrain(monkeypatch):
-    with pytest.raises(ConfigError, match="pretrain_lr is a field of models that pre-train"):
+    with pytest.raises(ConfigError, match="pretrain_lr is a field of models sda, dbn, not of mlp"):
         TrainConfig(model="mlp", pretrain_lr=0.01)
+    assert TrainConfig(model="dbn", pretrain_lr=0.01).pretrain_lr == 0.01
     monkeypatch.setattr(MLPArgs, "pretrains", True)  # as the SdA and DBN sections will say
     cfg = config.resolve("mlp", overrides={"pretraining_epochs": "3", "pretrain_lr": "0.01"})
     assert (cfg.pretraining_epochs, cfg.pretraining.pretrain_lr) == (3, 0.01)
     assert cfg.sections()["pretraining"] == {"pretraining_epochs": 3, "pretrain_lr": 0.01}
     assert config.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match="pretrain_lr is a field of model mlp, not of lenet"):
+    with pytest.raises(ConfigError, match="pretrain_lr is a field of models mlp, sda, dbn, not of lenet"):
         TrainConfig(model="lenet", pretrain_lr=0.01)
     with pytest.raises(ConfigError, match="pretraining_epochs must be >= 1"):
         cfg.replace(pretraining_epochs=0)

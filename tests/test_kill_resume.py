@@ -116,3 +116,55 @@ def test_sigkill_anywhere_then_resume_is_bit_identical(fast_dir, capsys):
     assert not failures, failures
     assert killed >= 20
     assert stop_saved_cases >= 1
+
+
+@pytest.mark.slow  # ~15 s: two dozen child processes
+def test_sigkill_during_pretraining_then_resume_is_bit_identical(fast_dir, capsys):
+    """An SdA and a DBN (PCD chains) killed anywhere: in pre-training layer 0 and layer 1 mid-epoch, inside
+    the writes of pre-training files and pretrained.safetensors, in fine-tuning. Every resumed run ends as
+    the uninterrupted one: pretrained.safetensors, the final model, every models/ file, metrics.jsonl (both
+    phases) and the summary."""
+    rng = random.Random(SEED + 1)
+    failures, killed, layer1 = [], 0, 0
+    for name in tiny.PRETRAIN_CONFIGS:
+        ref = fast_dir / f"ref-{name}"
+        ref.mkdir()
+        code, counts = run_child(ref, name)
+        assert code == 0
+        record = tiny.run_record(ref)
+        assert record["pretrained.safetensors"] is not None
+        again = fast_dir / f"ref2-{name}"
+        again.mkdir()
+        assert run_child(again, name)[0] == 0
+        assert tiny.differences(tiny.run_record(again), record) == [], "the run is not deterministic"
+        cfg = tiny.tiny_config(name)
+        per_layer = cfg.pretraining_epochs * (400 // cfg.batch_size)  # updates of one layer's pre-training
+        # mid-epoch in layer 0 and in layer 1, at the last pre-training update, early in fine-tuning
+        steps = [rng.randrange(2, per_layer), per_layer + rng.randrange(45, per_layer - 5),
+                 per_layer + rng.randrange(45, per_layer - 5), 2 * per_layer, 2 * per_layer + 7,
+                 rng.randrange(2 * per_layer + 8, counts["step"])]
+        cases = [{"kill_at_step": k} for k in steps]
+        cases += [{"kill_at_fsync": k} for k in sorted(rng.sample(range(3, counts["fsync"]), 6))]
+        cases.append({"kill_at_step": per_layer + 50, "then": {"kill_at_step": 30}})
+        for i, case in enumerate(cases):
+            run_dir = fast_dir / f"pcase-{i:02d}-{name}"
+            run_dir.mkdir()
+            hooks = {k: case[k] for k in ("kill_at_step", "kill_at_fsync") if k in case}
+            code, _ = run_child(run_dir, name, hooks=hooks)
+            assert code == -signal.SIGKILL, (case, code)
+            if not (run_dir / "config.json").exists():
+                continue
+            killed += 1
+            layer1 += per_layer < case.get("kill_at_step", 0) < 2 * per_layer
+            if "then" in case:
+                code, _ = run_child(run_dir, name, resume=True, hooks=case["then"])
+                assert code in (-signal.SIGKILL, 0), (case, code)
+            code, _ = run_child(run_dir, name, resume=True)
+            assert code == 0, (case, code)
+            diff = tiny.differences(tiny.run_record(run_dir), record)
+            if diff:
+                failures.append((name, case, diff))
+    with capsys.disabled():
+        print(f"\npre-training kill/resume: {killed - len(failures)}/{killed} resumed identically")
+    assert not failures, failures
+    assert killed >= 20 and layer1 >= 4

@@ -40,11 +40,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+# Pre-training then fine-tuning (train/pretrain.py): an SdA and a DBN of two tiny layers, 40 minibatches an
+# epoch, 3 pre-training epochs per layer (240 updates), then fine-tuning to a patience stop. The DBN uses
+# PCD-2 (its chains are part of what a resume must restore) and a checkpoint every second epoch line.
+PRETRAIN_CONFIGS: dict[str, dict[str, Any]] = {
+    "sda": dict(model="sda", hidden_layers_sizes=(12, 8), corruption_levels=(0.2, 0.3), pretraining_epochs=3,
+                pretrain_lr=0.05, learning_rate=0.1, batch_size=10, n_epochs=20, patience=200,
+                patience_increase=2.0, validation_frequency=20),
+    "dbn": dict(model="dbn", hidden_layers_sizes=(12, 8), k=2, persistent=True, pretraining_epochs=3,
+                pretrain_lr=0.05, learning_rate=0.1, batch_size=10, n_epochs=20, patience=200,
+                patience_increase=2.0, validation_frequency=20, checkpoint_every=2, save_every=2),
+}
+
+
 def tiny_config(name: str = "fused", **overrides: Any) -> TrainConfig:
     """$DEEPTUT_TINY_DEVICE=cuda runs the same tests on a GPU (the CPU is the default and what CI runs)."""
     values = dict(model="logistic", preset=f"tiny-{name}", n_in=N_IN, n_out=N_OUT, threads=1, seed=7,
                   device=os.environ.get("DEEPTUT_TINY_DEVICE", "cpu"))
-    values.update(CONFIGS[name])
+    values.update(CONFIGS[name] if name in CONFIGS else PRETRAIN_CONFIGS[name])
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -63,8 +76,8 @@ def install_kill_hooks(kill_at_fsync: int | None = None, kill_at_step: int | Non
     validation) in this process; SIGKILL it at the k-th fsync (1-based: inside an atomic write, between
     writing the temporary file and renaming it, or just after the rename, at the directory fsync) or at
     the k-th step; or send it signal s at step or fsync k (signal_at_step / signal_at_fsync = (k, s)).
-    Returns the live counts."""
-    from deeptut.train import loop
+    Returns the live counts. Pre-training updates (train/pretrain.py's layer updates) count as steps too."""
+    from deeptut.train import loop, pretrain
 
     lock = threading.Lock()
     counts = {"fsync": 0, "step": 0}
@@ -87,7 +100,24 @@ def install_kill_hooks(kill_at_fsync: int | None = None, kill_at_step: int | Non
             os.kill(os.getpid(), signal_at_step[1])
         return real_lr(*a)
 
-    os.fsync, loop.learning_rate_at = fsync, learning_rate_at
+    real_update = pretrain.layer_update
+
+    def layer_update(*a: Any):
+        update = real_update(*a)
+
+        def counted(*b: Any):
+            learning_rate_at_step()
+            return update(*b)
+        return counted
+
+    def learning_rate_at_step() -> None:
+        counts["step"] += 1
+        if counts["step"] == kill_at_step:
+            _die()
+        if signal_at_step is not None and counts["step"] == signal_at_step[0]:
+            os.kill(os.getpid(), signal_at_step[1])
+
+    os.fsync, loop.learning_rate_at, pretrain.layer_update = fsync, learning_rate_at, layer_update
     return counts
 
 
@@ -98,6 +128,7 @@ def child_main(run_dir: str, name: str, resume: bool, hooks: dict[str, Any], cou
     128 + signal (interrupted) or 1 (anything else). With log_path, stdout and stderr go there."""
     from deeptut.store import rundir
     from deeptut.errors import TrainingError
+    from deeptut.train import pretrain
     from deeptut.train.loop import Interrupted, fit
 
     if log_path is not None:
@@ -108,7 +139,8 @@ def child_main(run_dir: str, name: str, resume: bool, hooks: dict[str, Any], cou
     code = 0
     try:
         cfg = rundir.load_config(run_dir) if resume else tiny_config(name)
-        fit(cfg, tiny_splits(), Path(run_dir), quiet=True, resume=resume)
+        train = pretrain.train if pretrain.handles(cfg.model) else fit
+        train(cfg, tiny_splits(), Path(run_dir), quiet=True, resume=resume)
     except Interrupted as e:
         code = 128 + e.signum
     except TrainingError:
@@ -133,7 +165,8 @@ def context():
         import multiprocessing as mp
 
         _CTX = mp.get_context("forkserver")
-        _CTX.set_forkserver_preload(["tiny", "deeptut.train.loop", "deeptut.store.rundir", "torch._dynamo"])
+        _CTX.set_forkserver_preload(["tiny", "deeptut.train.loop", "deeptut.train.pretrain", "deeptut.store.rundir",
+                                     "torch._dynamo"])
     return _CTX
 
 
@@ -171,7 +204,8 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     for k in ("train_seconds", "epochs_per_second"):
-        summary.pop(k)
+        summary.pop(k, None)
+    summary.pop("pretrain_seconds", None)  # sda/dbn: pre-training's time
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     for m in metrics:
         m.pop("elapsed_s")
@@ -179,7 +213,9 @@ def run_record(run_dir: Path) -> dict[str, Any]:
     manifest["loop"].pop("elapsed_s")
     models = {p.name: p.read_bytes() for p in sorted((run_dir / "models").glob("*"))} \
         if (run_dir / "models").is_dir() else {}
+    pretrained = run_dir / "pretrained.safetensors"  # sda/dbn
     return {"best.safetensors": (run_dir / "best.safetensors").read_bytes(),
+            "pretrained.safetensors": pretrained.read_bytes() if pretrained.exists() else None,
             "init.safetensors": (run_dir / "init.safetensors").read_bytes(),
             "model.json": (run_dir / "model.json").read_text(),
             "summary": summary, "metrics": metrics, "loop": manifest["loop"],

@@ -81,7 +81,11 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from deeptut import config
     from deeptut.store import rundir
     from deeptut.data.datasets import load_dataset
+    from deeptut.train import pretrain
     from deeptut.train.loop import fit
+
+    def train(cfg, data, run_dir, **kw):  # dA/cA/RBM and SdA/DBN (pre-training first) go through pretrain
+        return (pretrain.train if pretrain.handles(cfg.model) else fit)(cfg, data, run_dir, **kw)
 
     if args.resume:
         if args.preset or extra or args.config:
@@ -92,7 +96,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
                                if run_dir.is_dir() else f"{run_dir}: no such run directory")
         cfg = rundir.load_config(run_dir)
         data = load_dataset(cfg.dataset, args.data_dir)
-        summary = fit(cfg, data, run_dir, quiet=args.quiet, resume=True)
+        summary = train(cfg, data, run_dir, quiet=args.quiet, resume=True)
     else:
         if not args.preset and not args.config:
             raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
@@ -101,8 +105,11 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         run_dir = rundir.new_run_dir(args.runs_dir, cfg.preset)
         if not args.quiet:
             print(f"run directory: {run_dir}  (data: {data.source})")
-        summary = fit(cfg, data, run_dir, quiet=args.quiet)
-    if args.quiet:
+        summary = train(cfg, data, run_dir, quiet=args.quiet)
+    if args.quiet and summary.get("phase") == "pretrain":  # dA, cA, RBM: no supervised result
+        print(f"final cost {summary['final_cost']} ({summary['epochs']} epochs, {summary['train_seconds']:.2f} s) "
+              f"-> {run_dir}")
+    elif args.quiet:
         print(f"best validation score of {summary['best_validation_error']:f} %, with test performance "
               f"{summary['test_error']:f} % ({summary['epochs']} epochs, {summary['train_seconds']:.2f} s) "
               f"-> {run_dir}")

@@ -3,7 +3,8 @@ they are written); presets are TOML files whose tables set some of them; `--key 
 Unknown keys and wrong types are rejected.
 
     model            `model` (which family), `init_seed`, and the family's own section `cfg.net`
-                     (models/families.py: LogisticArgs, MLPArgs, LeNetArgs; TOML table [logistic], [mlp], [lenet])
+                     (models/families.py: LogisticArgs, MLPArgs, LeNetArgs, DAArgs, CAArgs, SdAArgs, RBMArgs,
+                     DBNArgs; TOML tables [logistic], [mlp], [lenet], [da], [ca], [sda], [rbm], [dbn])
     optim            Optimisation: learning rate, minibatches, epochs, penalties, momentum, schedule
     early_stopping   EarlyStopping: the tutorials' patience rule, validation, evaluation, divergence
     data             Data: which dataset, the order and the moves of the training images
@@ -112,6 +113,9 @@ class Pretraining:
 
     pretraining_epochs: int = 15  # epochs per layer (SdA.py: 15; DBN.py: 100)
     pretrain_lr: float = 0.001  # SGD step size of pre-training (SdA.py: 0.001; DBN.py: 0.01)
+    # The fine-tuning step size is [optim] learning_rate; `finetune_lr` (SdA.py's and DBN.py's name) is
+    # accepted as another name for it, for these families only (ALIASES). batch_size serves both phases and
+    # n_epochs bounds fine-tuning, as in SdA.py / DBN.py.
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "pretraining_epochs")
@@ -343,8 +347,29 @@ assert len(_SECTION_OF) == sum(map(len, _SECTION_KEYS.values())), "a field in tw
 assert not set(FIELDS) & {"net", *SECTIONS, *FAMILIES}, "a flat name that is also a section's or table's"
 
 
+# Other names for a field: the tutorials' name where deeptut keeps one field for two of its scripts' names.
+# finetune_lr (SdA.py, DBN.py) is learning_rate, the step size of the supervised phase; only for the
+# families that pre-train (for the others it would read as if there were a second rate). config.json records
+# learning_rate.
+ALIASES = {"finetune_lr": "learning_rate"}
+
+
+def _dealias(values: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]:
+    """(values with each alias renamed to its field, whether an alias was used); both names at once is an
+    error."""
+    out, used = dict(values), False
+    for alias, name in ALIASES.items():
+        if alias in out:
+            if name in out:
+                raise ConfigError(f"{source}: {alias} is another name for {name}: give one of them")
+            out[name] = out.pop(alias)
+            used = True
+    return out, used
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Convert `value` (a TOML value or a command-line string) to the field's type, or fail clearly."""
+    key = ALIASES.get(key, key)
     if key not in FIELDS:
         close = [k for k in FIELDS if k.lower() == key.lower()]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -411,7 +436,7 @@ def _flatten(data: dict[str, Any], source: str) -> dict[str, Any]:
         if k not in _TABLES:
             raise ConfigError(f"{source}: unknown table [{k}]; tables: {', '.join(_TABLES)}")
         for kk, vv in v.items():
-            if kk not in _TABLES[k]:
+            if kk not in _TABLES[k] and not (ALIASES.get(kk) in _TABLES[k] or (kk in ALIASES and k == "pretraining")):
                 _coerce(kk, vv, source)  # an unknown key: says so, with a hint
                 home = _SECTION_OF.get(kk) or "/".join(owners(kk)) or "the top level"
                 raise ConfigError(f"{source}: {kk} belongs in [{home}], not in [{k}]")
@@ -445,18 +470,30 @@ def resolve(preset: str | None = None, config_file: str | Path | None = None,
             overrides: dict[str, Any] | None = None) -> TrainConfig:
     """defaults <- preset <- config file <- overrides, each later one winning."""
     values: dict[str, Any] = {}
+    aliased = False
     if preset:
-        values.update(load_preset(preset))
+        layer, used = _dealias(load_preset(preset), f"preset {preset}")
+        values.update(layer)
+        aliased |= used
     if config_file:
         p = Path(config_file)
         try:
             text = p.read_text()
         except OSError as e:
             raise ConfigError(f"{p}: cannot read config file: {e.strerror}") from None
-        values.update(_read_toml(text, str(p)))
-    for k, v in (overrides or {}).items():
-        values[k] = _coerce(k, v, "command line")
-    return TrainConfig(**values)
+        layer, used = _dealias(_read_toml(text, str(p)), str(p))
+        values.update(layer)
+        aliased |= used
+    layer, used = _dealias({k: _coerce(k, v, "command line") for k, v in (overrides or {}).items()},
+                           "command line")
+    values.update(layer)
+    aliased |= used
+    cfg = TrainConfig(**values)
+    if aliased and not family(cfg.model).pretrains:
+        have = ", ".join(n for n, c in FAMILIES.items() if c.pretrains)
+        raise ConfigError(f"finetune_lr is the fine-tuning step size of the models that pre-train ({have}); "
+                          f"for {cfg.model} say learning_rate")
+    return cfg
 
 
 def from_dict(d: dict[str, Any], source: str = "config.json") -> TrainConfig:
@@ -493,10 +530,10 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raise ConfigError(f"unexpected argument {a!r}; config overrides look like --key value")
         key, eq, val = a[2:].partition("=")
         key = key.replace("-", "_")
-        if key not in FIELDS:
+        if key not in FIELDS and key not in ALIASES:
             _coerce(key, None, "command line")  # raises with a hint
         if not eq:
-            if _TYPES[key] is bool and (i + 1 >= len(args) or args[i + 1].startswith("--")):
+            if _TYPES[ALIASES.get(key, key)] is bool and (i + 1 >= len(args) or args[i + 1].startswith("--")):
                 val = "true"
             else:
                 if i + 1 >= len(args):

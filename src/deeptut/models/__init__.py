@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deeptut.models.families import FAMILIES, LeNetArgs, LogisticArgs, MLPArgs, ModelArgs, family
+from deeptut.models.families import (FAMILIES, CAArgs, DAArgs, DBNArgs, LeNetArgs, LogisticArgs, MLPArgs, ModelArgs,
+                                     RBMArgs, SdAArgs, family)
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["FAMILIES", "LeNetArgs", "LogisticArgs", "MLPArgs", "ModelArgs", "build_model", "family"]
+__all__ = ["CAArgs", "DAArgs", "DBNArgs", "FAMILIES", "LeNetArgs", "LogisticArgs", "MLPArgs", "ModelArgs", "RBMArgs",
+           "SdAArgs", "build_model", "family"]
 
 
 def build_model(model_args: dict[str, Any], init_seed: int | None = None) -> "nn.Module":

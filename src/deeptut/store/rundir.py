@@ -8,6 +8,8 @@ the file names; the loop (train/), the pictures (viz/), the CLI and the tests go
       metrics.jsonl        one JSON line per validation (appended; cut back to the checkpoint on resume)
       best.safetensors     on every new best validation, and at the end: the model the run selected
       models/iter-<iteration:08d>.safetensors   every `save_every` validations (for the pictures)
+      models/pretrain-layer<L>-epoch<E:04d>.safetensors   after pre-training epochs (train/pretrain.py)
+      pretrained.safetensors   sda, dbn: the whole model when pre-training ended, before fine-tuning
       checkpoints/         the `last` checkpoint (store/checkpoint.py), every `checkpoint_every` validations
       summary.json         at the end
       plots/, report.html  written later by `deeptut viz` / `deeptut report`
@@ -47,9 +49,15 @@ BEST = "best.safetensors"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 MODELS_DIR = "models"
+PRETRAINED = "pretrained.safetensors"
 MAX_METRICS_BYTES = 1 * 2**30  # one ~300-byte line per validation: millions of validations fit
 ITER_RE = re.compile(r"^iter-(\d{8,})\.safetensors$")
 KNOWN_MODELS = ("logistic", "mlp", "lenet")
+
+
+def pretrain_model_name(layer: int, epoch: int) -> str:
+    """The file of the whole model after 0-based pre-training `epoch` of `layer` (relative to the run)."""
+    return f"{MODELS_DIR}/pretrain-layer{layer}-epoch{epoch:04d}.safetensors"
 
 
 def new_run_dir(root: str | Path, preset: str) -> Path:
@@ -249,6 +257,16 @@ class RunFiles:
         def task() -> None:
             folder.mkdir(exist_ok=True)
             files.atomic_write_bytes(folder / f"iter-{iteration:08d}.safetensors", data)
+        self._submit(task)
+
+    def save_params(self, name: str, params: dict[str, torch.Tensor]) -> None:
+        """A parameters file at `name` (relative to the run directory, e.g. `pretrain_model_name(0, 3)`)."""
+        data = tensors.serialize_tensors(params, self.model_meta)
+        path = self.run_dir / name
+
+        def task() -> None:
+            path.parent.mkdir(exist_ok=True)
+            files.atomic_write_bytes(path, data)
         self._submit(task)
 
     def save_checkpoint(self, data: bytes, manifest: dict[str, Any], n_validations: int, description: str) -> None:

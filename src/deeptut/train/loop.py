@@ -32,7 +32,7 @@ from deeptut.data.stream import make_split, row_chunks
 from deeptut.errors import ConfigError, TrainingError
 from deeptut.models import build_model
 from deeptut.train import state as train_state
-from deeptut.train.session import Interrupted, Session  # noqa: F401  (Interrupted: fit raises it)
+from deeptut.train.session import Interrupted, Phase, Session  # noqa: F401  (Interrupted: fit raises it)
 from deeptut.train.early_stopping import EarlyStopping
 
 
@@ -111,10 +111,13 @@ def cuda_precision(cfg: TrainConfig):
 
 
 def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: bool = False,
-        resume: bool = False) -> dict[str, Any]:
-    """Train `cfg` on `data`; write the run directory if one is given. Returns the summary."""
+        resume: bool = False, phase: Phase | None = None) -> dict[str, Any]:
+    """Train `cfg` on `data`; write the run directory if one is given. Returns the summary.
+
+    `phase`: fine-tuning after pre-training (train/pretrain.py): start from `phase.init_params`, continue
+    the run directory pre-training started, tag the metrics lines and add `phase.summary` to the summary."""
     with cuda_precision(cfg):
-        return _fit(cfg, data, run_dir, quiet=quiet, resume=resume)
+        return _fit(cfg, data, run_dir, quiet=quiet, resume=resume, phase=phase)
 
 
 def device_splits(cfg: TrainConfig, data: Splits, device: torch.device) -> tuple[DeviceSplit, DeviceSplit, DeviceSplit]:
@@ -138,13 +141,16 @@ def epoch_split(cfg: TrainConfig, train: DeviceSplit, epoch: int) -> DeviceSplit
     return epoch_data
 
 
-def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, resume: bool) -> dict[str, Any]:
+def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, resume: bool,
+         phase: Phase | None = None) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
     device = resolve_device(cfg.device)
     if cfg.threads:
         set_threads(cfg.threads)  # results depend on the thread count in the last bits
     train_state.seed_everything(cfg.seed)
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
+    if phase is not None and phase.init_params is not None:
+        model.load_state_dict(phase.init_params)  # the pre-trained parameters
     train, valid, test = device_splits(cfg, data, device)
     n_train_batches = train.n_batches(cfg.batch_size)
     step = make_train_step(model, cfg, device)
@@ -156,7 +162,7 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
 
     # The run directory, metrics.jsonl, checkpoints, signals, progress (train/session.py). Resumed, `s` is
     # where the run stopped (train/state.py), and model, step, stopper and the RNGs are as they were then.
-    session = Session(run_dir, cfg, say, progress=not quiet)
+    session = Session(run_dir, cfg, say, progress=not quiet, phase=phase)
     s = session.open(data, device, model, step, stopper, n_train_batches, resume=resume)
     if session.finished_summary is not None:
         return session.finished_summary
@@ -228,6 +234,8 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
 
     model.load_state_dict(best_params)
     summary = run_summary(cfg, s, n_train_batches, valid, test, device)
+    if phase is not None:
+        summary.update(phase.summary)
     session.finish(model, step, stopper, s, best_params, summary)
     if s.fault:
         raise TrainingError(f"{s.fault}; stopped. The best parameters so far "

@@ -18,6 +18,10 @@ A loop uses it like this (fit in train/loop.py; a pre-training loop the same way
     session.finish(model, step, stopper, s, best_params, summary)
 
 Without a run directory (run_dir None) every file operation is a no-op and an interrupt saves nothing.
+
+A later phase of a run (fine-tuning after pre-training, train/pretrain.py) passes a `Phase`: its Session
+continues the directory the earlier phase started (config.json and init.safetensors stay as they are, the
+earlier phase's metrics lines are kept) and tags each of its metrics lines with the phase's name.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,6 +41,16 @@ from deeptut.config import TrainConfig
 from deeptut.store import checkpoint, files, rundir
 from deeptut.train import state as train_state
 from deeptut.train.state import LoopState
+
+
+@dataclass
+class Phase:
+    """A phase that continues a run directory an earlier phase started: fit after pre-training."""
+
+    name: str  # added as "phase" to each metrics line: "finetune"
+    lines_before: int  # metrics.jsonl lines the earlier phase wrote (kept; this phase's follow)
+    init_params: dict[str, torch.Tensor] | None = None  # where a fresh phase starts (pre-trained parameters)
+    summary: dict[str, Any] = field(default_factory=dict)  # added to summary.json ("pretrain_seconds")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -95,8 +110,9 @@ class Session:
     """One run of a training loop and its run directory (None: nothing is written)."""
 
     def __init__(self, run_dir: str | Path | None, cfg: TrainConfig, say: Callable[..., None],
-                 *, progress: bool = True) -> None:
+                 *, progress: bool = True, phase: Phase | None = None) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.phase = phase
         self.cfg, self.say = cfg, say
         self.progress = Progress(progress, cfg.n_epochs)
         self.data_fp: str | None = None  # the data's fingerprint, checked on resume
@@ -128,10 +144,12 @@ class Session:
             else:
                 if resume:
                     self.say(f"{run_dir}: no checkpoint yet; starting the run over")
-                if not resume or not (run_dir / rundir.CONFIG).exists():
-                    rundir.write_config(run_dir, self.cfg, device)
-                rundir.save_model(run_dir, model, self.cfg, rundir.INIT)
-        self.metrics = rundir.MetricsLog(run_dir, keep_lines=s.n_validations)
+                if self.phase is None:  # a later phase keeps what the first one wrote
+                    if not resume or not (run_dir / rundir.CONFIG).exists():
+                        rundir.write_config(run_dir, self.cfg, device)
+                    rundir.save_model(run_dir, model, self.cfg, rundir.INIT)
+        before = self.phase.lines_before if self.phase is not None else 0
+        self.metrics = rundir.MetricsLog(run_dir, keep_lines=before + s.n_validations)
         if run_dir is not None:
             self.files = rundir.RunFiles(run_dir, self.cfg, self.metrics)
         return s
@@ -172,7 +190,8 @@ class Session:
         """One metrics.jsonl line: `fields` in their order, then `elapsed_s` (seconds of training).
         `s.n_validations` counts the lines (a resumed run keeps as many as its checkpoint counted)."""
         s.n_validations += 1
-        self.metrics.write({**fields, "elapsed_s": round(self.elapsed(), 4)})
+        tag = {} if self.phase is None else {"phase": self.phase.name}
+        self.metrics.write({**tag, **fields, "elapsed_s": round(self.elapsed(), 4)})
 
     def save_best(self, best_params: dict[str, torch.Tensor]) -> None:
         """best.safetensors (on a new best validation)."""

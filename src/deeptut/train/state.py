@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +56,19 @@ class LoopState:
         return _SCALAR_TYPES
 
     def scalars(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("best_params")
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name in self.scalar_types()}
         d["cost_sum"] = float(self.cost_sum)
         return d
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors the loop's position needs besides the model (a subclass: a sampler's Generator state, a
+        persistent Markov chain); saved as `state/<name>` in the checkpoint. LoopState has none."""
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor], where: str) -> None:
+        """Take back what `tensors` saved, checking each (CheckpointError naming `where` otherwise)."""
+        if tensors:
+            raise CheckpointError(f"{where}: unexpected loop tensors {sorted(tensors)[:4]}")
 
 
 _SCALAR_TYPES = {"epoch": int, "next_minibatch": int, "done": bool, "finished": bool, "stopped": str,
@@ -230,6 +239,8 @@ def snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_param
         tensors[f"model/{k}"] = v
     for k, v in best_params.items():
         tensors[f"best/{k}"] = v
+    for k, v in s.tensors().items():
+        tensors[f"state/{k}"] = v
     optimizer = checkpoint.flatten("optimizer", step.state_dict(), tensors)
     rng_tensors, rng_meta = _rng_tensors()
     tensors.update(rng_tensors)
@@ -323,6 +334,8 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
             optimizer = None  # nothing to restore (plain SGD), whichever step wrote it
         else:
             _check_optimizer(optimizer, fresh_optimizer, list(model.parameters()), where)
+        s = state_type(**loop)
+        s.load_tensors({k[len("state/"):]: v for k, v in tensors.items() if k.startswith("state/")}, tfile)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, RecursionError) as e:
@@ -340,6 +353,5 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)  # reductions depend on the thread count: continue with the same
     checkpoint.drop_other_files(run_dir, name)
-    s = state_type(**loop)
     s.best_params = best
     return s
