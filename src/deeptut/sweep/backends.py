@@ -71,8 +71,9 @@ class RayBackend:
         except ImportError:
             raise DeeptutError("--backend ray needs Ray: pip install 'deeptut[ray]'") from None
         self.ray = ray
-        env = {k: os.environ[k] for k in ("PYTHONPATH", "DEEPTUT_DATA") if k in os.environ}
-        kw: dict[str, Any] = dict(runtime_env={"env_vars": env} if env else None, log_to_driver=False,
+        from deeptut.sweep.run import child_env
+
+        kw: dict[str, Any] = dict(runtime_env={"env_vars": child_env()}, log_to_driver=False,
                                   configure_logging=False)
         try:
             if address:

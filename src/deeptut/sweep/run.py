@@ -95,13 +95,26 @@ def make_task(sweep_dir: Path, trial: dict, spec: Spec, data_dir: str | None) ->
     run_dir = d / "trials" / trial["id"]
     data = ["--data-dir", str(Path(data_dir).resolve())] if data_dir else []
     train = [sys.executable, "-m", "deeptut", "train"]
-    env = {k: os.environ[k] for k in ("PYTHONPATH", "DEEPTUT_DATA") if k in os.environ}
+    env = child_env()
     return {"id": trial["id"], "run_dir": str(run_dir), "log": str(d / "logs" / f"{trial['id']}.log"),
             "attempts": str(d / "logs" / f"{trial['id']}.attempts.jsonl"), "max_attempts": spec.max_attempts,
             "cmd_start": train + [spec.preset, "--run-dir", str(run_dir),
                                   "--config", str(d / "configs" / f"{trial['id']}.toml")] + data,
             "cmd_resume": train + ["--resume", str(run_dir)] + data,
             "env": env, "stop_flag": str(d / ".stopping"), "cwd": str(d)}
+
+
+def child_env() -> dict[str, str]:
+    """Environment additions for trial processes and Ray workers: this deeptut's source first on the path (the
+    trials run the code the driver runs, not whatever else is installed), and $DEEPTUT_DATA if set."""
+    import deeptut
+
+    src = str(Path(deeptut.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    env = {"PYTHONPATH": src + (os.pathsep + path if path else "")}
+    if "DEEPTUT_DATA" in os.environ:
+        env["DEEPTUT_DATA"] = os.environ["DEEPTUT_DATA"]
+    return env
 
 
 # --- results ----------------------------------------------------------------------------------------------
@@ -338,7 +351,7 @@ def run_sweep(target: str | Path, *, backend: str = "local", workers: int | None
         in_flight: dict[Any, str] = {}
         stopping = False
         try:
-            while pending or in_flight:
+            while (pending and not stopping) or in_flight:
                 if not stopping and (stop.signum is not None or (deadline and time.monotonic() > deadline)):
                     stopping = True
                     why = (f"{signal.Signals(stop.signum).name}" if stop.signum is not None else
