@@ -51,6 +51,9 @@ class TrainConfig:
     patience: int = 5000  # look at this many iterations regardless
     patience_increase: float = 2.0  # wait this much longer (x iteration) on a significant improvement
     improvement_threshold: float = 0.995  # a relative improvement of this much is significant
+    improvement: str = "threshold"  # threshold: the tutorials' rule above | mcnemar: significant when McNemar's
+    #   exact test on the validation examples (new best against the previous best) gives p < mcnemar_alpha
+    mcnemar_alpha: float = 0.05  # significance level of improvement = "mcnemar" (typical 0.05)
     validation_frequency: int = 0  # 0 = min(n_train_batches, patience // 2), the tutorial's choice
     # --- evaluation ----------------------------------------------------------------------------
     evaluation: str = "tutorial"  # tutorial: mean over floor(n/batch) minibatches | full: every example
@@ -90,6 +93,9 @@ class TrainConfig:
         _check_choice("graphs", self.graphs, ("auto", "on", "off"))
         _check_choice("amp", self.amp, ("off", "bf16"))
         _check_choice("conv", self.conv, ("auto", "cudnn", "gemm", "triton"))
+        _check_choice("improvement", self.improvement, ("threshold", "mcnemar"))
+        if not 0 < self.mcnemar_alpha < 1:
+            raise ConfigError(f"mcnemar_alpha must be in (0, 1), got {self.mcnemar_alpha}")
         parse_bytes(self.device_memory_budget, "device_memory_budget")
         for name in ("batch_size", "n_epochs", "n_in", "n_out", "n_hidden", "checkpoint_every"):
             if getattr(self, name) < 1:
