@@ -171,3 +171,16 @@ def test_killed_trial_resumes_and_ctrl_c_keeps_finished_trials(tmp_path):
         s = json.loads((d / "trials" / t / "summary.json").read_text())
         assert s["epochs"] == 400 and math.isfinite(s["best_validation_error"])
     assert all(r["status"] == "finished" for r in _rows(d))
+
+
+def test_wall_time_budget_stops_starting_trials(tmp_path, capsys):
+    data = tiny_data(tmp_path / "data")
+    spec = write_spec(tmp_path / "s.toml", BASE + "n_epochs = 300\n[grid]\nlearning_rate = [0.01, 0.02, 0.03]\n"
+                      "[budget]\nwall_time_s = 0.5\n", seeds="[1]")
+    assert main(["sweep", str(spec), "--data-dir", str(data), "--sweeps-dir", str(tmp_path / "sweeps"),
+                 "--workers", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    d = only_sweep_dir(tmp_path / "sweeps")
+    assert "stopping on the wall-time budget (0.5 s)" in out
+    statuses = [r["status"] for r in _rows(d)]
+    assert statuses[1:] == ["pending", "pending"] and statuses[0] in ("finished", "interrupted")
