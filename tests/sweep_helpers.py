@@ -38,8 +38,8 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def start_driver(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "deeptut", "sweep", *args], cwd=cwd, env=env(),
+def start_driver(args: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "deeptut", "sweep", *args], cwd=cwd, env={**env(), **extra_env},
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 

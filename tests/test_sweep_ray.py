@@ -68,7 +68,9 @@ def ray_head():
     port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="dtray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ray_cli = Path(sys.executable).parent / "ray"
-    e = {**env(), "RAY_USAGE_STATS_ENABLED": "0"}
+    # RAY_AUTH_MODE: disabled here, explicitly (this head listens on loopback only), so that the test does not
+    # depend on whether an earlier Ray left a token in ~/.ray (Ray 2.5x turns token auth on when one exists)
+    e = {**env(), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     try:
         subprocess.run([str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                         "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
@@ -86,7 +88,7 @@ def test_ray_sweep_survives_a_killed_worker(ray_head, tmp_path):
     sweeps = tmp_path / "sweeps"
     log = tmp_path / "driver.log"
     driver = start_driver([str(spec), "--data-dir", str(data), "--sweeps-dir", str(sweeps), "--backend", "ray",
-                           "--address", ray_head], tmp_path, log)
+                           "--address", ray_head], tmp_path, log, RAY_AUTH_MODE="disabled")
     try:
         d = wait_for(lambda: sweeps.exists() and any(sweeps.iterdir()) and only_sweep_dir(sweeps), 60, "sweep dir")
         tid = wait_for(lambda: running_with_checkpoint(d), 120, "a trial mid-run")

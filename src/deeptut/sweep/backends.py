@@ -75,6 +75,10 @@ class RayBackend:
 
         kw: dict[str, Any] = dict(runtime_env={"env_vars": child_env()}, log_to_driver=False,
                                   configure_logging=False)
+        if address and "RAY_AUTH_MODE" not in os.environ and _have_ray_token():
+            # `ray start` turns token authentication on where a token exists (Ray >= 2.5x); a driver joining
+            # such a cluster must say so itself, or the cluster refuses it ("InvalidAuthToken")
+            os.environ["RAY_AUTH_MODE"] = "token"
         try:
             if address:
                 ray.init(address=address, **kw)
@@ -116,6 +120,13 @@ class RayBackend:
         # a KeyboardInterrupt inside each running task: run_trial passes SIGINT on and waits for the checkpoint
         for ref in handles:
             self.ray.cancel(ref, force=False)
+
+
+def _have_ray_token() -> bool:
+    from pathlib import Path
+
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
 
 
 def make_backend(name: str, workers: int | None = None, address: str | None = None):
