@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("viz", help="write pictures of a saved run into RUN_DIR/plots/ (no retraining)")
     v.add_argument("run_dir")
     v.add_argument("--data-dir")
-    r = sub.add_parser("report", help="write RUN_DIR/report.html, a self-contained page")
+    r = sub.add_parser("report", help="write RUN_DIR/report.html, a self-contained page; for a sweep directory: "
+                       "its summary table and sweep.png")
     r.add_argument("run_dir")
     r.add_argument("--out")
     r.add_argument("--data-dir")

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from deeptut.errors import ConfigError, DeeptutError
 from deeptut.sweep.spec import Spec, expand, load_spec, parse_spec
-from deeptut.sweep.trial import FAILED, FINISHED, INTERRUPTED
+from deeptut.sweep.trial import FAILED, FINISHED
 
 CSV_TAIL = ("status", "best_valid_error", "test_error", "epochs", "train_seconds", "attempts")
 
