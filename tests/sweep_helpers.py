@@ -39,8 +39,9 @@ def env() -> dict:
 
 
 def start_driver(args: list[str], cwd: Path, log: Path, **extra_env: str) -> subprocess.Popen:
+    """The driver in its own process group, as a shell runs it: os.killpg(driver.pid, SIGINT) is a Ctrl-C."""
     return subprocess.Popen([sys.executable, "-m", "deeptut", "sweep", *args], cwd=cwd, env={**env(), **extra_env},
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def only_sweep_dir(root: Path) -> Path:

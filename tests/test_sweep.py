@@ -142,7 +142,7 @@ def test_killed_trial_resumes_and_ctrl_c_keeps_finished_trials(tmp_path):
         wait_for(lambda: tid in ledger_ids(d), 60, "the killed trial to finish")
         # Ctrl-C while a later trial runs (after its first checkpoint)
         later = wait_for(lambda: (t := running_with_checkpoint(d)) and t != tid and t, 60, "a later trial mid-run")
-        driver.send_signal(signal.SIGINT)
+        os.killpg(driver.pid, signal.SIGINT)  # Ctrl-C in the driver's terminal
         assert driver.wait(60) == 130, log.read_text()
     finally:
         if driver.poll() is None:

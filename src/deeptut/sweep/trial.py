@@ -115,7 +115,9 @@ def run_trial(task: dict[str, Any]) -> dict[str, Any]:
             log.write(f"\n=== attempt {len(previous) + 1} ({'resume' if resume else 'start'}) on "
                       f"{socket.gethostname()} pid {os.getpid()}: {' '.join(cmd)}\n".encode())
             log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+            # its own session: a terminal's Ctrl-C reaches the driver only, which marks the sweep as stopping
+            # before passing SIGINT on (a trial stopped by anything else is retried)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                     preexec_fn=_die_with_parent, cwd=task.get("cwd"))
         record = {"attempt": len(previous) + 1, "mode": "resume" if resume else "start",
                   "host": socket.gethostname(), "worker_pid": os.getpid(), "child_pid": proc.pid,
