@@ -5,6 +5,8 @@
     seeds = [1, 2, 3]             # the `seed` of each configuration's trials (or a count n: seeds 1..n)
     samples = 4                   # random draws of [random] (default 1; ignored without [random])
     sample_seed = 0               # the draws are a function of this, so an expansion can be redone
+    data_dir = "data/mnist"       # optional: the trials' --data-dir (the command line's --data-dir wins)
+    max_attempts = 3              # optional: starts of a trial in all (a died one resumes its checkpoint)
 
     [base]                        # fixed overrides of the preset, for every trial
     n_epochs = 20
