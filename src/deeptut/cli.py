@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a TOML file of config values (applied after the preset)")
     t.add_argument("--data-dir", help="directory with the four MNIST IDX files or mnist.pkl.gz")
     t.add_argument("--runs-dir", default="runs", help="where run directories are made (default: runs)")
+    t.add_argument("--run-dir", help="train into this directory (created if needed; must not hold a run yet) "
+                   "instead of a new RUNS_DIR/<preset>-<stamp>/ (deeptut sweep names its trials so)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--quiet", "-q", action="store_true", help="print only the final result")
 
@@ -65,13 +67,28 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("viz", help="write pictures of a saved run into RUN_DIR/plots/ (no retraining)")
     v.add_argument("run_dir")
     v.add_argument("--data-dir")
-    r = sub.add_parser("report", help="write RUN_DIR/report.html, a self-contained page")
+    r = sub.add_parser("report", help="write RUN_DIR/report.html, a self-contained page; for a sweep directory: "
+                       "its summary table and sweep.png")
     r.add_argument("run_dir")
     r.add_argument("--out")
     r.add_argument("--data-dir")
-    c = sub.add_parser("compare", help="compare runs: a table and overlaid validation curves")
+    c = sub.add_parser("compare", help="compare runs: a table, overlaid validation curves and, for two or more "
+                       "runs, McNemar's exact test on their per-example correctness")
     c.add_argument("run_dirs", nargs="+")
     c.add_argument("--out-dir")
+    c.add_argument("--data-dir", help="the runs' data (for McNemar's test)")
+    c.add_argument("--split", choices=["test", "valid"], default="test", help="examples McNemar's test uses")
+    c.add_argument("--no-mcnemar", action="store_true", help="skip McNemar's test (it evaluates every model)")
+
+    sw = sub.add_parser("sweep", help="run a sweep (a TOML spec) or continue one (its directory); README: Sweeps")
+    sw.add_argument("target", metavar="SPEC_OR_SWEEP_DIR")
+    sw.add_argument("--backend", choices=["local", "ray"], default="local")
+    sw.add_argument("--workers", type=int, help="trials at a time (local default: the CPU count; ray: the "
+                    "cluster's CPUs)")
+    sw.add_argument("--address", help="ray: join this cluster (host:port); without it a local Ray starts")
+    sw.add_argument("--data-dir", help="the trials' data directory (or data_dir in the spec)")
+    sw.add_argument("--sweeps-dir", default="sweeps", help="where sweep directories are made (default: sweeps)")
+    sw.add_argument("--quiet", "-q", action="store_true", help="no per-trial lines or progress bar")
 
     sub.add_parser("presets", help="list the presets and their values")
     return p
@@ -88,7 +105,7 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         return (pretrain.train if pretrain.handles(cfg.model) else fit)(cfg, data, run_dir, **kw)
 
     if args.resume:
-        if args.preset or extra or args.config:
+        if args.preset or extra or args.config or args.run_dir:
             raise DeeptutError("--resume takes the run directory only: the run's saved config is used")
         run_dir = Path(args.resume)
         if not (run_dir / rundir.CONFIG).is_file():
@@ -102,7 +119,14 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
         cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
         data = load_dataset(cfg.dataset, args.data_dir)
-        run_dir = rundir.new_run_dir(args.runs_dir, cfg.preset)
+        if args.run_dir:
+            run_dir = Path(args.run_dir)
+            if (run_dir / rundir.CONFIG).exists():
+                raise DeeptutError(f"{run_dir}: already holds a run (config.json); continue it with "
+                                   f"deeptut train --resume {run_dir}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            run_dir = rundir.new_run_dir(args.runs_dir, cfg.preset)
         if not args.quiet:
             print(f"run directory: {run_dir}  (data: {data.source})")
         summary = train(cfg, data, run_dir, quiet=args.quiet)
@@ -207,8 +231,22 @@ def main(argv: list[str] | None = None) -> int:
             export_pkl(args.out, args.data_dir)
             print(f"wrote {args.out}")
             return 0
+        if args.command == "sweep":
+            from deeptut.sweep import run_sweep
+
+            if args.workers is not None and args.workers < 1:
+                raise DeeptutError(f"--workers must be >= 1, got {args.workers}")
+            return run_sweep(args.target, backend=args.backend, workers=args.workers, address=args.address,
+                             data_dir=args.data_dir, sweeps_dir=args.sweeps_dir, quiet=args.quiet)
         from deeptut import viz
 
+        if args.command == "report" and (Path(args.run_dir) / "expansion.json").is_file():
+            from deeptut.sweep.report import write_sweep_report
+
+            text, png = write_sweep_report(args.run_dir)
+            print(text)
+            print(png if png else "(no finished trial to plot)")
+            return 0
         if args.command == "viz":
             for path in viz.render_all(args.run_dir, args.data_dir):
                 print(path)
@@ -218,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             table, png = viz.compare(args.run_dirs, args.out_dir)
             print(table)
             print(png)
+            if len(args.run_dirs) >= 2 and not args.no_mcnemar:
+                from deeptut.viz.significance import mcnemar_table
+
+                print()
+                print(mcnemar_table(args.run_dirs, args.data_dir, args.split))
         return 0
     except DeeptutError as e:
         print(f"deeptut: error: {e}", file=sys.stderr)

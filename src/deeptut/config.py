@@ -83,6 +83,9 @@ class EarlyStopping:
     patience: int = 5000  # look at this many iterations regardless
     patience_increase: float = 2.0  # wait this much longer (x iteration) on a significant improvement
     improvement_threshold: float = 0.995  # a relative improvement of this much is significant
+    improvement: str = "threshold"  # threshold: the tutorials' rule above | mcnemar: significant when McNemar's
+    #   exact test on the validation examples (new best against the previous best) gives p < mcnemar_alpha
+    mcnemar_alpha: float = 0.05  # significance level of improvement = "mcnemar" (typical 0.05)
     validation_frequency: int = 0  # 0 = min(n_train_batches, patience // 2), the tutorial's choice
     evaluation: str = "tutorial"  # tutorial: mean over floor(n/batch) minibatches | full: every example
     max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)
@@ -90,6 +93,9 @@ class EarlyStopping:
     def __post_init__(self) -> None:
         _check_choice("evaluation", self.evaluation, ("tutorial", "full"))
         _at_least(self, 0, "patience", "validation_frequency")
+        _check_choice("improvement", self.improvement, ("threshold", "mcnemar"))
+        if not 0 < self.mcnemar_alpha < 1:
+            raise ConfigError(f"mcnemar_alpha must be in (0, 1), got {self.mcnemar_alpha}")
 
 
 @dataclass(frozen=True)

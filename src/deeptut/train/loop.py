@@ -76,12 +76,13 @@ def evaluated_examples(split: DeviceSplit, batch_size: int, evaluation: str) -> 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evaluation: str,
-             evaluator: Any = None) -> float:
+             evaluator: Any = None, mistakes: list | None = None) -> float:
     """Zero-one loss as a fraction.
 
     tutorial: the mean of per-minibatch error rates over floor(n / batch_size) whole minibatches (for batch
     600: 9,600 of 10,000 examples), averaged in float64 as the tutorial's numpy did. full: every example.
     `evaluator` (the step's, deeptut.accel) computes the same function its own way where it can.
+    `mistakes`, a list, receives the bool numpy array of the evaluated examples' mistakes.
     """
     n_batches = split.n_batches(batch_size)
     n = evaluated_examples(split, batch_size, evaluation)
@@ -89,6 +90,8 @@ def evaluate(model: torch.nn.Module, split: DeviceSplit, batch_size: int, evalua
     wrong = evaluator.misclassified(split, n, chunk, batch_size) if evaluator is not None else None
     if wrong is None:  # split.x/y in pieces (a streamed split brings its chunks to the device in turn)
         wrong = torch.cat([misclassified(model(x), y) for x, y in row_chunks(split, n, chunk, batch_size)])
+    if mistakes is not None:
+        mistakes.append(wrong.reshape(-1)[:n].cpu().numpy().astype(bool))
     if evaluation == "full":
         return float(wrong.sum().item()) / n
     counts = wrong.view(n_batches, batch_size).sum(dim=1).cpu().numpy()
@@ -108,6 +111,19 @@ def cuda_precision(cfg: TrainConfig):
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32, cudnn.benchmark = old
+
+
+def _mistakes_of(model: torch.nn.Module, params: dict[str, torch.Tensor], valid: DeviceSplit,
+                 cfg: TrainConfig) -> Any:
+    """The validation mistakes of `params` (a copy of the model; the training model is left alone)."""
+    import copy
+
+    m = copy.deepcopy(model)
+    m.load_state_dict(params)
+    m.eval()
+    out: list = []
+    evaluate(m, valid, cfg.batch_size, cfg.evaluation, None, out)
+    return out[0]
 
 
 def fit(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet: bool = False,
@@ -155,7 +171,8 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
     n_train_batches = train.n_batches(cfg.batch_size)
     step = make_train_step(model, cfg, device)
     evaluator = getattr(step, "evaluator", None)  # CUDA-graph evaluation, when the step brings one
-    stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold)
+    stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold, cfg.improvement,
+                            cfg.mcnemar_alpha)
     validation_frequency = cfg.validation_frequency or EarlyStopping.validation_frequency(
         n_train_batches, cfg.patience)
     total_steps = cfg.n_epochs * n_train_batches
@@ -167,6 +184,8 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
     if session.finished_summary is not None:
         return session.finished_summary
     best_params = s.best_params or {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if cfg.improvement == "mcnemar" and s.best_iter >= 0 and s.best_params:  # resumed: the best's mistakes
+        stopper.best_wrong = _mistakes_of(model, best_params, valid, cfg)
 
     with session.running(s) as interrupt:
         while not s.done and (s.next_minibatch > 0 or s.epoch < cfg.n_epochs):
@@ -197,11 +216,13 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
                         s.done, s.stopped = True, reason
                         break
                     model.eval()
-                    this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation, evaluator)
+                    mistakes: list | None = [] if cfg.improvement == "mcnemar" else None
+                    this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation, evaluator,
+                                                    mistakes)
                     s.cost_sum, s.cost_count = 0.0, 0
                     say(f"epoch {s.epoch}, minibatch {minibatch_index + 1}/{n_train_batches}, "
                         f"validation error {this_validation_loss * 100.:f} %")
-                    decision = stopper.update(it, this_validation_loss)
+                    decision = stopper.update(it, this_validation_loss, mistakes[0] if mistakes else None)
                     test_error = None
                     if decision.improved:
                         s.best_validation_loss, s.best_iter = this_validation_loss, it
