@@ -98,11 +98,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from deeptut.store import rundir
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
+    from deeptut.data.normalize import normalized_splits
     from deeptut.train.loop import evaluate
 
     model, cfg = rundir.load_model(args.run_dir)
     evaluator = cpu_evaluator(model) if cfg.fast_step else None  # the arithmetic training used
-    data = load_dataset(cfg.dataset, args.data_dir)
+    data = normalized_splits(load_dataset(cfg.dataset, args.data_dir), rundir.load_normalizer(args.run_dir))
     mode = args.evaluation or cfg.evaluation
     for name in ("valid", "test"):
         split = getattr(data, name)
@@ -119,6 +120,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model, _ = rundir.load_model(args.run_dir)
     names, x = load_images(args.images)
+    x = rundir.load_normalizer(args.run_dir).apply(x)  # the inputs the model was trained on
     with torch.no_grad():
         p = torch.softmax(model(torch.from_numpy(x)), dim=1)
     for name, row in zip(names, p):

@@ -95,8 +95,9 @@ class Session:
     """One run of a training loop and its run directory (None: nothing is written)."""
 
     def __init__(self, run_dir: str | Path | None, cfg: TrainConfig, say: Callable[..., None],
-                 *, progress: bool = True) -> None:
+                 *, progress: bool = True, normalizer: Any = None) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.normalizer = normalizer  # data/normalize.py Normalizer of the inputs, saved in model.json
         self.cfg, self.say = cfg, say
         self.progress = Progress(progress, cfg.n_epochs)
         self.data_fp: str | None = None  # the data's fingerprint, checked on resume
@@ -130,7 +131,7 @@ class Session:
                     self.say(f"{run_dir}: no checkpoint yet; starting the run over")
                 if not resume or not (run_dir / rundir.CONFIG).exists():
                     rundir.write_config(run_dir, self.cfg, device)
-                rundir.save_model(run_dir, model, self.cfg, rundir.INIT)
+                rundir.save_model(run_dir, model, self.cfg, rundir.INIT, self.normalizer)
         self.metrics = rundir.MetricsLog(run_dir, keep_lines=s.n_validations)
         if run_dir is not None:
             self.files = rundir.RunFiles(run_dir, self.cfg, self.metrics)
