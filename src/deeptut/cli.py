@@ -12,7 +12,7 @@ from deeptut.errors import DeeptutError
 EPILOG = """config overrides: any field of the config as --name value (dashes or underscores), e.g.
   deeptut train logistic --n_epochs 5 --learning-rate 0.1 --batch_size 20 --L2_reg 1e-4 --seed 3
   deeptut train mlp --sparse true --threads 0    # the MLP step on nonzero pixels, both cores
-presets: {presets} (deeptut presets lists them with their values)"""
+presets: {presets} (deeptut presets: a table; deeptut presets NAME: its values)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="+")
     c.add_argument("--out-dir")
 
-    sub.add_parser("presets", help="list the presets and their values")
+    ps = sub.add_parser("presets", help="the presets: a table, or one preset's values (defaults marked)")
+    ps.add_argument("name", nargs="?", help="show this preset's values, grouped by the config's sections")
+    ps.add_argument("--json", action="store_true", help="one `name: {values as JSON}` line per preset")
     return p
 
 
@@ -129,11 +131,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_presets() -> int:
-    from deeptut import config
+def cmd_presets(args: argparse.Namespace) -> int:
+    from deeptut import config, presets
 
-    for name in config.preset_names():
-        print(f"{name}: " + json.dumps(config.load_preset(name)))
+    if args.name:
+        config.load_preset(args.name)  # an unknown name: the error lists the presets
+        print(json.dumps({args.name: config.load_preset(args.name)}) if args.json else presets.describe(args.name))
+    else:
+        print(presets.json_lines() if args.json else presets.table())
     return 0
 
 
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             return cmd_predict(args)
         if args.command == "presets":
-            return cmd_presets()
+            return cmd_presets(args)
         if args.command == "data":
             from deeptut.data.datasets import export_pkl
 
