@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="+")
     c.add_argument("--out-dir")
 
+    lf = sub.add_parser("lr-find", help="learning-rate range test of a preset on its data: lr_find.png and a "
+                        "suggested rate (config overrides as for train)")
+    lf.add_argument("preset", help=f"preset name ({presets})")
+    lf.add_argument("--steps", type=int, default=300, help="minibatches, the rate rising from 1e-6 to 10 (default 300)")
+    lf.add_argument("--config", help="a TOML file of config values (applied after the preset)")
+    lf.add_argument("--data-dir")
+    lf.add_argument("--runs-dir", default="runs", help="lr-find-PRESET-<stamp>/ is made here (default: runs)")
+
     ps = sub.add_parser("presets", help="the presets: a table, or one preset's values (defaults marked)")
     ps.add_argument("name", nargs="?", help="show this preset's values, grouped by the config's sections")
     ps.add_argument("--json", action="store_true", help="one `name: {values as JSON}` line per preset")
@@ -131,6 +139,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace, extra: list[str]) -> int:
+    from deeptut import config
+    from deeptut.data.datasets import load_dataset
+    from deeptut.store import rundir
+    from deeptut.train.lr_find import range_test
+
+    cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
+    data = load_dataset(cfg.dataset, args.data_dir)
+    out = rundir.new_run_dir(args.runs_dir, f"lr-find-{cfg.preset}")
+    try:
+        r = range_test(cfg, data, out, n_steps=args.steps)
+    except (ValueError, FloatingPointError) as e:
+        raise DeeptutError(f"lr-find: {e}") from None
+    print(f"suggested learning rate: {r.suggestion:.3g} (the smoothed loss is lowest at {r.min_rate:.3g}; a tenth "
+          f"of it; {cfg.preset} trains at {cfg.learning_rate:g})")
+    if cfg.lr_schedule != "constant":
+        print(f"for the {cfg.lr_schedule} schedule's peak: below {r.min_rate:.3g}")
+    if r.note:
+        print(f"note: {r.note}")
+    print(f"try: deeptut train {cfg.preset} --learning_rate {r.suggestion:.3g}  ({out / 'lr_find.png'})")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     from deeptut import config, presets
 
@@ -146,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
+    if extra and args.command not in ("train", "lr-find"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "train":
@@ -155,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_eval(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command == "lr-find":
+            return cmd_lr_find(args, extra)
         if args.command == "presets":
             return cmd_presets(args)
         if args.command == "data":
