@@ -250,8 +250,9 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
     summary = run_summary(cfg, s, n_train_batches, valid, test, device)
     session.finish(model, step, stopper, s, best_params, summary)
     if s.fault:
-        error = TrainingError(f"{s.fault}; stopped. The best parameters so far "
-                              f"(validation {s.best_validation_loss * 100.:f} %) are kept"
+        best = (f"validation {s.best_validation_loss * 100.:f} %" if s.best_iter >= 0 else
+                "none validated yet: the initial ones")
+        error = TrainingError(f"{s.fault}; stopped. The best parameters so far ({best}) are kept"
                               + (f" in {Path(run_dir) / 'best.safetensors'}" if run_dir is not None else "")
                               + fault_hint(cfg, s.stopped))
         error.summary = summary  # type: ignore[attr-defined]
