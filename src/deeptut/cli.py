@@ -167,7 +167,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     if args.name:
         config.load_preset(args.name)  # an unknown name: the error lists the presets
-        print(json.dumps({args.name: config.load_preset(args.name)}) if args.json else presets.describe(args.name))
+        print(f"{args.name}: {json.dumps(config.load_preset(args.name))}" if args.json else presets.describe(args.name))
     else:
         print(presets.json_lines() if args.json else presets.table())
     return 0

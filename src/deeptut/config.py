@@ -6,7 +6,7 @@ Unknown keys and wrong types are rejected.
                      (models/families.py: LogisticArgs, MLPArgs, LeNetArgs; TOML table [logistic], [mlp], [lenet])
     optim            Optimisation: learning rate, minibatches, epochs, penalties, momentum, schedule
     early_stopping   EarlyStopping: the tutorials' patience rule, validation, evaluation, divergence
-    data             Data: which dataset, the order and the moves of the training images
+    data             Data: which dataset, the order and the moves of the training images, input normalisation
     pretraining      Pretraining: greedy layer-wise pre-training (only for families with `pretrains`)
     run              Run: preset name, seed, device, threads, what is saved and when
     accel            Accelerators: how the steps are made fast; none changes what is computed beyond rounding
