@@ -77,4 +77,4 @@ def test_python_dash_m(tmp_path):
     import sys
 
     r = subprocess.run([sys.executable, "-m", "deeptut", "presets"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and "logistic:" in r.stdout
+    assert r.returncode == 0 and r.stdout.startswith("preset ") and "\nlogistic " in r.stdout

@@ -212,7 +212,9 @@ def _params(cfg: config.TrainConfig, data: Splits) -> tuple[dict, dict]:
 ])
 def test_streamed_run_is_identical_to_resident(overrides):
     data = _splits()
-    base = {"device": "cpu", "n_epochs": 3, "batch_size": 40, "patience": 10_000, **overrides}
+    # divergence off: momentum at the logistic preset's rate diverges on this data (cost ~8x chance), and the
+    # comparison is of the arithmetic, which must agree all the same
+    base = {"device": "cpu", "n_epochs": 3, "batch_size": 40, "patience": 10_000, "divergence": "off", **overrides}
     resident = config.resolve("logistic", None, base)
     streamed = config.resolve("logistic", None, {**base, "device_memory_budget": str(2 * 4 * 40 * ROW)})
     # the training split (1200 rows) streams through buffers of 4 minibatches; valid/test (300) stay resident

@@ -12,7 +12,7 @@ from deeptut.errors import DeeptutError
 EPILOG = """config overrides: any field of the config as --name value (dashes or underscores), e.g.
   deeptut train logistic --n_epochs 5 --learning-rate 0.1 --batch_size 20 --L2_reg 1e-4 --seed 3
   deeptut train mlp --sparse true --threads 0    # the MLP step on nonzero pixels, both cores
-presets: {presets} (deeptut presets lists them with their values)"""
+presets: {presets} (deeptut presets: a table; deeptut presets NAME: its values)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +90,17 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--sweeps-dir", default="sweeps", help="where sweep directories are made (default: sweeps)")
     sw.add_argument("--quiet", "-q", action="store_true", help="no per-trial lines or progress bar")
 
-    sub.add_parser("presets", help="list the presets and their values")
+    lf = sub.add_parser("lr-find", help="learning-rate range test of a preset on its data: lr_find.png and a "
+                        "suggested rate (config overrides as for train)")
+    lf.add_argument("preset", help=f"preset name ({presets})")
+    lf.add_argument("--steps", type=int, default=300, help="minibatches, the rate rising from 1e-6 to 10 (default 300)")
+    lf.add_argument("--config", help="a TOML file of config values (applied after the preset)")
+    lf.add_argument("--data-dir")
+    lf.add_argument("--runs-dir", default="runs", help="lr-find-PRESET-<stamp>/ is made here (default: runs)")
+
+    ps = sub.add_parser("presets", help="the presets: a table, or one preset's values (defaults marked)")
+    ps.add_argument("name", nargs="?", help="show this preset's values, grouped by the config's sections")
+    ps.add_argument("--json", action="store_true", help="one `name: {values as JSON}` line per preset")
     return p
 
 
@@ -162,11 +172,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            + ("; try --log-likelihood" if model == "rbm" else ""))
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
+    from deeptut.data.normalize import normalized_splits
     from deeptut.train.loop import evaluate
 
     model, cfg = rundir.load_model(args.run_dir)
     evaluator = cpu_evaluator(model) if cfg.fast_step else None  # the arithmetic training used
-    data = load_dataset(cfg.dataset, args.data_dir)
+    data = normalized_splits(load_dataset(cfg.dataset, args.data_dir), rundir.load_normalizer(args.run_dir))
     mode = args.evaluation or cfg.evaluation
     for name in ("valid", "test"):
         split = getattr(data, name)
@@ -183,6 +194,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model, _ = rundir.load_model(args.run_dir)
     names, x = load_images(args.images)
+    x = rundir.load_normalizer(args.run_dir).apply(x)  # the inputs the model was trained on
     with torch.no_grad():
         p = torch.softmax(model(torch.from_numpy(x)), dim=1)
     for name, row in zip(names, p):
@@ -200,11 +212,37 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_presets() -> int:
+def cmd_lr_find(args: argparse.Namespace, extra: list[str]) -> int:
     from deeptut import config
+    from deeptut.data.datasets import load_dataset
+    from deeptut.store import rundir
+    from deeptut.train.lr_find import range_test
 
-    for name in config.preset_names():
-        print(f"{name}: " + json.dumps(config.load_preset(name)))
+    cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
+    data = load_dataset(cfg.dataset, args.data_dir)
+    out = rundir.new_run_dir(args.runs_dir, f"lr-find-{cfg.preset}")
+    try:
+        r = range_test(cfg, data, out, n_steps=args.steps)
+    except (ValueError, FloatingPointError) as e:
+        raise DeeptutError(f"lr-find: {e}") from None
+    print(f"suggested learning rate: {r.suggestion:.3g} (the smoothed loss is lowest at {r.min_rate:.3g}; a tenth "
+          f"of it; {cfg.preset} trains at {cfg.learning_rate:g})")
+    if cfg.lr_schedule != "constant":
+        print(f"for the {cfg.lr_schedule} schedule's peak: below {r.min_rate:.3g}")
+    if r.note:
+        print(f"note: {r.note}")
+    print(f"try: deeptut train {cfg.preset} --learning_rate {r.suggestion:.3g}  ({out / 'lr_find.png'})")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from deeptut import config, presets
+
+    if args.name:
+        config.load_preset(args.name)  # an unknown name: the error lists the presets
+        print(f"{args.name}: {json.dumps(config.load_preset(args.name))}" if args.json else presets.describe(args.name))
+    else:
+        print(presets.json_lines() if args.json else presets.table())
     return 0
 
 
@@ -212,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "train":
+    if extra and args.command not in ("train", "lr-find"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "train":
@@ -223,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sample(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command == "lr-find":
+            return cmd_lr_find(args, extra)
         if args.command == "presets":
-            return cmd_presets()
+            return cmd_presets(args)
         if args.command == "data":
             from deeptut.data.datasets import export_pkl
 

@@ -7,7 +7,7 @@ Unknown keys and wrong types are rejected.
                      DBNArgs; TOML tables [logistic], [mlp], [lenet], [da], [ca], [sda], [rbm], [dbn])
     optim            Optimisation: learning rate, minibatches, epochs, penalties, momentum, schedule
     early_stopping   EarlyStopping: the tutorials' patience rule, validation, evaluation, divergence
-    data             Data: which dataset, the order and the moves of the training images
+    data             Data: which dataset, the order and the moves of the training images, input normalisation
     pretraining      Pretraining: greedy layer-wise pre-training (only for families with `pretrains`)
     run              Run: preset name, seed, device, threads, what is saved and when
     accel            Accelerators: how the steps are made fast; none changes what is computed beyond rounding
@@ -89,9 +89,13 @@ class EarlyStopping:
     validation_frequency: int = 0  # 0 = min(n_train_batches, patience // 2), the tutorial's choice
     evaluation: str = "tutorial"  # tutorial: mean over floor(n/batch) minibatches | full: every example
     max_cost: float = 0.0  # stop as diverged when the minibatch cost exceeds this (0 = off)
+    divergence: str = "on"  # on | off: stop as diverged when a validation period's mean training cost is
+    #   non-finite or above max(4 x, 2 nats +) where it started (log n_out: 2.30 for 10 classes, so 9.21;
+    #   train/divergence.py). Never fires on the tutorials' runs (their means stay below 2.35). off: train on
 
     def __post_init__(self) -> None:
         _check_choice("evaluation", self.evaluation, ("tutorial", "full"))
+        _check_choice("divergence", self.divergence, ("on", "off"))
         _at_least(self, 0, "patience", "validation_frequency")
         _check_choice("improvement", self.improvement, ("threshold", "mcnemar"))
         if not 0 < self.mcnemar_alpha < 1:
@@ -104,9 +108,15 @@ class Data:
     shuffle: bool = False  # reshuffle the training set each epoch (tutorials: False)
     augment_shift: int = 0  # move each training image by a random (dy, dx), |d| <= this many pixels, redrawn
     #   every epoch (data/augment.py); 0 = off, the tutorials. Fast LeNet presets: 2
+    normalize: str = "none"  # none (the tutorials' pixels in [0, 1)) | standard: (x - mean) / std with the
+    #   training split's statistics only (data/normalize.py; MNIST 0.1304 / 0.3073), applied after the image
+    #   moves and saved in model.json, so eval, predict and viz feed the model what it was trained on
+    normalize_per_pixel: bool = False  # standard: a mean and std per input position (std floored at 0.1 x
+    #   the global std) instead of one global pair; global is the default (not measured to train worse)
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, ("mnist", "fashion-mnist", "idx"))
+        _check_choice("normalize", self.normalize, ("none", "standard"))
         _at_least(self, 0, "augment_shift")
 
 

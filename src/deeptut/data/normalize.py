@@ -138,3 +138,20 @@ def fit_normalizer(splits: Any, mode: str = "none", per_pixel: bool = False,
     """The normaliser of a dataset (data/datasets.py Splits): fitted on `splits.train.x` only, never on
     the validation or test images (their statistics would leak into model selection and the test)."""
     return Normalizer(mode, per_pixel, std_floor).fit(splits.train.x)
+
+
+def normalized_splits(splits: Any, normalizer: Normalizer, *, train: bool = True) -> Any:
+    """`splits` (data/datasets.py Splits) with every split's inputs through `normalizer.apply`: what a model
+    trained with it is fed (the loop, `deeptut eval`). `train=False` leaves the training
+    split raw, for a loop that moves its images first (augment_shift) and normalises them afterwards.
+    Mode "none" returns `splits` itself."""
+    import dataclasses
+
+    if normalizer.mode == "none":
+        return splits
+
+    def norm(split: Any) -> Any:
+        return dataclasses.replace(split, x=normalizer.apply(split.x))
+
+    return dataclasses.replace(splits, train=norm(splits.train) if train else splits.train,
+                               valid=norm(splits.valid), test=norm(splits.test))

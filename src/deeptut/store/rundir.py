@@ -37,6 +37,7 @@ from torch import nn
 import deeptut
 from deeptut.accel import thread_counts
 from deeptut.config import TrainConfig, from_dict
+from deeptut.data.normalize import Normalizer
 from deeptut.errors import CheckpointError, ConfigError, DataError
 from deeptut.models import build_model
 from deeptut.store import checkpoint, files, tensors
@@ -117,12 +118,28 @@ def model_metadata(cfg: TrainConfig) -> dict[str, str]:
     return {"model": cfg.model, "format": str(MODEL_FORMAT)}
 
 
-def save_model(run_dir: Path, model: nn.Module, cfg: TrainConfig, name: str = BEST) -> None:
-    """Parameters only (safetensors) plus model.json, which is enough to rebuild the model."""
+def save_model(run_dir: Path, model: nn.Module, cfg: TrainConfig, name: str = BEST,
+               normalizer: Normalizer | None = None) -> None:
+    """Parameters only (safetensors) plus model.json, which is enough to rebuild the model; with a
+    `normalizer` of mode "standard", model.json's "normalize" holds its statistics (load_normalizer)."""
     tensors.save_tensors(run_dir / name, dict(model.state_dict()), metadata=model_metadata(cfg))
     model_json = run_dir / MODEL_JSON
     if not model_json.exists():
-        files.atomic_write_json(model_json, {**cfg.model_args(), "format": MODEL_FORMAT})
+        extra = {} if normalizer is None or normalizer.mode == "none" else {"normalize": normalizer.to_dict()}
+        files.atomic_write_json(model_json, {**cfg.model_args(), **extra, "format": MODEL_FORMAT})
+
+
+def load_normalizer(run_dir: str | Path) -> Normalizer:
+    """The input normalisation the run's model was trained with (model.json "normalize"; absent: none, the
+    raw pixels). Every path that feeds images to a saved model applies it: `Normalizer.apply(x)`."""
+    path = Path(run_dir) / MODEL_JSON
+    mj = files.read_json(path, CheckpointError, want_object=True)
+    if "normalize" not in mj:
+        return Normalizer("none")
+    try:
+        return Normalizer.from_dict(mj["normalize"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
@@ -148,7 +165,7 @@ def load_model(run_dir: str | Path, name: str = BEST) -> tuple[nn.Module, TrainC
                               f"{args.get('format') if isinstance(args, dict) else args!r} "
                               f"(this deeptut reads format {MODEL_FORMAT})")
     try:
-        model = build_model(args)
+        model = build_model({k: v for k, v in args.items() if k != "normalize"})
     except (ConfigError, TypeError, KeyError) as e:
         raise CheckpointError(f"{run_dir / MODEL_JSON}: cannot build the model: {e}") from None
     load_parameters(model, run_dir / name)

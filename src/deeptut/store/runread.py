@@ -58,7 +58,7 @@ def load_run_model(run_dir: str | Path, name: str = rundir.BEST) -> Any:
         raise CheckpointError(f"{path}: unsupported model format {args.get('format')!r} "
                               f"(this deeptut reads format {rundir.MODEL_FORMAT})")
     try:
-        model = build_model(args)
+        model = build_model({k: v for k, v in args.items() if k != "normalize"})
     except (ConfigError, TypeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot build the model: {e}") from None
     rundir.load_parameters(model, run_dir / name)

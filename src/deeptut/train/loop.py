@@ -28,10 +28,11 @@ from deeptut.config import TrainConfig, parse_bytes
 from deeptut.data import augment
 from deeptut.data.datasets import Splits
 from deeptut.data.device import DeviceSplit
+from deeptut.data.normalize import Normalizer, fit_normalizer, normalized_splits
 from deeptut.data.stream import make_split, row_chunks
 from deeptut.errors import ConfigError, TrainingError
 from deeptut.models import build_model
-from deeptut.train import state as train_state
+from deeptut.train import divergence, state as train_state
 from deeptut.train.session import Interrupted, Phase, Session  # noqa: F401  (Interrupted: fit raises it)
 from deeptut.train.early_stopping import EarlyStopping
 
@@ -146,14 +147,20 @@ def device_splits(cfg: TrainConfig, data: Splits, device: torch.device) -> tuple
     return train, valid, test
 
 
-def epoch_split(cfg: TrainConfig, train: DeviceSplit, epoch: int) -> DeviceSplit:
+def epoch_split(cfg: TrainConfig, train: DeviceSplit, epoch: int, normalizer: Normalizer | None = None) -> DeviceSplit:
     """The training split as (1-based) `epoch` sees it: in the epoch's order (shuffle), its images moved by
-    a few pixels each (augment_shift, data/augment.py). A function of (seed, epoch): a resumed run sees the
-    same."""
+    a few pixels each (augment_shift, data/augment.py), then normalised (`normalizer`, given only with
+    augment_shift: moved images are padded with the raw background 0, so the moves come first; without
+    moves the loop normalises the split once). A function of (seed, epoch): a resumed run sees the same."""
     epoch_data = train.permuted(epoch_permutation(cfg.seed, epoch, len(train))) if cfg.shuffle else train
     if cfg.augment_shift:
         dy, dx = augment.epoch_shifts(cfg.seed, epoch, len(train), cfg.augment_shift)
         epoch_data = epoch_data.translated(dy, dx, augment.image_side(cfg.n_in), cfg.augment_shift)
+        if normalizer is not None and normalizer.mode != "none":
+            if not isinstance(epoch_data, DeviceSplit):
+                raise ConfigError("normalize with augment_shift needs the training split on the device: raise "
+                                  "device_memory_budget (or set it to 0)")
+            epoch_data = DeviceSplit(normalizer.apply(epoch_data.x), epoch_data.y, epoch_data.x.device)
     return epoch_data
 
 
@@ -167,7 +174,11 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
     if phase is not None and phase.init_params is not None:
         model.load_state_dict(phase.init_params)  # the pre-trained parameters
-    train, valid, test = device_splits(cfg, data, device)
+    # input normalisation (data/normalize.py): the training split's statistics; with image moves the
+    # training split is normalised per epoch after them (epoch_split), else every split once, here
+    normalizer = fit_normalizer(data, cfg.normalize, cfg.normalize_per_pixel)
+    train, valid, test = device_splits(cfg, normalized_splits(data, normalizer, train=not cfg.augment_shift),
+                                       device)
     n_train_batches = train.n_batches(cfg.batch_size)
     step = make_train_step(model, cfg, device)
     evaluator = getattr(step, "evaluator", None)  # CUDA-graph evaluation, when the step brings one
@@ -179,19 +190,20 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
 
     # The run directory, metrics.jsonl, checkpoints, signals, progress (train/session.py). Resumed, `s` is
     # where the run stopped (train/state.py), and model, step, stopper and the RNGs are as they were then.
-    session = Session(run_dir, cfg, say, progress=not quiet, phase=phase)
+    session = Session(run_dir, cfg, say, progress=not quiet, phase=phase, normalizer=normalizer)
     s = session.open(data, device, model, step, stopper, n_train_batches, resume=resume)
     if session.finished_summary is not None:
         return session.finished_summary
     best_params = s.best_params or {k: v.detach().clone() for k, v in model.state_dict().items()}
     if cfg.improvement == "mcnemar" and s.best_iter >= 0 and s.best_params:  # resumed: the best's mistakes
         stopper.best_wrong = _mistakes_of(model, best_params, valid, cfg)
+    rule = divergence_rule(cfg, s)  # None with `divergence = "off"`
 
     with session.running(s) as interrupt:
         while not s.done and (s.next_minibatch > 0 or s.epoch < cfg.n_epochs):
             if s.next_minibatch == 0:
                 s.epoch += 1
-            epoch_data = epoch_split(cfg, train, s.epoch)
+            epoch_data = epoch_split(cfg, train, s.epoch, normalizer)
             minibatch_index = s.next_minibatch - 1
             while minibatch_index + 1 < n_train_batches:
                 # An eager step does one minibatch per pass; a graph step (deeptut.accel) a whole span,
@@ -215,6 +227,14 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
                     if s.fault:
                         s.done, s.stopped = True, reason
                         break
+                    if rule is not None:  # the period's mean cost far above where it started: diverged
+                        verdict = rule.update(train_cost, it)
+                        s.divergence = rule.state_dict()
+                        if verdict.diverged:
+                            s.fault = f"{verdict.message()}, at learning rate " \
+                                      f"{learning_rate_at(cfg, it, total_steps):g}"
+                            s.done, s.stopped = True, "diverged"
+                            break
                     model.eval()
                     mistakes: list | None = [] if cfg.improvement == "mcnemar" else None
                     this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation, evaluator,
@@ -259,9 +279,13 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
         summary.update(phase.summary)
     session.finish(model, step, stopper, s, best_params, summary)
     if s.fault:
-        raise TrainingError(f"{s.fault}; stopped. The best parameters so far "
-                            f"(validation {s.best_validation_loss * 100.:f} %) are kept"
-                            + (f" in {Path(run_dir) / 'best.safetensors'}" if run_dir is not None else ""))
+        best = (f"validation {s.best_validation_loss * 100.:f} %" if s.best_iter >= 0 else
+                "none validated yet: the initial ones")
+        error = TrainingError(f"{s.fault}; stopped. The best parameters so far ({best}) are kept"
+                              + (f" in {Path(run_dir) / 'best.safetensors'}" if run_dir is not None else "")
+                              + fault_hint(cfg, s.stopped))
+        error.summary = summary  # type: ignore[attr-defined]
+        raise error
     say(f"Optimization complete with best validation score of {s.best_validation_loss * 100.:f} %, "
         f"with test performance {s.test_score * 100.:f} % (obtained at iteration {s.best_iter + 1}; "
         f"{cfg.evaluation} evaluation on {summary['evaluated_examples']['test']} test examples)")
@@ -273,6 +297,7 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
 def run_summary(cfg: TrainConfig, s: train_state.LoopState, n_train_batches: int, valid: DeviceSplit,
                 test: DeviceSplit, device: torch.device) -> dict[str, Any]:
     """summary.json: the tutorial's result (errors in %, the best model's 1-based iteration) and its cost."""
+    fired = (s.divergence or {}).get("fired")
     return {
         "best_validation_error": s.best_validation_loss * 100.,
         "test_error": s.test_score * 100. if s.best_iter >= 0 else None,
@@ -287,4 +312,28 @@ def run_summary(cfg: TrainConfig, s: train_state.LoopState, n_train_batches: int
         "epochs_per_second": s.epoch / s.elapsed_s if s.elapsed_s > 0 else None,
         "device": str(device),
         "fault": s.fault,
+        **({"divergence": fired} if fired else {}),  # the divergence rule's figures, when it stopped the run
     }
+
+
+def divergence_rule(cfg: TrainConfig, s: train_state.LoopState) -> divergence.DivergenceRule | None:
+    """The rule of `cfg.divergence` (train/divergence.py), with the state a resumed run's checkpoint holds. A
+    checkpoint written before the rule has none: the rule goes on from the chance level as if it had seen
+    the run's validation periods (for a classifier the first period's mean rarely lies above log n_out)."""
+    if cfg.divergence == "off":
+        return None
+    rule = divergence.DivergenceRule.for_classes(cfg.n_out) if cfg.n_out >= 2 else divergence.DivergenceRule()
+    if s.divergence is not None:
+        rule.load_state_dict(s.divergence)
+    elif rule.reference is not None:
+        rule.periods = s.n_validations
+    return rule
+
+
+def fault_hint(cfg: TrainConfig, stopped: str) -> str:
+    """What to try after a run stopped on its cost (the CLI prints it with the error)."""
+    if stopped == "diverged":
+        return f". {divergence.hint(cfg.learning_rate)}"
+    if stopped == "non-finite":
+        return f". If the inputs are finite, {divergence.hint(cfg.learning_rate)}"
+    return ""

@@ -177,3 +177,38 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "learning-
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, metadata=PNG_META)
     return path
+
+
+def range_test(cfg: Any, data: Any, out_dir: str | Path | None = None, *, n_steps: int = 300,
+               lr_min: float = 1e-6, lr_max: float = 10.0) -> LRFindResult:
+    """`deeptut lr-find`: the range test for a config's model and training step on `data` (data/datasets.py
+    Splits), its minibatches of `cfg.batch_size` from the training split, normalised as training would
+    (cfg.normalize; the images are not moved), in an order drawn from `cfg.seed`. The model starts from the
+    config's initialisation (init_seed). With `out_dir`: config.json, lr_find.json (the result) and
+    lr_find.png written there."""
+    from deeptut.accel import make_train_step, set_threads
+    from deeptut.data.normalize import fit_normalizer, normalized_splits
+    from deeptut.models import build_model
+    from deeptut.store import files, rundir
+    from deeptut.train import state as train_state
+    from deeptut.train.loop import cuda_precision, device_splits, resolve_device
+
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        set_threads(cfg.threads)
+    train_state.seed_everything(cfg.seed)
+    model = build_model(cfg.model_args(), cfg.init_seed).to(device)
+    normalizer = fit_normalizer(data, cfg.normalize, cfg.normalize_per_pixel)
+    train, _valid, _test = device_splits(cfg, normalized_splits(data, normalizer), device)
+    with cuda_precision(cfg):
+        result = lr_find(model, lambda m: make_train_step(m, cfg, device), train, cfg.batch_size, lr_min,
+                         lr_max, n_steps, seed=cfg.seed)
+    if out_dir is not None:
+        out = Path(out_dir)
+        rundir.write_config(out, cfg, device)
+        files.atomic_write_json(out / "lr_find.json", {
+            "preset": cfg.preset, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
+            "n_steps": n_steps, "lr_min": lr_min, "lr_max": lr_max, **result.to_dict()})
+        plot_lr_find(result, out / "lr_find.png",
+                     f"{cfg.preset} ({cfg.model}, batch {cfg.batch_size}, {cfg.dataset}): learning-rate range test")
+    return result

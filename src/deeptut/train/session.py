@@ -110,9 +110,10 @@ class Session:
     """One run of a training loop and its run directory (None: nothing is written)."""
 
     def __init__(self, run_dir: str | Path | None, cfg: TrainConfig, say: Callable[..., None],
-                 *, progress: bool = True, phase: Phase | None = None) -> None:
+                 *, progress: bool = True, phase: Phase | None = None, normalizer: Any = None) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.phase = phase
+        self.normalizer = normalizer  # data/normalize.py Normalizer of the inputs, saved in model.json
         self.cfg, self.say = cfg, say
         self.progress = Progress(progress, cfg.n_epochs)
         self.data_fp: str | None = None  # the data's fingerprint, checked on resume
@@ -147,7 +148,7 @@ class Session:
                 if self.phase is None:  # a later phase keeps what the first one wrote
                     if not resume or not (run_dir / rundir.CONFIG).exists():
                         rundir.write_config(run_dir, self.cfg, device)
-                    rundir.save_model(run_dir, model, self.cfg, rundir.INIT)
+                    rundir.save_model(run_dir, model, self.cfg, rundir.INIT, self.normalizer)
         before = self.phase.lines_before if self.phase is not None else 0
         self.metrics = rundir.MetricsLog(run_dir, keep_lines=before + s.n_validations)
         if run_dir is not None:

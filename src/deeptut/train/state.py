@@ -25,6 +25,7 @@ from torch import nn
 import deeptut
 from deeptut.config import differences as config_differences
 from deeptut.errors import CheckpointError
+from deeptut.train.divergence import DivergenceRule
 from deeptut.store import checkpoint, tensors as store_tensors
 from deeptut.store.checkpoint import CHECKPOINT_FORMAT, CKPT_DIR, MANIFEST, has_checkpoint  # noqa: F401
 
@@ -47,6 +48,7 @@ class LoopState:
     cost_count: int = 0
     elapsed_s: float = 0.0
     fault: str | None = None
+    divergence: dict[str, Any] | None = None  # the divergence rule's state (train/divergence.py), or None
     best_params: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @classmethod
@@ -73,7 +75,10 @@ class LoopState:
 
 _SCALAR_TYPES = {"epoch": int, "next_minibatch": int, "done": bool, "finished": bool, "stopped": str,
                  "best_validation_loss": float, "best_iter": int, "test_score": float, "n_validations": int,
-                 "cost_sum": float, "cost_count": int, "elapsed_s": float, "fault": (str, type(None))}
+                 "cost_sum": float, "cost_count": int, "elapsed_s": float, "fault": (str, type(None)),
+                 "divergence": (dict, type(None))}
+# loop fields added later: a checkpoint without one resumes with its default (the behaviour before it)
+_OPTIONAL_SCALARS = {"divergence"}
 assert set(_SCALAR_TYPES) == {f.name for f in fields(LoopState)} - {"best_params"}
 
 
@@ -298,9 +303,12 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
             raise CheckpointError(f"{where}: bad thread count {str(threads)[:40]}")
         loop = m.get("loop")
         scalar_types = state_type.scalar_types()
-        if not isinstance(loop, dict) or set(loop) != set(scalar_types):
+        if not isinstance(loop, dict) or not set(scalar_types) - _OPTIONAL_SCALARS <= set(loop) \
+                or not set(loop) <= set(scalar_types):
             raise CheckpointError(f"{where}: malformed loop state")
         for k, t in scalar_types.items():
+            if k not in loop:
+                continue
             v = loop[k]
             ok = (type(v) in (int, float)) if t is float else (type(v) is t if isinstance(t, type)
                                                                 else type(v) in t)
@@ -308,6 +316,11 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
                 raise CheckpointError(f"{where}: loop state {k} = {str(v)[:40]} is invalid")
         if loop["stopped"] not in STOP_REASONS or len(loop["fault"] or "") > 10_000:
             raise CheckpointError(f"{where}: loop state stop reason is invalid")
+        if loop.get("divergence") is not None:
+            try:
+                DivergenceRule().load_state_dict(loop["divergence"])  # every field there and a number
+            except ValueError as e:
+                raise CheckpointError(f"{where}: loop state divergence: {e}") from None
         es = m.get("early_stopping")
         fresh_es = stopper.state_dict()
         if not isinstance(es, dict) or set(es) != set(fresh_es) or \

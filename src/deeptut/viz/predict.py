@@ -45,13 +45,15 @@ def test_split(run: Run, data: Any = None) -> TestData:
 
 
 def predict(run: Run, x: np.ndarray, batch: int = 2000) -> np.ndarray:
-    """Predicted classes of the run's best model for the rows of x."""
+    """Predicted classes of the run's best model for the rows of x (raw pixels, as test_split gives them)."""
     import torch
 
+    from deeptut.store.rundir import load_normalizer
     from deeptut.store.runread import load_run_model
 
     model = load_run_model(run.path)
     model = model.to("cpu").eval()
+    x = load_normalizer(run.path).apply(x)  # the inputs the model was trained on (model.json normalize)
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
