@@ -119,7 +119,6 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from deeptut.accel import cpu_evaluator
     from deeptut.store import rundir
-    from deeptut.store.runread import UNSUPERVISED, model_name
 
     if args.log_likelihood:
         from deeptut.train.loglik import format_result, write_log_likelihood
@@ -130,10 +129,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"-> {path}")
         return 0
     try:
-        model = model_name(rundir.Run.open(args.run_dir))
+        model = rundir.Run.open(args.run_dir).model
     except DeeptutError:
         model = None  # load_model below says what is wrong with the directory
-    if model in UNSUPERVISED:
+    if model in rundir.UNSUPERVISED:
         raise DeeptutError(f"{args.run_dir}: a {model} run has no classifier to evaluate"
                            + ("; try --log-likelihood" if model == "rbm" else ""))
     from deeptut.data.datasets import load_dataset

@@ -1,4 +1,4 @@
-"""Test-set predictions of a saved run: the run's best model (via deeptut.store.runread.load_run_model) on the
+"""Test-set predictions of a saved run: the run's best model (store.rundir.load_module) on the
 test split of the run's dataset. Nothing is trained."""
 
 from __future__ import annotations
@@ -48,9 +48,7 @@ def predict(run: Run, x: np.ndarray, batch: int = 2000) -> np.ndarray:
     """Predicted classes of the run's best model for the rows of x."""
     import torch
 
-    from deeptut.store.runread import load_run_model
-
-    model = load_run_model(run.path)
+    model = run.load_module()
     model = model.to("cpu").eval()
     out = []
     with torch.no_grad():
