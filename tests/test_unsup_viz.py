@@ -213,6 +213,37 @@ def test_supervised_lines_skip_pretraining(tmp_path):
         read_metrics(run / "metrics.jsonl")
 
 
+def test_metrics_lines_of_another_phase_or_a_bad_cost_kind_are_errors(tmp_path):
+    run = make_unsup_run(tmp_path / "rbm", "rbm", epochs=1)
+    good = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(good + json.dumps({"phase": "warmup", "iteration": 1}) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: unknown phase 'warmup'"):
+        read_metrics(run / "metrics.jsonl")
+    (run / "metrics.jsonl").write_text(good.replace('"pseudo-likelihood"', "3"))
+    with pytest.raises(ValueError, match=r"metrics.jsonl:1: 'cost_kind' must be a string"):
+        read_metrics(run / "metrics.jsonl")
+
+
+def test_every_family_is_known_to_the_reader(tmp_path):
+    from deeptut.models import FAMILIES
+    from deeptut.store import rundir
+
+    assert rundir.KNOWN_MODELS == tuple(FAMILIES)
+    assert set(rundir.UNSUPERVISED) == {"da", "ca", "rbm"} and set(rundir.PRETRAINED_FAMILIES) == {"sda", "dbn"}
+    for model in ("da", "ca", "rbm", "sda", "dbn"):
+        run = make_unsup_run(tmp_path / model, model, epochs=1, n_finetune=1)
+        cfg = json.loads((run / "config.json").read_text())
+        del cfg["config"]["model"]  # the family then comes from model.json
+        (run / "config.json").write_text(json.dumps(cfg))
+        assert Run.open(run).model == model
+        assert type(Run.open(run).load_module()).__name__ == {"da": "dA", "ca": "cA", "rbm": "RBM", "sda": "SdA",
+                                                               "dbn": "DBN"}[model]
+    mj = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**mj, "model": "foo"}))
+    with pytest.raises(ValueError, match="model.json: unknown model 'foo'"):
+        Run.open(run).model
+
+
 def test_pl_table_against_published(tmp_path):
     run = make_unsup_run(tmp_path / "rbm", "rbm", epochs=3)
     table = pl_table(read_metrics(run / "metrics.jsonl").pretrain)

@@ -115,6 +115,11 @@ def split_images(data: Any, split: str, dataset: str = "mnist") -> np.ndarray:
     x = getattr(part, "x", None)
     if x is None:
         raise DataError(f"no {split} split with images in {type(data).__name__}")
+    return image_rows(x)
+
+
+def image_rows(x: Any) -> np.ndarray:
+    """Images (numpy or torch; uint8 0..255 or float pixel / 256) as float32 [n, n_pixels]."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
