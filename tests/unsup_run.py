@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeptut.data.datasets import Split, Splits
+import synthetic
+from deeptut.data.datasets import Splits
 from deeptut.models import family
 from deeptut.store import files, tensors
 
-UNSUP_MODELS = ("da", "ca", "rbm", "sda", "dbn")
 # the families' sections at a small size: 12 hidden units (sda / dbn: 12 then 6)
 SMALL = {"da": dict(n_hidden=12), "ca": dict(n_hidden=12), "rbm": dict(n_hidden=12),
          "sda": dict(hidden_layers_sizes=(12, 6), corruption_levels=(0.1, 0.2)),
@@ -109,11 +109,5 @@ def make_unsup_run(run_dir: str | Path, model: str, *, epochs: int = 3, n_layers
 
 
 def tiny_splits(n_train: int = 200, n_test: int = 40, seed: int = 0) -> Splits:
-    """MNIST-shaped splits: pixels k/256 drawn so that some are bright, labels random."""
-    rng = np.random.default_rng(seed)
-
-    def split(n: int) -> Split:
-        x = (rng.integers(0, 256, (n, 784)) * (rng.random((n, 784)) < 0.3)).astype(np.float32) / 256
-        return Split(x, rng.integers(0, 10, n).astype(np.int64))
-
-    return Splits(split(n_train), split(n_test), split(n_test), "synthetic", "mnist")
+    """synthetic.tiny_splits at MNIST's shape with n_test validation and test images."""
+    return synthetic.tiny_splits(n_train, n_test, n_test, seed=seed)
