@@ -232,6 +232,8 @@ def test_every_family_is_known_to_the_reader(tmp_path):
     assert set(rundir.UNSUPERVISED) == {"da", "ca", "rbm"} and set(rundir.PRETRAINED_FAMILIES) == {"sda", "dbn"}
     for model in ("da", "ca", "rbm", "sda", "dbn"):
         run = make_unsup_run(tmp_path / model, model, epochs=1, n_finetune=1)
+        loaded, saved_cfg = rundir.load_model(run)  # with the parsed config (eval, predict, --resume)
+        assert saved_cfg.model == model and type(loaded) is type(Run.open(run).load_module())
         cfg = json.loads((run / "config.json").read_text())
         del cfg["config"]["model"]  # the family then comes from model.json
         (run / "config.json").write_text(json.dumps(cfg))

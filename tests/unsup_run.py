@@ -16,8 +16,9 @@ import torch
 
 import synthetic
 from deeptut.data.datasets import Splits
-from deeptut.models import family
-from deeptut.store import files, tensors
+from deeptut.config import TrainConfig
+from deeptut.models import build_model
+from deeptut.store import files, rundir, tensors
 
 # the families' sections at a small size: 12 hidden units (sda / dbn: 12 then 6)
 SMALL = {"da": dict(n_hidden=12), "ca": dict(n_hidden=12), "rbm": dict(n_hidden=12),
@@ -50,22 +51,19 @@ def make_unsup_run(run_dir: str | Path, model: str, *, epochs: int = 3, n_layers
     with shift E (best: shift 100; pretrained: shift 50). rbm's cost_kind defaults to pseudo-likelihood."""
     path = Path(run_dir)
     (path / "models").mkdir(parents=True, exist_ok=True)
-    args = family(model)(**SMALL[model])
-    net = args.build()
+    # the config a run of these sizes writes (init_seed 123: the rbm / dA / DBN chapters' RandomState(123))
+    cfg = TrainConfig(model=model, preset=model, seed=seed, init_seed=123, batch_size=10, **SMALL[model])
+    rundir.write_config(path, cfg, torch.device("cpu"))
+    net = build_model(cfg.model_args(), cfg.init_seed)
+    rundir.save_model(path, net, cfg, rundir.INIT)  # init.safetensors and model.json
     key = first_layer_key(model)
     n_visible, n_hidden = net.state_dict()[key].shape
-    files.atomic_write_json(path / "config.json", {
-        "config": {"model": model, "preset": model, "dataset": "mnist", "seed": seed, "init_seed": None,
-                   "batch_size": 10},
-        "versions": {"deeptut": "test"}, "git_commit": None, "seed": seed, "device": "cpu"})
-    files.atomic_write_json(path / "model.json", {"model": model, **args.model_args(), "format": 1})
-    _save(path / "init.safetensors", net, model)
 
     def set_filters(shift: int) -> None:
         with torch.no_grad():
             net.state_dict()[key].copy_(torch.from_numpy(one_hot_filters(n_visible, n_hidden, shift)))
 
-    layers = 1 if model in ("da", "ca", "rbm") else (n_layers_pretrained or len(args.hidden_layers_sizes))
+    layers = 1 if model in ("da", "ca", "rbm") else (n_layers_pretrained or len(cfg.hidden_layers_sizes))
     if model == "rbm" and cost_kind is None:
         cost_kind = "pseudo-likelihood"
     lines, t = [], 0.0
