@@ -1,5 +1,6 @@
-"""The reading side of the unsupervised chapters, on run directories written without training (unsup_run.py):
-`deeptut sample` (rbm.py's samples.png), `deeptut eval --log-likelihood` (AIS), `viz` and `report`."""
+"""The reading side of the unsupervised chapters, on run directories of the real families written without
+training (unsup_run.py), checked pixel by pixel: `deeptut sample` (rbm.py's samples.png), `deeptut eval
+--log-likelihood` (AIS), `viz` and `report`. Trained runs: test_unsup_end_to_end.py."""
 
 import json
 import math
@@ -13,7 +14,7 @@ PIL = pytest.importorskip("PIL.Image")
 
 from deeptut import cli  # noqa: E402
 from deeptut.models.rbm import sample_chains, tutorial_test_idx  # noqa: E402
-from deeptut.store.runread import NotAnRBMRun, load_run_model, read_phased_metrics  # noqa: E402
+from deeptut.store.rundir import WrongModelError, load_module, read_metrics  # noqa: E402
 from deeptut.train import ais  # noqa: E402
 from deeptut.train.loglik import estimate_log_likelihood, paper_shaped_betas, write_log_likelihood  # noqa: E402
 from deeptut.viz import render_all, write_report  # noqa: E402
@@ -23,12 +24,7 @@ from deeptut.viz.samples import samples_picture, write_samples  # noqa: E402
 from deeptut.viz.tiles import tile_raster_images  # noqa: E402
 from deeptut.store import tensors  # noqa: E402
 from deeptut.store.rundir import Run  # noqa: E402
-from unsup_run import make_unsup_run, register_test_families, tiny_splits  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def families(monkeypatch):
-    register_test_families(monkeypatch)
+from unsup_run import make_unsup_run, tiny_splits  # noqa: E402
 
 
 def png(path):
@@ -68,7 +64,7 @@ def test_sample_matches_sample_chains_and_is_seedable(tmp_path):
     write_samples(run, data, seed=8, **kw)
     assert not np.array_equal(a, np.load(run / "plots" / "samples.npy"))
     # the same chains as rbm.sample_chains from the saved model, started at the tutorial's index
-    rbm = load_run_model(run)
+    rbm = load_module(run)
     g = torch.Generator().manual_seed(7)
     idx = tutorial_test_idx(784, 12, 40, 3)
     expected = sample_chains(rbm, torch.from_numpy(data.test.x), 3, 2, 4, idx, g)
@@ -79,7 +75,7 @@ def test_sample_matches_sample_chains_and_is_seedable(tmp_path):
 @pytest.mark.parametrize("model", ["da", "sda", "dbn"])
 def test_sample_refuses_other_models(tmp_path, model, capsys):
     run = make_unsup_run(tmp_path / f"{model}-run", model, epochs=1, n_finetune=1)
-    with pytest.raises(NotAnRBMRun, match=f"{model}-run.*needs an rbm run; this is a {model} run"):
+    with pytest.raises(WrongModelError, match=f"{model}-run.*needs an rbm run; this is a {model} run"):
         write_samples(run, tiny_splits())
     assert cli.main(["sample", str(run)]) == 2
     assert f"this is a {model} run" in capsys.readouterr().err
@@ -111,7 +107,7 @@ def test_log_likelihood_interval_contains_the_exact_value(tmp_path):
     enough: AIS itself is tested in test_ais.py)."""
     run = make_unsup_run(tmp_path / "rbm", "rbm", epochs=1)
     data = tiny_splits()
-    rbm = load_run_model(run, "init.safetensors")
+    rbm = load_module(run, "init.safetensors")
     g = torch.Generator().manual_seed(0)
     base = ais.base_rate_vbias(torch.from_numpy((data.train.x >= 0.5).astype(np.float64))).float()
     with torch.no_grad():
@@ -137,7 +133,7 @@ def test_log_likelihood_interval_contains_the_exact_value(tmp_path):
 
 def test_log_likelihood_refuses_other_models_and_cli(tmp_path, capsys):
     da = make_unsup_run(tmp_path / "da-run", "da", epochs=1)
-    with pytest.raises(NotAnRBMRun, match="da-run.*this is a da run"):
+    with pytest.raises(WrongModelError, match="da-run.*this is a da run"):
         estimate_log_likelihood(da, tiny_splits())
     assert cli.main(["eval", str(da), "--log-likelihood"]) == 2
     assert "this is a da run" in capsys.readouterr().err
@@ -204,27 +200,60 @@ def test_viz_pictures_of_each_family(tmp_path, model):
 
 def test_supervised_lines_skip_pretraining(tmp_path):
     run = make_unsup_run(tmp_path / "sda", "sda", epochs=2, n_finetune=4)
-    m = read_phased_metrics(run / "metrics.jsonl")
+    m = read_metrics(run / "metrics.jsonl")
     assert [(r["layer"], r["epoch"]) for r in m.pretrain] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert [r["iteration"] for r in m.supervised] == [50, 100, 150, 200]
     # a line of the old form (no phase) is supervised
     with open(run / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"iteration": 250, "valid_error": 3.0}) + "\n")
-    assert len(read_phased_metrics(run / "metrics.jsonl").supervised) == 5
+    assert len(read_metrics(run / "metrics.jsonl").supervised) == 5
     with open(run / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"phase": "pretrain", "layer": 0, "epoch": "x", "cost": 1.0}) + "\n")
     with pytest.raises(ValueError, match=r"metrics.jsonl:\d+: 'epoch' must be a number"):
-        read_phased_metrics(run / "metrics.jsonl")
+        read_metrics(run / "metrics.jsonl")
+
+
+def test_metrics_lines_of_another_phase_or_a_bad_cost_kind_are_errors(tmp_path):
+    run = make_unsup_run(tmp_path / "rbm", "rbm", epochs=1)
+    good = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(good + json.dumps({"phase": "warmup", "iteration": 1}) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: unknown phase 'warmup'"):
+        read_metrics(run / "metrics.jsonl")
+    (run / "metrics.jsonl").write_text(good.replace('"pseudo-likelihood"', "3"))
+    with pytest.raises(ValueError, match=r"metrics.jsonl:1: 'cost_kind' must be a string"):
+        read_metrics(run / "metrics.jsonl")
+
+
+def test_every_family_is_known_to_the_reader(tmp_path):
+    from deeptut.models import FAMILIES
+    from deeptut.store import rundir
+
+    assert rundir.KNOWN_MODELS == tuple(FAMILIES)
+    assert set(rundir.UNSUPERVISED) == {"da", "ca", "rbm"} and set(rundir.PRETRAINED_FAMILIES) == {"sda", "dbn"}
+    for model in ("da", "ca", "rbm", "sda", "dbn"):
+        run = make_unsup_run(tmp_path / model, model, epochs=1, n_finetune=1)
+        loaded, saved_cfg = rundir.load_model(run)  # with the parsed config (eval, predict, --resume)
+        assert saved_cfg.model == model and type(loaded) is type(Run.open(run).load_module())
+        cfg = json.loads((run / "config.json").read_text())
+        del cfg["config"]["model"]  # the family then comes from model.json
+        (run / "config.json").write_text(json.dumps(cfg))
+        assert Run.open(run).model == model
+        assert type(Run.open(run).load_module()).__name__ == {"da": "dA", "ca": "cA", "rbm": "RBM", "sda": "SdA",
+                                                               "dbn": "DBN"}[model]
+    mj = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**mj, "model": "foo"}))
+    with pytest.raises(ValueError, match="model.json: unknown model 'foo'"):
+        Run.open(run).model
 
 
 def test_pl_table_against_published(tmp_path):
     run = make_unsup_run(tmp_path / "rbm", "rbm", epochs=3)
-    table = pl_table(read_phased_metrics(run / "metrics.jsonl").pretrain)
+    table = pl_table(read_metrics(run / "metrics.jsonl").pretrain)
     assert [(e, c) for e, c, _p, _d in table] == [(0, -90.0), (1, -80.0), (2, -70.0)]
     assert [p for _e, _c, p, _d in table] == list(PUBLISHED_RBM_PL_COST[:3])
     assert table[0][3] == pytest.approx(-90.0 - PUBLISHED_RBM_PL_COST[0])
     cd = make_unsup_run(tmp_path / "rbm-cd", "rbm", epochs=2, cost_kind="reconstruction")
-    assert pl_table(read_phased_metrics(cd / "metrics.jsonl").pretrain) == []
+    assert pl_table(read_metrics(cd / "metrics.jsonl").pretrain) == []
 
 
 @pytest.mark.parametrize("model", ["rbm", "dbn"])

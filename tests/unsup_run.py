@@ -1,86 +1,29 @@
-"""Run directories of the unsupervised families (da, ca, rbm, sda, dbn) as UNSUP_CONTRACT describes them,
-written without training: the modules are built directly, their parameters set to known patterns, and the
-files written with the store functions. For the reading side's tests (sample, eval --log-likelihood, viz,
-report).
-
-The families are registered for the test by `register_test_families` (monkeypatch): minimal sections whose
-fields are the modules' constructor arguments. They replace any real section of the same name for the test's
-duration, so that the model.json written here and the section that reads it always agree, whatever fields
-the training side's sections name.
+"""Run directories of the unsupervised families (da, ca, rbm, sda, dbn) as the training side writes them
+(train/pretrain.py, store/rundir.py), written without training: the real families' modules are built small,
+their parameters set to known patterns, and the files written with the store functions. For the pixel-level
+tests of the reading side (sample, eval --log-likelihood, viz, report); tests/test_unsup_end_to_end.py
+trains the same families for real.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from deeptut.data.datasets import Split, Splits
-from deeptut.models.families import ModelArgs
-from deeptut.store import files, tensors
+import synthetic
+from deeptut.data.datasets import Splits
+from deeptut.config import TrainConfig
+from deeptut.models import build_model
+from deeptut.store import files, rundir, tensors
 
-UNSUP_MODELS = ("da", "ca", "rbm", "sda", "dbn")
-
-
-@dataclass(frozen=True)
-class _DAArgs(ModelArgs):
-    n_visible: int = 784
-    n_hidden: int = 12
-
-    def build(self, init_seed: int | None = None):
-        from deeptut.models.da import dA
-
-        return dA(self.n_visible, self.n_hidden)
-
-
-@dataclass(frozen=True)
-class _CAArgs(_DAArgs):
-    def build(self, init_seed: int | None = None):
-        from deeptut.models.ca import cA
-
-        return cA(self.n_visible, self.n_hidden, n_batchsize=10)
-
-
-@dataclass(frozen=True)
-class _RBMArgs(_DAArgs):
-    def build(self, init_seed: int | None = None):
-        from deeptut.models.rbm import RBM
-
-        return RBM(self.n_visible, self.n_hidden)
-
-
-@dataclass(frozen=True)
-class _SdAArgs(ModelArgs):
-    n_ins: int = 784
-    hidden_layers_sizes: tuple[int, ...] = (12, 6)
-    n_outs: int = 10
-
-    def build(self, init_seed: int | None = None):
-        from deeptut.models.sda import SdA
-
-        return SdA(self.n_ins, self.hidden_layers_sizes, self.n_outs, init_seed)
-
-
-@dataclass(frozen=True)
-class _DBNArgs(_SdAArgs):
-    def build(self, init_seed: int | None = None):
-        from deeptut.models.dbn import DBN
-
-        return DBN(self.n_ins, self.hidden_layers_sizes, self.n_outs, init_seed)
-
-
-TEST_FAMILIES = {"da": _DAArgs, "ca": _CAArgs, "rbm": _RBMArgs, "sda": _SdAArgs, "dbn": _DBNArgs}
-
-
-def register_test_families(monkeypatch) -> None:
-    from deeptut.models.families import FAMILIES
-
-    for name, cls in TEST_FAMILIES.items():
-        monkeypatch.setitem(FAMILIES, name, cls)
+# the families' sections at a small size: 12 hidden units (sda / dbn: 12 then 6)
+SMALL = {"da": dict(n_hidden=12), "ca": dict(n_hidden=12), "rbm": dict(n_hidden=12),
+         "sda": dict(hidden_layers_sizes=(12, 6), corruption_levels=(0.1, 0.2)),
+         "dbn": dict(hidden_layers_sizes=(12, 6))}
 
 
 def first_layer_key(model: str) -> str:
@@ -108,22 +51,19 @@ def make_unsup_run(run_dir: str | Path, model: str, *, epochs: int = 3, n_layers
     with shift E (best: shift 100; pretrained: shift 50). rbm's cost_kind defaults to pseudo-likelihood."""
     path = Path(run_dir)
     (path / "models").mkdir(parents=True, exist_ok=True)
-    args = TEST_FAMILIES[model]()
-    net = args.build()
+    # the config a run of these sizes writes (init_seed 123: the rbm / dA / DBN chapters' RandomState(123))
+    cfg = TrainConfig(model=model, preset=model, seed=seed, init_seed=123, batch_size=10, **SMALL[model])
+    rundir.write_config(path, cfg, torch.device("cpu"))
+    net = build_model(cfg.model_args(), cfg.init_seed)
+    rundir.save_model(path, net, cfg, rundir.INIT)  # init.safetensors and model.json
     key = first_layer_key(model)
     n_visible, n_hidden = net.state_dict()[key].shape
-    files.atomic_write_json(path / "config.json", {
-        "config": {"model": model, "preset": model, "dataset": "mnist", "seed": seed, "init_seed": None,
-                   "batch_size": 10},
-        "versions": {"deeptut": "test"}, "git_commit": None, "seed": seed, "device": "cpu"})
-    files.atomic_write_json(path / "model.json", {"model": model, **args.model_args(), "format": 1})
-    _save(path / "init.safetensors", net, model)
 
     def set_filters(shift: int) -> None:
         with torch.no_grad():
             net.state_dict()[key].copy_(torch.from_numpy(one_hot_filters(n_visible, n_hidden, shift)))
 
-    layers = 1 if model in ("da", "ca", "rbm") else (n_layers_pretrained or len(args.hidden_layers_sizes))
+    layers = 1 if model in ("da", "ca", "rbm") else (n_layers_pretrained or len(cfg.hidden_layers_sizes))
     if model == "rbm" and cost_kind is None:
         cost_kind = "pseudo-likelihood"
     lines, t = [], 0.0
@@ -167,11 +107,5 @@ def make_unsup_run(run_dir: str | Path, model: str, *, epochs: int = 3, n_layers
 
 
 def tiny_splits(n_train: int = 200, n_test: int = 40, seed: int = 0) -> Splits:
-    """MNIST-shaped splits: pixels k/256 drawn so that some are bright, labels random."""
-    rng = np.random.default_rng(seed)
-
-    def split(n: int) -> Split:
-        x = (rng.integers(0, 256, (n, 784)) * (rng.random((n, 784)) < 0.3)).astype(np.float32) / 256
-        return Split(x, rng.integers(0, 10, n).astype(np.int64))
-
-    return Splits(split(n_train), split(n_test), split(n_test), "synthetic", "mnist")
+    """synthetic.tiny_splits at MNIST's shape with n_test validation and test images."""
+    return synthetic.tiny_splits(n_train, n_test, n_test, seed=seed)

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
                    "instead of a new RUNS_DIR/<preset>-<stamp>/ (deeptut sweep names its trials so)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--quiet", "-q", action="store_true", help="print only the final result")
+    t.add_argument("--sample", choices=["true", "false"], default="true",
+                   help="rbm runs: end by drawing rbm.py's samples.png into RUN_DIR/plots/, as the tutorial "
+                        "does (default true; deeptut sample RUN_DIR draws it later)")
 
     e = sub.add_parser("eval", help="validation and test error of a saved model")
     e.add_argument("run_dir")
@@ -140,6 +143,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         if not args.quiet:
             print(f"run directory: {run_dir}  (data: {data.source})")
         summary = train(cfg, data, run_dir, quiet=args.quiet)
+    if cfg.model == "rbm" and args.sample == "true":
+        _rbm_samples(run_dir, data, args.quiet)
     if args.quiet and summary.get("phase") == "pretrain":  # dA, cA, RBM: no supervised result
         print(f"final cost {summary['final_cost']} ({summary['epochs']} epochs, {summary['train_seconds']:.2f} s) "
               f"-> {run_dir}")
@@ -150,10 +155,40 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _rbm_samples(run_dir: Path, data: object, quiet: bool) -> None:
+    """rbm.py ends by drawing samples.png: the same as `deeptut sample RUN_DIR` (CPU, the RBM's sample_seed,
+    20 chains x 10 samples, 1,000 Gibbs steps apart), from the saved model. Without the viz extra: one note."""
+    import importlib.util
+
+    missing = [m for m in ("matplotlib", "PIL") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"samples.png not drawn: {' and '.join(missing)} missing (pip install 'deeptut[viz]', then "
+              f"deeptut sample {run_dir})", file=sys.stderr)
+        return
+    from deeptut.viz.samples import write_samples
+
+    paths = write_samples(run_dir, data)
+    if not quiet:
+        print(f"samples: {paths[0]}")
+
+
+def _require_classifier(run_dir: str, what: str) -> None:
+    """A clear error for a da / ca / rbm run (trained without labels: no classifier to `what`). sda / dbn
+    runs go on: their best.safetensors is the fine-tuned classifier."""
+    from deeptut.store import rundir
+
+    try:
+        model = rundir.Run.open(run_dir).model
+    except DeeptutError:
+        return  # load_model says what is wrong with the directory
+    if model in rundir.UNSUPERVISED:
+        raise DeeptutError(f"{run_dir}: a {model} run has no classifier to {what}"
+                           + ("; try deeptut eval --log-likelihood" if model == "rbm" else ""))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from deeptut.accel import cpu_evaluator
     from deeptut.store import rundir
-    from deeptut.store.runread import UNSUPERVISED, model_name
 
     if args.log_likelihood:
         from deeptut.train.loglik import format_result, write_log_likelihood
@@ -163,13 +198,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(format_result(result))
         print(f"-> {path}")
         return 0
-    try:
-        model = model_name(rundir.Run.open(args.run_dir))
-    except DeeptutError:
-        model = None  # load_model below says what is wrong with the directory
-    if model in UNSUPERVISED:
-        raise DeeptutError(f"{args.run_dir}: a {model} run has no classifier to evaluate"
-                           + ("; try --log-likelihood" if model == "rbm" else ""))
+    _require_classifier(args.run_dir, "evaluate")
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
     from deeptut.data.normalize import normalized_splits
@@ -192,6 +221,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from deeptut.store import rundir
     from deeptut.data.images import load_images
 
+    _require_classifier(args.run_dir, "predict with")
     model, _ = rundir.load_model(args.run_dir)
     names, x = load_images(args.images)
     x = rundir.load_normalizer(args.run_dir).apply(x)  # the inputs the model was trained on

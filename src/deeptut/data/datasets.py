@@ -105,6 +105,29 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
     return _from_pickle(found.pickle, name)
 
 
+def split_images(data: Any, split: str, dataset: str = "mnist") -> np.ndarray:
+    """float32 [n, n_pixels] images of one split ("train", "valid", "test"), pixel / 256 as the tutorial's
+    pickle. `data`: None (`dataset` at its default location), a data directory, or an object with
+    `.train` / `.valid` / `.test` splits (a Splits) each with `.x` (numpy or torch, float or uint8)."""
+    if data is None or isinstance(data, (str, Path)):
+        data = load_dataset(dataset, data)
+    part = getattr(data, split, None)
+    x = getattr(part, "x", None)
+    if x is None:
+        raise DataError(f"no {split} split with images in {type(data).__name__}")
+    return image_rows(x)
+
+
+def image_rows(x: Any) -> np.ndarray:
+    """Images (numpy or torch; uint8 0..255 or float pixel / 256) as float32 [n, n_pixels]."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(256)
+    return x.reshape(len(x), -1).astype(np.float32, copy=False)
+
+
 def export_pkl(out_path: str | Path, data_dir: str | Path | None = None, *, compresslevel: int = 6) -> Path:
     """Write the tutorial's mnist.pkl.gz, built from the MNIST IDX files found as load_dataset finds them."""
     write_pkl_gz(out_path, load_dataset("mnist", data_dir), compresslevel=compresslevel)

@@ -9,6 +9,19 @@ import numpy as np
 import torch
 
 
+def check_device(device: str) -> str:
+    """`device` if torch can run there now, else ConfigError naming it (a typo, or cuda without a GPU)."""
+    from deeptut.errors import ConfigError
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r}: {e}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available here")
+    return str(d)
+
+
 class DeviceSplit:
     def __init__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
                  device: torch.device | str = "cpu") -> None:

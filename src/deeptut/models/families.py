@@ -39,6 +39,7 @@ class ModelArgs:
     """What every family's section offers: its fields as model.json saves them, and `build`."""
 
     pretrains: ClassVar[bool] = False  # True: the config's [pretraining] fields apply to this family
+    classifier: ClassVar[bool] = True  # False: trained without labels only (no classifier to evaluate)
 
     def model_args(self) -> dict[str, Any]:
         """The fields that determine the parameters' shapes (model.json, without `model` and `format`). All
@@ -132,6 +133,8 @@ class DAArgs(ModelArgs):
     """dA.py's denoising autoencoder (tied weights). Trained alone: learning_rate, n_epochs and batch_size
     are the [optim] fields; init_seed 123 in the preset (test_dA's RandomState(123))."""
 
+    classifier: ClassVar[bool] = False
+
     n_visible: int = 784  # inputs: 28x28 pixels
     n_hidden: int = 500  # hidden units (dA.py: 500)
     corruption_level: float = 0.3  # fraction of the inputs zeroed at each step (dA.py: 0 and 0.3)
@@ -156,6 +159,8 @@ class DAArgs(ModelArgs):
 class CAArgs(ModelArgs):
     """cA.py's contractive autoencoder. Its n_batchsize (the penalty's divisor) is the config's batch_size,
     set by the training loop."""
+
+    classifier: ClassVar[bool] = False
 
     n_visible: int = 784  # inputs: 28x28 pixels
     n_hidden: int = 500  # hidden units (test_cA: 500)
@@ -228,6 +233,8 @@ def _gibbs(args: Any) -> None:
 @dataclass(frozen=True)
 class RBMArgs(ModelArgs):
     """rbm.py's binary RBM trained alone with CD-k or PCD-k; init_seed 123 in the preset."""
+
+    classifier: ClassVar[bool] = False
 
     n_visible: int = 784  # inputs: 28x28 pixels
     n_hidden: int = 500  # hidden units (rbm.py: 500)

@@ -16,6 +16,15 @@ the file names; the loop (train/), the pictures (viz/), the CLI and the tests go
 
 Parameters are safetensors files with metadata {"model", "format"}; JSON files are written atomically. Every
 read is bounded and every failure names the file.
+
+metrics.jsonl holds two kinds of line: a supervised line per validation (fit; "phase": "finetune" when it
+fine-tunes a pre-trained sda / dbn, no "phase" in older runs), and a pre-training line per unsupervised
+epoch ({"phase": "pretrain", "layer", "epoch", "cost", "elapsed_s"}, cA adds "jacobian_norm", rbm and dbn
+"cost_kind"). `read_metrics` returns both, apart. The models/pretrain-* files exist for every epoch of a
+da / ca / rbm, but only for each layer's last epoch and every `save_every` epochs of an sda / dbn:
+`Run.pretrain_models` lists what is there. Models load through one function, `load_module` (model.json and
+a parameters file; no config.json parsing, so a run whose config a later deeptut would refuse still
+draws); `load_model` adds the parsed config for `eval`, `predict` and resuming.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import platform
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,8 +47,8 @@ import deeptut
 from deeptut.accel import thread_counts
 from deeptut.config import TrainConfig, from_dict
 from deeptut.data.normalize import Normalizer
-from deeptut.errors import CheckpointError, ConfigError, DataError
-from deeptut.models import build_model
+from deeptut.errors import CheckpointError, ConfigError, DataError, DeeptutError
+from deeptut.models import FAMILIES, build_model
 from deeptut.store import checkpoint, files, tensors
 
 MODEL_FORMAT = 1  # bump when the meaning of saved parameters changes
@@ -53,7 +62,10 @@ MODELS_DIR = "models"
 PRETRAINED = "pretrained.safetensors"
 MAX_METRICS_BYTES = 1 * 2**30  # one ~300-byte line per validation: millions of validations fit
 ITER_RE = re.compile(r"^iter-(\d{8,})\.safetensors$")
-KNOWN_MODELS = ("logistic", "mlp", "lenet")
+PRETRAIN_RE = re.compile(r"^pretrain-layer(\d+)-epoch(\d{4,})\.safetensors$")  # pretrain_model_name's files
+KNOWN_MODELS = tuple(FAMILIES)  # every registered family (models/families.py)
+UNSUPERVISED = tuple(n for n, c in FAMILIES.items() if not c.classifier)  # da, ca, rbm: no classifier
+PRETRAINED_FAMILIES = tuple(n for n, c in FAMILIES.items() if c.pretrains)  # sda, dbn: then fine-tuned
 
 
 def pretrain_model_name(layer: int, epoch: int) -> str:
@@ -153,24 +165,34 @@ def load_config(run_dir: str | Path) -> TrainConfig:
         raise CheckpointError(f"{path}: {e}") from None
 
 
+def load_module(run_dir: str | Path, name: str = BEST) -> nn.Module:
+    """The module a run saved in `name` (best.safetensors, pretrained.safetensors, init.safetensors,
+    models/...), rebuilt from model.json through `deeptut.models.build_model`, on the CPU, in eval mode.
+    Every family; config.json is not read."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    path = run_dir / MODEL_JSON
+    args = files.read_json(path, CheckpointError, want_object=True)
+    if args.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path}: unsupported model format {args.get('format')!r} "
+                              f"(this deeptut reads format {MODEL_FORMAT})")
+    try:
+        # model.json's "normalize" describes the inputs (load_normalizer), not the module
+        model = build_model({k: v for k, v in args.items() if k != "normalize"})
+    except (ConfigError, TypeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot build the model: {e}") from None
+    load_parameters(model, run_dir / name)
+    return model.eval()
+
+
 def load_model(run_dir: str | Path, name: str = BEST) -> tuple[nn.Module, TrainConfig]:
-    """Rebuild the model a run saved, from its files only."""
+    """Rebuild the model a run saved (load_module), with the run's parsed config."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: no such run directory")
     cfg = load_config(run_dir)
-    args = files.read_json(run_dir / MODEL_JSON)
-    if not isinstance(args, dict) or args.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{run_dir / MODEL_JSON}: unsupported model format "
-                              f"{args.get('format') if isinstance(args, dict) else args!r} "
-                              f"(this deeptut reads format {MODEL_FORMAT})")
-    try:
-        model = build_model({k: v for k, v in args.items() if k != "normalize"})
-    except (ConfigError, TypeError, KeyError) as e:
-        raise CheckpointError(f"{run_dir / MODEL_JSON}: cannot build the model: {e}") from None
-    load_parameters(model, run_dir / name)
-    model.eval()
-    return model, cfg
+    return load_module(run_dir, name), cfg
 
 
 def load_parameters(model: nn.Module, path: Path) -> None:
@@ -329,12 +351,47 @@ def _num(rec: dict[str, Any], key: str, where: str, optional: bool = False) -> f
     return float(v)
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The validation records of metrics.jsonl. A truncated last line (a run killed mid-write, or one
-    still running) is ignored; any other bad line is an error naming the file and line."""
+@dataclass
+class Metrics:
+    """metrics.jsonl's lines by kind, each in file order."""
+
+    pretrain: list[dict[str, Any]] = field(default_factory=list)  # layer, epoch, cost (+ jacobian_norm, ...)
+    supervised: list[dict[str, Any]] = field(default_factory=list)  # iteration, valid_error, ... (fit's)
+
+
+def _pretrain_record(rec: dict[str, Any], where: str) -> dict[str, Any]:
+    clean = dict(rec)
+    for key in ("layer", "epoch", "cost"):
+        clean[key] = _num(rec, key, where)
+    for key in ("jacobian_norm", "elapsed_s"):
+        clean[key] = _num(rec, key, where, optional=True)
+    clean["layer"], clean["epoch"] = int(clean["layer"]), int(clean["epoch"])
+    if "cost_kind" in rec and not isinstance(rec["cost_kind"], str):
+        raise DataError(f"{where}: 'cost_kind' must be a string, got {rec['cost_kind']!r}")
+    return clean
+
+
+def _supervised_record(rec: dict[str, Any], where: str) -> dict[str, Any]:
+    clean = dict(rec)
+    clean["iteration"] = _num(rec, "iteration", where)
+    clean["valid_error"] = _num(rec, "valid_error", where)
+    clean["train_cost"] = _num(rec, "train_cost", where, optional=True)
+    clean["test_error"] = _num(rec, "test_error", where, optional=True)
+    for key in ("epoch", "n_train_batches", "minibatch"):
+        if key in rec:
+            clean[key] = _num(rec, key, where, optional=True)
+    clean["best"] = bool(rec.get("best", False))
+    return clean
+
+
+def read_metrics(path: Path) -> Metrics:
+    """metrics.jsonl: the pre-training lines ("phase": "pretrain") and the supervised ones ("phase":
+    "finetune", or none: fit's lines, and every line of older runs), apart. A truncated last line (a run
+    killed mid-write, or one still running) is ignored; any other bad line is an error naming the file and
+    line; a file without a single record is an error."""
     text = files.read_text(path, MAX_METRICS_BYTES, DataError, "metrics")
     lines = text.split("\n")
-    out: list[dict[str, Any]] = []
+    out = Metrics()
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -347,24 +404,44 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             raise DataError(f"{where}: not valid JSON: {e}") from None
         if not isinstance(rec, dict):
             raise DataError(f"{where}: expected a JSON object")
-        clean = dict(rec)
-        clean["iteration"] = _num(rec, "iteration", where)
-        clean["valid_error"] = _num(rec, "valid_error", where)
-        clean["train_cost"] = _num(rec, "train_cost", where, optional=True)
-        clean["test_error"] = _num(rec, "test_error", where, optional=True)
-        for key in ("epoch", "n_train_batches", "minibatch"):
-            if key in rec:
-                clean[key] = _num(rec, key, where, optional=True)
-        clean["best"] = bool(rec.get("best", False))
-        out.append(clean)
-    if not out:
-        raise DataError(f"{path}: no validation records")
+        phase = rec.get("phase")
+        if phase == "pretrain":
+            out.pretrain.append(_pretrain_record(rec, where))
+        elif phase in (None, "finetune"):
+            out.supervised.append(_supervised_record(rec, where))
+        else:
+            raise DataError(f"{where}: unknown phase {phase!r} (pretrain, finetune, or none)")
+    if not out.pretrain and not out.supervised:
+        raise DataError(f"{path}: no validation records (nor pre-training records)")
+    return out
+
+
+def read_pretrain_lines(run_dir: Path) -> list[dict[str, Any]]:
+    """The pre-training lines at the head of metrics.jsonl, complete lines only, as written (no file: []).
+    What resuming an sda / dbn needs (how many epochs pre-training recorded, its time, its last cost); a
+    line that is not JSON is a CheckpointError: the run's own file is damaged."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for raw in files.read_bounded(path, MAX_METRICS_BYTES, kind="metrics").split(b"\n")[:-1]:
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            raise CheckpointError(f"{path}: line {len(out) + 1} is not valid JSON") from None
+        if not isinstance(rec, dict) or rec.get("phase") != "pretrain":
+            break
+        out.append(rec)
     return out
 
 
 def load_params(path: Path) -> dict[str, np.ndarray]:
     """A saved parameters file as float32 numpy arrays; missing or corrupt -> CheckpointError."""
     return tensors.load_arrays(path)
+
+
+class WrongModelError(DeeptutError, ValueError):
+    """A command asked of a run whose model family cannot do it (sampling a dA run)."""
 
 
 def require(params: dict[str, np.ndarray], path: Path, key: str, ndim: int) -> np.ndarray:
@@ -401,7 +478,7 @@ class Run:
     def name(self) -> str:
         return self.path.resolve().name
 
-    def metrics(self) -> list[dict[str, Any]]:
+    def metrics(self) -> Metrics:
         return read_metrics(self.path / METRICS)
 
     def has_summary(self) -> bool:
@@ -418,10 +495,26 @@ class Run:
 
     @property
     def model(self) -> str:
+        """The run's family: config.json's "model", else model.json's (CheckpointError if unknown)."""
         m = self.config.get("model")
         if m in KNOWN_MODELS:
             return m
         return self.model_json()["model"]
+
+    def load_module(self, name: str = BEST) -> nn.Module:
+        return load_module(self.path, name)
+
+    def require_model(self, model: str, what: str) -> nn.Module:
+        """The run's module (best.safetensors) if the run is a `model` run, else WrongModelError naming the
+        run and its model (`deeptut sample` of a dA run, the log-likelihood of an sda run)."""
+        have = self.model
+        if have != model:
+            hint = ""
+            if have == "dbn" and model == "rbm":
+                hint = ("; DBN.py does not sample, and its generative model is the top RBM plus directed "
+                        "layers below, which deeptut does not implement: train the rbm preset")
+            raise WrongModelError(f"{self.path}: {what} needs an {model} run; this is a {have} run{hint}")
+        return self.load_module()
 
     @property
     def best_path(self) -> Path:
@@ -429,6 +522,19 @@ class Run:
 
     def best_params(self) -> dict[str, np.ndarray]:
         return load_params(self.best_path)
+
+    def pretrain_models(self, layer: int | None = None) -> list[tuple[int, int, Path]]:
+        """(layer, epoch, path) of the models/pretrain-layer*-epoch*.safetensors there are (only `layer`'s
+        when given), sorted. sda / dbn keep some epochs only: nothing here assumes every epoch."""
+        d = self.path / MODELS_DIR
+        if not d.is_dir():
+            return []
+        found = []
+        for p in d.iterdir():
+            m = PRETRAIN_RE.match(p.name)
+            if m and p.is_file() and (layer is None or int(m.group(1)) == layer):
+                found.append((int(m.group(1)), int(m.group(2)), p))
+        return sorted(found)
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Intermediate models/iter-<iteration>.safetensors, by iteration."""

@@ -24,7 +24,8 @@ import numpy as np
 from deeptut.errors import ConfigError
 from deeptut.store import files
 from deeptut.store.rundir import Run
-from deeptut.store.runread import check_device, require_rbm, split_images
+from deeptut.data.datasets import split_images
+from deeptut.data.device import check_device
 
 LOG_LIKELIHOOD_JSON = "log_likelihood.json"
 DEFAULT_AIS_RUNS = 100  # parallel AIS runs (the paper: 100)
@@ -64,13 +65,14 @@ def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: in
 
     device = check_device(device)
     run = Run.open(run_dir)
-    rbm = require_rbm(run, "the log-likelihood").to(device)
+    rbm = run.require_model("rbm", "the log-likelihood").to(device)
+    dataset = str(run.config.get("dataset", "mnist"))
     if n_runs < 2:
         raise ConfigError(f"--ais-runs must be >= 2 to report a spread (got {n_runs})")
     steps = PAPER_STEPS if ais_steps is None else int(ais_steps)
     betas = paper_shaped_betas(steps)
-    x_train = torch.from_numpy(binarize(split_images(run, data, "train")))
-    x_test = torch.from_numpy(binarize(split_images(run, data, "test")))
+    x_train = torch.from_numpy(binarize(split_images(data, "train", dataset)))
+    x_test = torch.from_numpy(binarize(split_images(data, "test", dataset)))
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
     t0 = time.perf_counter()

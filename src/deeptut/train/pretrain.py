@@ -44,7 +44,6 @@ sda/dbn: pretrained.safetensors, then fit's files, its metrics lines tagged "pha
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -61,7 +60,7 @@ from deeptut.config import TrainConfig
 from deeptut.data.datasets import Splits
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
 from deeptut.models import build_model
-from deeptut.store import checkpoint, files, rundir, tensors as store_tensors
+from deeptut.store import checkpoint, rundir, tensors as store_tensors
 from deeptut.train import state as train_state
 from deeptut.train.loop import cuda_precision, epoch_permutation, fit, resolve_device
 from deeptut.train.session import Interrupted, Phase, Session
@@ -380,20 +379,8 @@ def position(layer: int, epoch: int, minibatch: int, n_batches: int) -> str:
 
 
 def read_pretrain_lines(run_dir: Path) -> list[dict[str, Any]]:
-    """The pre-training lines at the head of metrics.jsonl (complete lines only)."""
-    path = run_dir / rundir.METRICS
-    if not path.exists():
-        return []
-    out = []
-    for raw in files.read_bounded(path, rundir.MAX_METRICS_BYTES, kind="metrics").split(b"\n")[:-1]:
-        try:
-            rec = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
-            raise CheckpointError(f"{path}: line {len(out) + 1} is not valid JSON") from None
-        if not isinstance(rec, dict) or rec.get("phase") != "pretrain":
-            break
-        out.append(rec)
-    return out
+    """The pre-training lines at the head of metrics.jsonl (store/rundir.py reads them)."""
+    return rundir.read_pretrain_lines(run_dir)
 
 
 def finetune_phase(run_dir: Path) -> Phase:

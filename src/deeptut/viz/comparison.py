@@ -13,8 +13,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from deeptut.errors import DataError
 from deeptut.store import rundir
-from deeptut.store.rundir import Run
-from deeptut.store.runread import run_metrics
+from deeptut.store.rundir import UNSUPERVISED, Run
 from deeptut.viz.plots import Figure, _finite, _save, mpl_text
 from deeptut.viz.text import fmt
 
@@ -65,7 +64,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def plot_validation_curves(runs: list[Run], path: Path) -> Path:
     """Validation error (log scale) against epochs (iteration / n_train_batches), one line per run."""
-    curves = [(run, run_metrics(run).supervised) for run in runs]  # pre-training lines left out
+    curves = [(run, run.metrics().supervised) for run in runs]  # pre-training lines left out
     by_epoch = all(rec.get("n_train_batches") for _, m in curves for rec in m)
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -97,6 +96,10 @@ def compare(run_dirs: Iterable[str | Path], out_dir: str | Path | None = None) -
     if not dirs:
         raise DataError("compare needs at least one run directory")
     runs = [Run.open(d) for d in dirs]
+    for r in runs:
+        if r.model in UNSUPERVISED:
+            raise DataError(f"{r.path}: a {r.model} run has no validation error to compare (compare compares "
+                            f"classifiers: every family but {', '.join(UNSUPERVISED)})")
     table = format_table([_row(r) for r in runs])
     if out_dir is None:
         out_dir = Path(os.path.commonpath([str(r.path.resolve().parent) for r in runs]))

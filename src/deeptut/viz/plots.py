@@ -23,7 +23,6 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from deeptut.errors import CheckpointError, DataError  # noqa: E402
 from deeptut.store.rundir import METRICS, Run, load_params, require  # noqa: E402
-from deeptut.store.runread import model_name, run_metrics  # noqa: E402
 from deeptut.viz.tiles import grid_shape, tile_raster_images  # noqa: E402
 
 DPI = 100
@@ -105,7 +104,7 @@ def save_gray(arr: np.ndarray, path: Path, scale: int = 1) -> Path:
 def plot_filters(run: Run, out_dir: Path, model: str | None = None, path: Path | None = None,
                  suffix: str = "") -> list[Path]:
     """The filter pictures of one saved model (best.safetensors by default) as `<name><suffix>.png`."""
-    model = model_name(run) if model is None else model
+    model = run.model if model is None else model
     path = run.best_path if path is None else path
     written = []
     for name, _title, rows, img_shape, tile_shape in filter_sets(model, load_params(path), path):
@@ -154,7 +153,7 @@ def plot_evolution(run: Run, out_dir: Path, max_rows: int = 10, max_frames: int 
     if not cps:
         return []
     labelled = [(f"iter {it:,}", f"iteration {it:,}", p) for it, p in cps]
-    return draw_evolution(model_name(run), labelled, out_dir, "filters_evolution", max_rows, max_frames)
+    return draw_evolution(run.model, labelled, out_dir, "filters_evolution", max_rows, max_frames)
 
 
 def draw_evolution(model: str, labelled: list[tuple[str, str, Path]], out_dir: Path, stem: str,
@@ -220,7 +219,7 @@ def plot_learning_curves(run: Run, out_dir: Path, size: tuple[float, float] = (7
     supervised lines of metrics.jsonl (`recs`; read when None): pre-training lines are left out.
     Non-finite values (a diverged run) are left out of the lines."""
     if recs is None:
-        recs = run_metrics(run).supervised
+        recs = run.metrics().supervised
     if not recs:
         raise DataError(f"{run.path / METRICS}: no supervised (validation) records to draw learning curves from")
     it = np.array([r["iteration"] for r in recs])
@@ -247,7 +246,7 @@ def plot_learning_curves(run: Run, out_dir: Path, size: tuple[float, float] = (7
     ax_e.set_ylabel("error (%)")
     ax_e.grid(alpha=0.3)
     ax_e.legend(loc="upper right", fontsize=9)
-    fig.suptitle(f"{mpl_text(run.config.get('preset', model_name(run)))}: learning curves", fontsize=11)
+    fig.suptitle(f"{mpl_text(run.config.get('preset', run.model))}: learning curves", fontsize=11)
     return _save(fig, out_dir / "learning_curves.png")
 
 

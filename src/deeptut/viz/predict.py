@@ -1,4 +1,4 @@
-"""Test-set predictions of a saved run: the run's best model (via deeptut.store.runread.load_run_model) on the
+"""Test-set predictions of a saved run: the run's best model (store.rundir.load_module) on the
 test split of the run's dataset. Nothing is trained."""
 
 from __future__ import annotations
@@ -23,22 +23,18 @@ def _as_numpy(a: Any) -> np.ndarray:
 def test_split(run: Run, data: Any = None) -> TestData:
     """`data` is None (the dataset's default location), a data directory, an object with a `.test`
     split (deeptut.data.datasets.Splits), or an (x, y) pair of test arrays."""
+    from deeptut.data.datasets import image_rows, load_dataset, split_images
+
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
+        x, y = image_rows(data[0]), data[1]
     else:
         if data is None or isinstance(data, (str, Path)):
-            from deeptut.data.datasets import load_dataset
-
             data = load_dataset(str(run.config.get("dataset", "mnist")), data)
-        test = getattr(data, "test", None)
-        if test is None:
-            raise DataError(f"cannot find a test split in {type(data).__name__}")
-        x, y = getattr(test, "x"), getattr(test, "y")
-    x, y = _as_numpy(x), _as_numpy(y)
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / np.float32(256)
-    x = x.reshape(len(x), -1).astype(np.float32, copy=False)
-    y = y.reshape(-1).astype(np.int64, copy=False)
+        x = split_images(data, "test")
+        y = getattr(data.test, "y", None)
+        if y is None:
+            raise DataError(f"no test labels in {type(data).__name__}")
+    y = _as_numpy(y).reshape(-1).astype(np.int64, copy=False)
     if len(x) != len(y) or len(x) == 0:
         raise DataError(f"test data: {len(x)} images but {len(y)} labels")
     return x, y
@@ -49,9 +45,8 @@ def predict(run: Run, x: np.ndarray, batch: int = 2000) -> np.ndarray:
     import torch
 
     from deeptut.store.rundir import load_normalizer
-    from deeptut.store.runread import load_run_model
 
-    model = load_run_model(run.path)
+    model = run.load_module()
     model = model.to("cpu").eval()
     x = load_normalizer(run.path).apply(x)  # the inputs the model was trained on (model.json normalize)
     out = []

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from deeptut.store.rundir import Run
-from deeptut.store.runread import PRETRAINED, pretrain_checkpoints
+from deeptut.store.rundir import PRETRAINED, Run
 from deeptut.viz.plots import Figure, _finite, _save, draw_evolution, filter_sets, load_params, mpl_text, save_gray
 from deeptut.viz.plots import tile_scale, tiles_for
 
@@ -96,7 +95,7 @@ def pl_table(recs: list[dict[str, Any]]) -> list[tuple[int, float, float | None,
 def plot_epoch_filters(run: Run, out_dir: Path, model: str) -> list[Path]:
     """rbm.py's filters_at_epoch_E.png for each saved layer-0 epoch (E 0-based, as the chapter names them)."""
     written = []
-    for _layer, epoch, p in pretrain_checkpoints(run, layer=0):
+    for _layer, epoch, p in run.pretrain_models(layer=0):
         _n, _t, rows, img_shape, tile_shape = filter_sets(model, load_params(p), p)[0]
         written.append(save_gray(tiles_for(rows, img_shape, tile_shape), out_dir / f"filters_at_epoch_{epoch}.png",
                                  tile_scale(img_shape, tile_shape)))
@@ -105,7 +104,7 @@ def plot_epoch_filters(run: Run, out_dir: Path, model: str) -> list[Path]:
 
 def plot_pretrain_evolution(run: Run, out_dir: Path, model: str) -> list[Path]:
     """pretrain_filters_evolution.png / .gif: layer 0's filters after each of its pre-training epochs."""
-    cps = pretrain_checkpoints(run, layer=0)
+    cps = run.pretrain_models(layer=0)
     if not cps:
         return []
     labelled = [(f"epoch {e}", f"layer 0, epoch {e}", p) for _l, e, p in cps]

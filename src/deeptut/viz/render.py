@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deeptut.store import rundir
-from deeptut.store.rundir import Run
-from deeptut.store.runread import (PRETRAINED, PRETRAINED_FAMILIES, UNSUPERVISED, model_name, pretrain_checkpoints,
-                                   run_metrics)
+from deeptut.store.rundir import PRETRAINED, PRETRAINED_FAMILIES, UNSUPERVISED, Run
 import deeptut.viz.plots as plots  # names the submodule, not the viz package (which imports this module)
 import deeptut.viz.pretrain_plots as pretrain_plots
 from deeptut.viz.predict import confusion_matrix, predict, test_split
@@ -19,8 +17,8 @@ ERRORS_SHOWN = 40
 
 def planned_pictures(run: Run) -> list[str]:
     """The names render_all writes for this run, from the files it has (what `report` checks for staleness)."""
-    model = model_name(run)
-    metrics = run_metrics(run)
+    model = run.model
+    metrics = run.metrics()
     names = []
     if metrics.supervised:
         names.append("learning_curves.png")
@@ -29,7 +27,7 @@ def planned_pictures(run: Run) -> list[str]:
     names += ["filters_layer0.png", "filters_layer1.png"] if model == "lenet" else ["filters.png"]
     if model in PRETRAINED_FAMILIES and (run.path / PRETRAINED).is_file():
         names.append("filters_pretrained.png")
-    epochs = pretrain_checkpoints(run, layer=0)
+    epochs = run.pretrain_models(layer=0)
     if model == "rbm":
         names += [f"filters_at_epoch_{e}.png" for _l, e, _p in epochs]
     if epochs:
@@ -44,7 +42,7 @@ def planned_pictures(run: Run) -> list[str]:
 def picture_sources(run: Run) -> list[Path]:
     """The files the pictures are drawn from (a newer one makes plots/ stale)."""
     sources = [run.path / n for n in (rundir.METRICS, rundir.BEST, rundir.CONFIG, PRETRAINED)]
-    sources += [p for _, p in run.checkpoints()] + [p for _l, _e, p in pretrain_checkpoints(run)]
+    sources += [p for _, p in run.checkpoints()] + [p for _l, _e, p in run.pretrain_models()]
     return [p for p in sources if p.exists()]
 
 
@@ -62,8 +60,8 @@ def render_all(run_dir: str | Path, data: Any = None) -> list[Path]:
     `data`: None (the run's dataset at its default location), a data directory, a Splits object,
     or an (x_test, y_test) pair; not read for da, ca, rbm."""
     run = Run.open(run_dir)
-    model = model_name(run)
-    metrics = run_metrics(run)
+    model = run.model
+    metrics = run.metrics()
     out = run.path / "plots"
     written = []
     if metrics.supervised:

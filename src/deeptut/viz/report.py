@@ -13,7 +13,6 @@ import deeptut
 from deeptut.errors import DataError
 from deeptut.store import files
 from deeptut.store.rundir import Run
-from deeptut.store.runread import model_name, run_metrics
 from deeptut.viz import plots as plots_mod
 from deeptut.viz import pretrain_plots
 from deeptut.viz.render import picture_sources, planned_pictures, render_all
@@ -90,7 +89,7 @@ def _pretraining(run: Run, model: str) -> list[str]:
                     "The cost printed after each (pre-)training epoch (metrics.jsonl lines with phase "
                     "\"pretrain\"), one panel per layer, against the 0-based epoch as the tutorial prints it."
                     + (" The published curve is rbm.py's PCD-15 run." if model == "rbm" else "")))
-    table = pretrain_plots.pl_table(run_metrics(run).pretrain) if model == "rbm" else []
+    table = pretrain_plots.pl_table(run.metrics().pretrain) if model == "rbm" else []
     if table:
         out.append("<table><tr><th>epoch</th><th>this run</th><th>published (rbm.py)</th><th>difference</th></tr>")
         for e, c, pub, d in table:
@@ -154,7 +153,7 @@ def _samples_and_likelihood(run: Run) -> list[str]:
 def build_html(run: Run) -> str:
     plots = run.path / "plots"
     cfg = run.config
-    model = model_name(run)
+    model = run.model
     title = f"deeptut run {run.name}"
     parts = [
         "<!DOCTYPE html>",

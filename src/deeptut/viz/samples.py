@@ -25,7 +25,6 @@ import numpy as np
 from deeptut.errors import ConfigError, DataError
 from deeptut.store import files
 from deeptut.store.rundir import Run
-from deeptut.store.runread import NotAnRBMRun, check_device, require_rbm, split_images  # noqa: F401 (re-export)
 from deeptut.viz.tiles import tile_raster_images
 
 SAMPLES_PNG = "samples.png"
@@ -56,10 +55,13 @@ def draw_samples(run_dir: str | Path, data: Any = None, *, seed: int | None = No
     for name, v in (("n_chains", n_chains), ("n_samples", n_samples), ("plot_every", plot_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be an integer >= 1 (got {v!r})")
+    from deeptut.data.datasets import split_images
+    from deeptut.data.device import check_device
+
     device = check_device(device)
     run = Run.open(run_dir)
-    rbm = require_rbm(run, "sampling").to(device)
-    x = split_images(run, data, "test")
+    rbm = run.require_model("rbm", "sampling").to(device)
+    x = split_images(data, "test", str(run.config.get("dataset", "mnist")))
     if x.shape[1] != rbm.n_visible:
         raise DataError(f"test images have {x.shape[1]} pixels, the RBM of {run.path} {rbm.n_visible} visible units")
     if len(x) <= n_chains:
@@ -89,7 +91,7 @@ def write_samples(run_dir: str | Path, data: Any = None, *, seed: int | None = N
                   device: str = "cpu") -> list[Path]:
     """Draw rbm.py's samples from a saved rbm run and write RUN_DIR/plots/samples.png (the tutorial's
     picture), samples.npy (the activations) and samples.json (seed, test_idx, sizes). Returns the paths.
-    A run that is not an RBM raises NotAnRBMRun naming the run and its model."""
+    A run that is not an RBM raises rundir.WrongModelError naming the run and its model."""
     from PIL import Image
 
     samples, info = draw_samples(run_dir, data, seed=seed, n_chains=n_chains, n_samples=n_samples,
