@@ -38,6 +38,7 @@ import selection  # noqa: E402
 
 from deeptut import config  # noqa: E402
 from deeptut.data.datasets import load_dataset  # noqa: E402
+from deeptut.errors import TrainingError  # noqa: E402
 from deeptut.train import loop  # noqa: E402
 
 T0 = time.perf_counter()
@@ -137,9 +138,12 @@ def sweep(preset: str, grid: dict[str, dict[str, Any]], data: Any, out: dict[str
         for seed in range(1, 6 if DEVICE == "cuda" else 2):
             cfg = config.resolve(preset, overrides={"device": DEVICE, "seed": seed, **over,
                                                     **({"n_epochs": 1} if quick else {})})
-            s = loop.fit(cfg, data, None, quiet=True)
+            try:
+                s, failed = loop.fit(cfg, data, None, quiet=True), False
+            except TrainingError as e:  # diverged: recorded, and its setting is not ranked
+                s, failed = e.summary, True
             rows.append({"seed": seed, "valid": s["best_validation_error"], "test": s["test_error"],
-                         "s": s["train_seconds"], "stopped": s.get("stopped")})
+                         "s": s["train_seconds"], "stopped": s.get("stopped"), "failed": failed})
         v = selection.summarize({name: rows})[name]
         out[name] = {"overrides": over, "runs": rows, "mean_valid": v["mean_valid"], "mean_s": v["mean_s"]}
         log(f"{preset} {name:24s} valid {v['mean_valid']:.3f} in {v['mean_s']:.2f} s: "

@@ -8,7 +8,8 @@ validation error over seeds; a few seconds a run on an H100/H200.
 Selection: validation only (bench/selection.py). Every setting runs on the same seeds (seed by seed, all
 settings for seed 1, then seed 2, ...: a time budget that runs out leaves whole seeds, and a setting with
 fewer seeds than the others is not ranked). The setting with the lowest mean best-validation error among
-those whose mean training time fits --max-seconds (the preset's 2 s target) is chosen; the test error is
+those whose mean training time fits --max-seconds (the preset's 2 s target) and that diverged at no seed is
+chosen (a diverged run is recorded, not fatal); the test error is
 printed for that setting only. Every run's test error is still recorded in the raw JSON (--out; default
 $OUT/gpu-sweep.json, else bench/results/gpu-sweep.json) for audits, and is never used for the choice.
 
@@ -51,18 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="lenet-fast-gpu")
     ap.add_argument("--seeds", type=int, default=5, help="seeds 1..N for every setting")
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting new seeds after this (s)")
-    ap.add_argument("--max-seconds", type=float, default=2.0,
-                    help="only settings whose mean training time is within this are eligible (s)")
+    ap.add_argument("--max-seconds", type=float,
+                    help="only settings whose mean training time is within this are eligible (s; default 2.0 "
+                         "on cuda, the preset's target; none on the cpu dry run)")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run")
     ap.add_argument("--quick", action="store_true", help="a tenth of the data, 1 epoch (dry runs)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    if args.max_seconds is None and args.device == "cuda":
+        args.max_seconds = 2.0
 
     import torch
 
     from deeptut import config
     from deeptut.data.datasets import Split, Splits, load_dataset
+    from deeptut.errors import TrainingError
     from deeptut.train.loop import fit
 
     data = load_dataset(args.dataset)
@@ -87,12 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, over in GRID.items():
             cfg = config.resolve(args.preset, overrides={**over, "seed": seed, "device": args.device,
                                                          **({"n_epochs": 1} if args.quick else {})})
-            s = fit(cfg, data, quiet=True)
+            try:
+                s, failed = fit(cfg, data, quiet=True), False
+            except TrainingError as e:  # diverged: recorded, and its setting is not ranked
+                s, failed = e.summary, True
             run = {"seed": seed, "valid": s["best_validation_error"], "test": s["test_error"],
-                   "s": s["train_seconds"], "stopped": s.get("stopped")}
+                   "s": s["train_seconds"], "stopped": s.get("stopped"), "failed": failed}
             res["grid"][name]["runs"].append(run)
             # validation only while sweeping: the test error stays in the JSON
-            print(f"seed {seed} {name:32s} valid {run['valid']:.2f} % in {run['s']:.2f} s", flush=True)
+            print(f"seed {seed} {name:32s} valid {run['valid']:.2f} % in {run['s']:.2f} s"
+                  + (f" (stopped: {run['stopped']})" if failed else ""), flush=True)
         out.write_text(json.dumps(res, indent=1))
     table = {name: g["runs"] for name, g in res["grid"].items()}
     chosen, lines = selection.report(table, args.max_seconds)

@@ -73,6 +73,22 @@ def test_time_budget_incomplete_and_nonfinite_settings_are_not_ranked():
         selection.choose({"x": runs([0.5], [0.5], s=3.0)}, max_seconds=2.0)
 
 
+def test_a_setting_that_diverged_at_any_seed_is_not_ranked():
+    # "lucky" has the best validation mean even counting its diverged seed's kept (early) parameters, but one
+    # seed failed: a fast preset must not diverge at any seed, so it is not eligible
+    lucky = runs([0.50, 0.52, 0.60], [0.5, 0.5, 0.6])
+    lucky[2] = {**lucky[2], "failed": True, "stopped": "diverged"}
+    table = {**TABLE, "lucky": lucky}
+    assert selection.rank(table) == ["a", "c", "b"]
+    chosen, lines = selection.report(table)
+    assert chosen == "a" and any("lucky" in line and "1 failed run" in line for line in lines)
+    # summary.json's own `stopped` marks a failure too, without the scripts' flag
+    lucky[2] = {**lucky[2], "failed": False, "stopped": "non-finite"}
+    assert selection.choose({**TABLE, "lucky": lucky}) == "a"
+    lucky[2] = {**lucky[2], "stopped": "patience"}
+    assert selection.choose({**TABLE, "lucky": lucky}) == "lucky"
+
+
 def test_ties_broken_by_name_and_missing_valid_named():
     assert selection.choose({"z": runs([1.0], [0.1]), "y": runs([1.0], [0.9])}) == "y"
     with pytest.raises(KeyError, match="setting 'x'"):
