@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_ties_broken_by_name_and_missing_valid_named():
 def test_bench_scripts_start(script):
     # --help imports the script (and bench/selection.py where it uses it) without training anything
     r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True,
-                       timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+                       timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 0, r.stderr
     assert "usage" in r.stdout
 
