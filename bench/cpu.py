@@ -16,6 +16,8 @@ Medians over rounds; ratios are plain / deeptut. The LeNet line also gives a who
 Part 2 (skipped with --quick): `mlp-fast` and `lenet-fast` trained by deeptut's `fit` for each seed; the
 reported figures are the protocol's: the test error of the model with the best validation error, the
 training time (data loading excluded), and the time at which the selected model first met the target.
+No setting is chosen here: each preset is measured as it stands, and its test error is reported, never
+compared between settings. Sweeps that choose settings rank by mean validation error only (bench/selection.py).
 
 Results go to <out-dir>/cpu-<date>.json and <out-dir>/cpu.md (a Markdown table with the machine, torch
 version, date and load average: on a shared machine the absolute times move a lot; the ratios less).

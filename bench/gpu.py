@@ -20,6 +20,8 @@ Rows, in order (each row's errors are caught and reported; the JSON is rewritten
 Near the deadline the remaining rows are skipped (recorded as skipped). "Plain PyTorch" is written in this
 file: nn.Module + autograd + torch.optim.SGD, data resident on the device, the tutorials' loop (minibatch
 slices, validation every epoch with the same early-stopping rule, test error on each new best).
+No setting is chosen here: the presets are measured as they stand (test errors reported against their
+targets, never compared between settings); sweeps that choose rank by validation only (bench/selection.py).
 """
 
 from __future__ import annotations
