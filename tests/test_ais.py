@@ -12,12 +12,7 @@ from deeptut.train.ais import (ais_log_partition, base_rate_vbias, exact_log_par
                                mean_log_probability, salakhutdinov_betas)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_rbm(n_visible, n_hidden, scale, seed):

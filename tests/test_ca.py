@@ -10,13 +10,7 @@ from torch.autograd.functional import jacobian
 from deeptut.models.ca import cA, epoch_means, tutorial_printed_values
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is ~40x faster than two on the shared 2-core machine (thread hand-offs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_ca(floor_division=False, n_batchsize=3):

@@ -10,13 +10,7 @@ import torch
 from deeptut.models.da import dA
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is ~40x faster than two on the shared 2-core machine (thread hand-offs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 W0 = [[0.1, -0.2], [0.3, 0.4], [-0.5, 0.6]]   # [n_visible=3, n_hidden=2]
 B0 = [0.05, -0.1]                             # hidden bias b

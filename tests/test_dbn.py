@@ -9,12 +9,7 @@ import torch.nn.functional as F
 from deeptut.models.dbn import DBN
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_initialisation_draw_order():

@@ -12,12 +12,7 @@ import torch
 from deeptut.models.rbm import RBM, sample_chains, tutorial_test_idx
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_rbm(n_visible, n_hidden, scale=1.0, seed=0):

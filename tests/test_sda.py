@@ -9,13 +9,7 @@ import torch.nn.functional as F
 from deeptut.models.sda import SdA
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is ~40x faster than two on the shared 2-core machine (thread hand-offs)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_initialisation_draw_order_and_bounds():
