@@ -62,7 +62,7 @@ def reference_single(cfg: TrainConfig) -> tuple[torch.nn.Module, list[np.ndarray
     x_all = torch.from_numpy(DATA.train.x)
     chain = torch.zeros(cfg.batch_size, cfg.n_hidden) if cfg.model == "rbm" else None
     if cfg.model == "ca":
-        model.n_batchsize = cfg.batch_size
+        model.n_batchsize, model.floor_division = cfg.batch_size, cfg.floor_division
     costs, updates = [], 0
     for epoch in range(cfg.n_epochs):
         c = []

@@ -23,6 +23,8 @@ CPU = torch.device("cpu")
 CASES = {
     "da": dict(model="da", n_visible=64, n_hidden=24, corruption_level=0.3, learning_rate=0.1, batch_size=20),
     "da-clean": dict(model="da", n_visible=64, n_hidden=24, corruption_level=0.0, learning_rate=0.1, batch_size=20),
+    "ca-floor": dict(model="ca", n_visible=64, n_hidden=24, contraction_level=0.1, floor_division=True,
+                     learning_rate=0.05, batch_size=10),
     "rbm-pcd": dict(model="rbm", n_visible=64, n_hidden=24, k=3, persistent=True, learning_rate=0.1, batch_size=20),
     "rbm-cd": dict(model="rbm", n_visible=64, n_hidden=24, k=2, persistent=False, learning_rate=0.1, batch_size=20),
     "sda-batch1": dict(model="sda", n_in=64, hidden_layers_sizes=(30, 20), corruption_levels=(0.1, 0.2), n_out=4,
@@ -55,13 +57,14 @@ def run_updates(cfg: TrainConfig, layer: int, fast: bool, n_updates: int = 25):
     return model, costs, chains, g.get_state(), update
 
 
-@pytest.mark.parametrize("case, layer", [("da", 0), ("da-clean", 0), ("rbm-pcd", 0), ("rbm-cd", 0),
+@pytest.mark.parametrize("case, layer", [("da", 0), ("da-clean", 0), ("ca-floor", 0), ("rbm-pcd", 0), ("rbm-cd", 0),
                                          ("sda-batch1", 0), ("sda-batch1", 1), ("dbn", 1), ("dbn-pcd", 0)])
 def test_fused_update_is_the_reference_bit_for_bit(case, layer):
     cfg = config(case)
     ref_model, ref_costs, ref_chains, ref_g, _ = run_updates(cfg, layer, fast=False)
     model, costs, chains, g, update = run_updates(cfg, layer, fast=True)
-    expected = fused.DAFusedUpdate if cfg.model in ("da", "sda") else fused.RBMFusedUpdate
+    expected = {"da": fused.DAFusedUpdate, "sda": fused.DAFusedUpdate, "ca": fused.CAFloorFusedUpdate}.get(
+        cfg.model, fused.RBMFusedUpdate)
     assert isinstance(update, expected)
     for a, b in zip(ref_costs, costs):
         assert torch.equal(a, b)
@@ -120,9 +123,9 @@ def test_the_seam_falls_back_to_the_reference():
     # a minibatch above SMALL_BATCH rows keeps the run's thread count (threads 0: torch's own)
     assert accel.make_pretrain_update(model, config("da", batch_size=64, threads=0), 0, 0.1, CPU, ref).threads is None
     assert accel.make_pretrain_update(model, cfg, 0, 0.1, CPU, ref).threads.n == 1
-    # the cA: its reference update, at one thread, bit-identical (the same function)
+    # the cA with true division: its reference update, at one thread, bit-identical (the same function)
     ca_cfg = TrainConfig(model="ca", preset="t-ca", threads=1, device="cpu", n_visible=64, n_hidden=24,
-                         learning_rate=0.05, batch_size=10)
+                         learning_rate=0.05, batch_size=10, floor_division=False)
     outs = []
     for fast in (False, True):
         ca = build_model(ca_cfg.model_args(), ca_cfg.init_seed)
@@ -130,7 +133,7 @@ def test_the_seam_falls_back_to_the_reference():
         x = torch.from_numpy(DATA.train.x[:10])
         outs.append((up(x, None, None, 0)[0], ca.W.detach().clone()))
         if fast:
-            assert getattr(up, "threads", None) == 1
+            assert getattr(up, "threads", None) == 1 and not isinstance(up, fused.CAFloorFusedUpdate)
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
@@ -152,3 +155,23 @@ def test_bad_values_are_clear_errors():
         update(torch.rand(20, 64), torch.Generator(), torch.zeros(20, 7), 0)
     with pytest.raises(ValueError, match="corruption_level must be in"):
         fused.DAFusedUpdate(build_model(config("da").model_args(), 123), 1.5, 0.1)
+
+
+def test_ca_update_uses_the_configs_division():
+    """The cA's floor division is a config field that model_args leaves out: the update sets it on the model
+    (the tutorial preset trains with the floor division, whose penalty has no gradient)."""
+    for floor in (True, False):
+        cfg = config("ca-floor", floor_division=floor)
+        model = build_model(cfg.model_args(), cfg.init_seed)
+        assert model.floor_division is False  # what model_args builds
+        pretrain.layer_update(model, cfg, 0, 0.05)
+        assert model.floor_division is floor
+    # with the floor division the update equals the plain autoencoder's (no penalty gradient): a dA at 0
+    cfg = config("ca-floor")
+    ca = build_model(cfg.model_args(), cfg.init_seed)
+    da = build_model(config("da-clean", n_hidden=24).model_args(), 123)
+    da.load_state_dict({"W": ca.W.detach(), "b": ca.b.detach(), "b_prime": ca.b_prime.detach()})
+    x = torch.from_numpy(DATA.train.x[:10])
+    pretrain.layer_update(ca, cfg, 0, 0.05)(x, None, None, 0)
+    da.get_cost_updates(x, 0.0, 0.05)
+    assert torch.equal(ca.W, da.W) and torch.equal(ca.b_prime, da.b_prime)

@@ -167,6 +167,9 @@ def layer_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float
         return lambda x, g, chain, i: (dA.get_cost_updates(x, level, lr, g), None)
     if cfg.model == "ca":
         model.n_batchsize = cfg.batch_size  # the penalty's divisor (cA.py's n_batchsize)
+        # the division's kind is a training setting, not in model.json (model_args leaves it out), so the
+        # model built from model_args has the default (true division): set the config's here
+        model.floor_division = cfg.floor_division
 
         def ca_update(x, g, chain, i):
             L_rec, L_jacob = model.get_cost_updates(x, cfg.contraction_level, lr)

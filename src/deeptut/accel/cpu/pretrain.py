@@ -25,7 +25,10 @@ of several updates with torch.equal), and the random draws are the same Generato
         ph = sigmoid(x W + hbias); h = chain or bernoulli(ph); k x (v ~ p(v | h), h ~ p(h | v))
         gW = v.T nh / n_chains - x.T ph / n;  ghbias = mean(nh) - mean(ph);  gvbias = mean(v) - mean(x)
 
-The cA keeps its reference update (autograd through the Jacobian penalty), run at one thread.
+    cA with the tutorial's floor division (cA.py's `T.sum(J ** 2) // n_batchsize`): the penalty has a zero
+        gradient (models/ca.py), so the update is the dA's at corruption 0 (autograd adds exact zeros to W's
+        and y's gradients: x + 0 = x); the penalty is computed for the printed "jacobian norm" only.
+The cA with true division keeps its reference update (autograd through the Jacobian penalty), at one thread.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deeptut.accel.cpu.fused import _Threads
+from deeptut.models.ca import cA as CA
 from deeptut.models.da import cross_entropy_from_logits, dA as DA
 from deeptut.models.rbm import RBM
 
@@ -61,7 +65,7 @@ class DAFusedUpdate:
     """update(x, generator, chain, i) -> (cost, None): dA.get_cost_updates(x, corruption_level, lr, generator)
     bit for bit, into buffers (re-allocated if the minibatch's row count changes)."""
 
-    def __init__(self, da: DA, corruption_level: float, lr: float, threads: int = 1) -> None:
+    def __init__(self, da: nn.Module, corruption_level: float, lr: float, threads: int = 1) -> None:
         if not 0.0 <= corruption_level <= 1.0:
             raise ValueError(f"corruption_level must be in [0, 1] (got {corruption_level})")
         self.da, self.level, self.lr = da, corruption_level, lr
@@ -89,6 +93,10 @@ class DAFusedUpdate:
         with self.threads:
             return self._update(x, g), None
 
+    def monitor(self, x: torch.Tensor, y: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+        """What the update returns, from the values before the update: the dA's cost."""
+        return cost
+
     @torch.no_grad()
     def _update(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if x.shape[0] != self.n:
@@ -103,7 +111,7 @@ class DAFusedUpdate:
             tilde_x = torch.mul(x, self.keep, out=self.tilde_x)
         y = torch.sigmoid(torch.addmm(b, tilde_x, W, out=self.y), out=self.y)
         z = torch.addmm(b_prime, y, W.t(), out=self.z)
-        cost = cross_entropy_from_logits(x, z).mean()
+        cost = self.monitor(x, y, cross_entropy_from_logits(x, z).mean())
         # backward, as autograd runs it
         dz = torch.sigmoid(z, out=self.dz).sub_(x).mul_(self.inv_n)
         torch.sum(dz, 0, out=self.gb_prime)
@@ -118,6 +126,21 @@ class DAFusedUpdate:
         b.sub_(torch.mul(self.gb, lr, out=self.gb))
         b_prime.sub_(torch.mul(self.gb_prime, lr, out=self.gb_prime))
         return cost
+
+
+class CAFloorFusedUpdate(DAFusedUpdate):
+    """update(x, generator, chain, i) -> (stack([mean L_rec, L_jacob]), None): cA.get_cost_updates with the
+    tutorial's floor division, bit for bit (the dA's update at corruption 0; no random draws)."""
+
+    def __init__(self, ca: nn.Module, contraction_level: float, lr: float, threads: int = 1) -> None:
+        if not ca.floor_division:
+            raise ValueError("CAFloorFusedUpdate computes the floor-division cA only (its penalty has no gradient)")
+        super().__init__(ca, 0.0, lr, threads)
+        self.ca = ca
+
+    def monitor(self, x: torch.Tensor, y: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
+        L_jacob = torch.div(self.ca.jacobian_sum_sq(y), self.ca.n_batchsize, rounding_mode="floor")
+        return torch.stack([cost, L_jacob])
 
 
 class RBMFusedUpdate:
@@ -213,6 +236,8 @@ def make_update(model: nn.Module, cfg: Any, layer: int, lr: float, reference: Up
     if plain_sgd and isinstance(unit, DA) and unit.W.dtype == torch.float32:
         level = cfg.corruption_level if cfg.model == "da" else cfg.corruption_levels[layer]
         return DAFusedUpdate(unit, level, lr, threads)
+    if plain_sgd and isinstance(unit, CA) and unit.floor_division and unit.W.dtype == torch.float32:
+        return CAFloorFusedUpdate(unit, cfg.contraction_level, lr, threads)
     if plain_sgd and isinstance(unit, RBM) and unit.W.dtype == torch.float32:
         return RBMFusedUpdate(unit, lr, cfg.k, cfg.persistent, threads)
     return one_thread(reference) if threads == 1 else reference
@@ -220,7 +245,7 @@ def make_update(model: nn.Module, cfg: Any, layer: int, lr: float, reference: Up
 
 def _unit(model: nn.Module, cfg: Any, layer: int) -> nn.Module | None:
     """The layer's dA or RBM (what the reference update trains), or None for another family."""
-    if cfg.model in ("da", "rbm"):
+    if cfg.model in ("da", "ca", "rbm"):
         return model
     if cfg.model == "sda":
         return model.dA_layers[layer]
