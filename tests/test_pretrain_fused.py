@@ -175,3 +175,25 @@ def test_ca_update_uses_the_configs_division():
     pretrain.layer_update(ca, cfg, 0, 0.05)(x, None, None, 0)
     da.get_cost_updates(x, 0.0, 0.05)
     assert torch.equal(ca.W, da.W) and torch.equal(ca.b_prime, da.b_prime)
+
+
+@pytest.mark.parametrize("batch_size", [1, 20])
+def test_dA_c_kernel_and_torch_passes_give_the_same_bits(batch_size):
+    """csrc/pretrain_update.c's one-pass W update (batch 1: from the vectors; else from the two products)
+    rounds as torch's add, multiply and subtract do: the two paths agree bit for bit."""
+    from deeptut.accel.cpu import ckernels
+
+    if ckernels.pretrain_update() is None:
+        pytest.skip(f"no C kernel here ({ckernels.last_error})")
+    cfg = config("da", batch_size=batch_size)
+    models = [build_model(cfg.model_args(), cfg.init_seed) for _ in range(2)]
+    updates = [fused.DAFusedUpdate(m, 0.3, 0.1, use_ckernel=c) for m, c in zip(models, (True, False))]
+    assert updates[0].kernel is not None and updates[1].kernel is None
+    x = torch.from_numpy(DATA.train.x)
+    gens = [torch.Generator().manual_seed(2) for _ in range(2)]
+    for i in range(12):
+        xb = x[i * batch_size:(i + 1) * batch_size]
+        costs = [u(xb, g, None, i)[0] for u, g in zip(updates, gens)]
+        assert torch.equal(costs[0], costs[1])
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(a, b)

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeptut.accel.cpu import ckernels
 from deeptut.accel.cpu.fused import _Threads
 from deeptut.models.ca import cA as CA
 from deeptut.models.da import cross_entropy_from_logits, dA as DA
@@ -65,13 +66,16 @@ class DAFusedUpdate:
     """update(x, generator, chain, i) -> (cost, None): dA.get_cost_updates(x, corruption_level, lr, generator)
     bit for bit, into buffers (re-allocated if the minibatch's row count changes)."""
 
-    def __init__(self, da: nn.Module, corruption_level: float, lr: float, threads: int = 1) -> None:
+    def __init__(self, da: nn.Module, corruption_level: float, lr: float, threads: int = 1,
+                 use_ckernel: bool = True) -> None:
         if not 0.0 <= corruption_level <= 1.0:
             raise ValueError(f"corruption_level must be in [0, 1] (got {corruption_level})")
         self.da, self.level, self.lr = da, corruption_level, lr
         self.W, self.b, self.b_prime = (p.detach() for p in da.params)
         self.threads = _Threads(threads) if threads else None
         self.n = -1
+        # csrc/pretrain_update.c: W's update in one pass (same rounding); None: torch's passes
+        self.kernel = ckernels.pretrain_update() if use_ckernel and self.W.is_contiguous() else None
 
     def _alloc(self, n: int) -> None:
         n_visible, n_hidden = self.W.shape
@@ -115,14 +119,24 @@ class DAFusedUpdate:
         # backward, as autograd runs it
         dz = torch.sigmoid(z, out=self.dz).sub_(x).mul_(self.inv_n)
         torch.sum(dz, 0, out=self.gb_prime)
-        torch.mm(dz.t(), y, out=self.gW2)                   # decoder's contribution to W (W.T's gradient)
+        rank1 = self.kernel is not None and self.n == 1 and tilde_x.is_contiguous()
+        if not rank1:
+            torch.mm(dz.t(), y, out=self.gW2)               # decoder's contribution to W (W.T's gradient)
         dy = torch.mm(dz, W, out=self.dy)
         aten.sigmoid_backward.grad_input(dy, y, grad_input=dy)
         torch.sum(dy, 0, out=self.gb)
-        torch.mm(tilde_x.t(), dy, out=self.gW)              # encoder's contribution
-        self.gW.add_(self.gW2)
-        # p -= lr * g, the product first (as the reference's p.sub_(lr * g)); gW2 is free again
-        W.sub_(torch.mul(self.gW, lr, out=self.gW2))
+        n_visible, n_hidden = W.shape
+        if rank1:  # W -= lr * (x~.T dy + dz.T y) from the vectors, in one pass
+            self.kernel.rank1_sgd(W.data_ptr(), tilde_x.data_ptr(), dy.data_ptr(), dz.data_ptr(), y.data_ptr(),
+                                  n_visible, n_hidden, lr)
+        else:
+            torch.mm(tilde_x.t(), dy, out=self.gW)          # encoder's contribution
+            if self.kernel is not None:  # W -= lr * (gW + gW2) in one pass
+                self.kernel.sum2_sgd(W.data_ptr(), self.gW.data_ptr(), self.gW2.data_ptr(), W.numel(), lr)
+            else:
+                self.gW.add_(self.gW2)
+                # p -= lr * g, the product first (as the reference's p.sub_(lr * g)); gW2 is free again
+                W.sub_(torch.mul(self.gW, lr, out=self.gW2))
         b.sub_(torch.mul(self.gb, lr, out=self.gb))
         b_prime.sub_(torch.mul(self.gb_prime, lr, out=self.gb_prime))
         return cost
@@ -132,10 +146,11 @@ class CAFloorFusedUpdate(DAFusedUpdate):
     """update(x, generator, chain, i) -> (stack([mean L_rec, L_jacob]), None): cA.get_cost_updates with the
     tutorial's floor division, bit for bit (the dA's update at corruption 0; no random draws)."""
 
-    def __init__(self, ca: nn.Module, contraction_level: float, lr: float, threads: int = 1) -> None:
+    def __init__(self, ca: nn.Module, contraction_level: float, lr: float, threads: int = 1,
+                 use_ckernel: bool = True) -> None:
         if not ca.floor_division:
             raise ValueError("CAFloorFusedUpdate computes the floor-division cA only (its penalty has no gradient)")
-        super().__init__(ca, 0.0, lr, threads)
+        super().__init__(ca, 0.0, lr, threads, use_ckernel)
         self.ca = ca
 
     def monitor(self, x: torch.Tensor, y: torch.Tensor, cost: torch.Tensor) -> torch.Tensor:
