@@ -51,7 +51,7 @@ from deeptut.train import pretrain  # noqa: E402
 # row -> (preset, layer, minibatches timed per round at --scale 1)
 ROWS = {
     "da": ("da", 0, 60), "ca": ("ca", 0, 60),
-    "sda L0": ("sda", 0, 300), "sda L1": ("sda", 1, 300), "sda L2": ("sda", 2, 300),
+    "sda L0": ("sda", 0, 150), "sda L1": ("sda", 1, 150), "sda L2": ("sda", 2, 150),
     "rbm": ("rbm", 0, 12), "dbn L0": ("dbn", 0, 80),
 }
 
