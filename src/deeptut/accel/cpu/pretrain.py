@@ -36,7 +36,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from deeptut.accel.cpu import ckernels
