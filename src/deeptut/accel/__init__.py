@@ -21,8 +21,9 @@ Glossary
     step            one object that trains: the interface above. `AutogradStep` (train/step.py) is the
                     reference; the others compute the same function faster.
     eager step      a step that updates one minibatch per Python call (its `run` is a plain loop).
-    fused update    a pre-training update (dA, SdA layer, RBM, DBN layer) without autograd, in buffers, at
-                    one thread (cpu/pretrain.py): `DAFusedUpdate`, `RBMFusedUpdate`.
+    fused update    a pre-training update (dA, SdA layer, cA with floor division, RBM, DBN layer) without
+                    autograd, in buffers, at one thread (cpu/pretrain.py): `DAFusedUpdate`,
+                    `CAFloorFusedUpdate`, `RBMFusedUpdate`; the dA's W update in C (cpu/csrc/pretrain_update.c).
     fused step      a CPU step with the forward, backward and update written without autograd:
                     `LogisticFusedStep`, `MLPFusedStep` (cpu/fused.py).
     nonzero pixels  the C steps and the C evaluation touch only the nonzero pixels of each image (MNIST is
@@ -118,9 +119,12 @@ def make_pretrain_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: flo
     train/pretrain.py's `layer_update`: update(x, generator, chain, update_index) -> (cost, chain).
 
     `reference` is that reference update (the models' own functions). On CPU with fast_step: the dA / SdA
-    layer and the RBM / DBN layer (plain SGD) get cpu/pretrain.py's fused updates, bit-identical to the
+    layer, the cA with the tutorial's floor division and the RBM / DBN layer (plain SGD: no momentum or
+    weight decay) get cpu/pretrain.py's fused updates, bit-identical to the
     reference at the same thread count, with the same random draws; at minibatches up to 32 rows they (and
-    the cA's reference update) run at one thread. Anything else, or fast_step = false: `reference`.
+    the true-division cA's reference update) run at one thread. Anything else, or fast_step = false:
+    `reference`. An option the reference update gains (momentum, say) must be added to cpu/pretrain.py's
+    `make_update` test of what it fuses.
     """
     if not (cfg.fast_step and device.type == "cpu"):
         return reference

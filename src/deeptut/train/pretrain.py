@@ -17,6 +17,11 @@ printed are what the tutorials print: the epoch mean of the per-minibatch costs 
 numpy.mean(c)); for the RBM the pseudo-likelihood proxy (PCD, bit index = the layer's update count modulo
 n_visible, as rbm.py's bit_i_idx) or the reconstruction cross-entropy (CD, DBN.py's pre-training).
 
+Speed: the loop asks `make_update` for the update, which goes through the seam
+(`deeptut.accel.make_pretrain_update`): on the CPU a fused form of the same update (no autograd, buffers,
+one thread at small minibatches), bit-identical to `layer_update` with the same random draws; elsewhere
+`layer_update` itself.
+
 Layer inputs: layer k is trained on the output of the layers below, which do not change while it trains,
 so that output is computed once per layer instead of once per step. It is the same function (SdA.py feeds
 the lower layers' uncorrupted sigmoid outputs, the corruption applied to layer k's own input; DBN.py feeds
