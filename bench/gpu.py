@@ -13,6 +13,13 @@ Rows, in order (each row's errors are caught and reported; the JSON is rewritten
               epochs as fit, extrapolated); plain PyTorch 2 epochs, extrapolated
   chunked     resident vs streamed with device_memory_budget = 1/4 of the dataset (MLP, LeNet, logistic)
   mlp-fast    the fast preset, mean over 5 seeds
+  sda, dbn    the full SdA.py / DBN.py tutorial runs (greedy pre-training, then fine-tuning) through
+              train/pretrain.py, each within --unsup-limit-s seconds (default 270: both rows and the start
+              fit one 10-minute call with --budget-s 570); at the limit the row reports how far it got
+              (pre-training epochs, fine-tuning epochs, best validation / test error) and projects the whole
+              run's time from the pace so far. Not in the default --rows: run them as
+                  python3 bench/gpu.py --rows env,sda,dbn --budget-s 570
+              --quick runs them on a slice of MNIST with 100-unit layers, one epoch per phase (seconds on a CPU).
   extras      short runs of variants: graphs off (eager CUDA), the MLP's dense update on one stream vs with
               side branches, bf16 autocast, LeNet's conv-pool layers by cuDNN or fused Triton kernels (the
               manual update) or as GEMMs (the autograd step), TF32, torch.compile
@@ -461,6 +468,75 @@ class Bench:
             log(f"    {label}: {out[label].get('seconds_per_epoch', out[label].get('error'))} s/epoch")
         return out
 
+    def unsup(self, preset: str) -> dict[str, Any]:
+        """The sda / dbn tutorial run, pre-training then fine-tuning, within the row's time limit."""
+        import tempfile
+
+        from deeptut.train import pretrain
+
+        over: dict[str, Any] = {"save_every": 0}
+        if self.args.quick:  # seconds on a CPU: small layers, one epoch per phase, on the data slice
+            over.update(hidden_layers_sizes="100,100,100", pretraining_epochs=1, n_epochs=1)
+        cfg = self.cfg(preset, **over)
+        full = self.cfg(preset)
+        data = self.data
+        if self.args.quick:  # batch 1 steps are slow on a CPU: a smaller slice still
+            cut = lambda s, n: Split(s.x[:n], s.y[:n])  # noqa: E731
+            data = Splits(cut(data.train, 600), cut(data.valid, 200), cut(data.test, 200), data.source, data.name)
+        limit = max(5.0, min(self.args.unsup_limit_s, self.left() - 5))
+        out: dict[str, Any] = {"preset": preset, "limit_s": round(limit, 1), "batch_size": cfg.batch_size,
+                               "pretraining_epochs": cfg.pretraining_epochs, "layers": len(cfg.hidden_layers_sizes)}
+        threads = torch.get_num_threads()
+        with tempfile.TemporaryDirectory() as d:
+            run_dir = Path(d)
+            signal.setitimer(signal.ITIMER_REAL, limit)  # this row's own limit (run() clears it after)
+            t = time.perf_counter()
+            try:
+                summary = pretrain.train(cfg, data, run_dir, quiet=True)
+                out["finished"] = True
+                out.update({k: summary.get(k) for k in ("best_validation_error", "test_error", "epochs",
+                                                         "stopped", "pretrain_seconds", "train_seconds")})
+            except RowTimeout:
+                out["finished"] = False
+            except Exception as e:  # noqa: BLE001 - the alarm can land inside a library (an import) and
+                # come out as another exception: past the limit that is the limit, before it a real error
+                if time.perf_counter() - t < limit - 0.5:
+                    raise
+                out["finished"], out["limit_note"] = False, f"{type(e).__name__} at the limit: {e}"
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                torch.set_num_threads(threads)
+            out["wall_seconds"] = round(time.perf_counter() - t, 2)
+            lines = []
+            metrics = run_dir / "metrics.jsonl"
+            if metrics.exists():
+                for raw in metrics.read_text().splitlines():
+                    try:
+                        lines.append(json.loads(raw))
+                    except json.JSONDecodeError:
+                        break  # a line cut by the limit
+        pre = [m for m in lines if m.get("phase") == "pretrain"]
+        fine = [m for m in lines if m.get("phase") != "pretrain"]
+        n_pre = out["layers"] * cfg.pretraining_epochs
+        out["pretrain_epochs_done"] = f"{len(pre)}/{n_pre}"
+        if pre:
+            out["pretrain_costs_last"] = [round(m["cost"], 4) for m in pre[-3:]]
+            per_epoch = pre[-1]["elapsed_s"] / len(pre)
+            out["pretrain_seconds_per_epoch"] = round(per_epoch, 2)
+            if not self.args.quick:  # the tutorial's whole pre-training at this pace
+                out["projected_pretrain_seconds"] = round(per_epoch * len(full.hidden_layers_sizes)
+                                                          * full.pretraining_epochs, 1)
+        if fine:
+            valid = [m["valid_error"] for m in fine if "valid_error" in m]
+            tests = [m["test_error"] for m in fine if m.get("test_error") is not None]
+            out["finetune_validations"] = len(fine)
+            out["best_valid_error"] = min(valid) if valid else None
+            out["last_test_error"] = tests[-1] if tests else None
+        if not self.args.quick:
+            out["targets"] = {"seconds<=": 600, "published_valid_test": {"sda": (1.39, 1.3), "dbn": (1.27, 1.34)}[preset],
+                              "within": 0.15}
+        return out
+
 
 def summarize(r: dict[str, Any]) -> list[str]:
     """A few readable lines per row (also the final table's cells)."""
@@ -482,6 +558,12 @@ def summarize(r: dict[str, Any]) -> list[str]:
     if "mean_seconds" in r:
         return [f"{r['seeds']} seeds: mean {r['mean_seconds']:.3f} s, mean test error {r['mean_test_error']:.4f} % "
                 f"(max {r['max_test_error']:.4f} %)" + (f"; targets {r['targets']}" if "targets" in r else "")]
+    if name in ("sda", "dbn"):
+        return [f"{'finished' if r['finished'] else 'limit reached'} in {r['wall_seconds']} s: pre-training "
+                f"{r['pretrain_epochs_done']} epochs ({r.get('pretrain_seconds_per_epoch')} s each, whole "
+                f"pre-training projected {r.get('projected_pretrain_seconds')} s); fine-tuning "
+                f"{r.get('finetune_validations', 0)} validations, best valid {r.get('best_valid_error')} %, "
+                f"test {r.get('test_error', r.get('last_test_error'))} %"]
     if name == "chunked":
         return [f"{k}: resident {v['resident_s']:.3f} s, chunked {v['chunked_s']:.3f} s, overhead "
                 f"{v['overhead_pct']} %, same result {v['same_result']}" if "resident_s" in v else f"{k}: {v}"
@@ -502,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny data and epochs: a dry run of every row")
     ap.add_argument("--rows", default="env,logistic,lenet,lenet-fast-gpu,lenet-fast,mlp,chunked,mlp-fast,extras",
                     help="comma-separated subset of rows, in the order given")
+    ap.add_argument("--unsup-limit-s", type=float, default=270.0,
+                    help="time limit of each of the sda / dbn rows in seconds (default 270)")
     ap.add_argument("--out", help="output folder (default: $OUT, else bench/results/)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -519,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         "chunked": (b.chunked, 20),
         "mlp-fast": (lambda: b.fast("mlp-fast", 5, None), 15),
         "extras": (b.extras, 25),
+        "sda": (lambda: b.unsup("sda"), 30),
+        "dbn": (lambda: b.unsup("dbn"), 30),
     }
     for name in [r.strip() for r in args.rows.split(",") if r.strip()]:
         if name not in rows:

@@ -494,3 +494,28 @@ def test_cuda_graph_evaluation_equals_eager():
     for mode in ("tutorial", "full"):
         assert evaluate(model, split, 30, mode, ev) == evaluate(model, split, 30, mode)
     assert len(ev.graphs) == 2
+
+
+# --- SdA / DBN fine-tuning: parameters the supervised cost does not use -------------------------------
+
+
+@pytest.mark.parametrize("family", ["sda", "dbn"])
+def test_graph_step_fine_tunes_a_stack_with_pretraining_only_parameters(family):
+    """The dAs' / RBMs' visible biases are parameters of the module the supervised cost never uses: the
+    graph step leaves them out of its gradient (autograd.grad would refuse them) and matches the eager
+    reference, which skips them too (their gradient is None)."""
+    from deeptut.models import build_model
+
+    sizes = {"sda": {"corruption_levels": "0.1,0.2"}, "dbn": {}}[family]
+    cfg = config.resolve(family, None, {"device": "cpu", "batch_size": 5, "learning_rate": 0.05,
+                                        "hidden_layers_sizes": "16,12", "momentum": 0.5, **sizes})
+    data = _batches(6, bs=5)
+    m_ref, m = (build_model(cfg.model_args(), cfg.init_seed) for _ in range(2))
+    _eager(m_ref, cfg, data, 6)
+    step = graphs.GraphStep(m, cfg, CPU)
+    step.run(data, 0, 6, lambda k: cfg.learning_rate)
+    _close(m_ref, m)
+    init = build_model(cfg.model_args(), cfg.init_seed)
+    unused = "b_prime" if family == "sda" else "vbias"
+    for (name, p), (_, p0) in zip(m.named_parameters(), init.named_parameters()):
+        assert torch.equal(p, p0) == name.startswith(unused), name

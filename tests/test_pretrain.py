@@ -62,7 +62,7 @@ def reference_single(cfg: TrainConfig) -> tuple[torch.nn.Module, list[np.ndarray
     x_all = torch.from_numpy(DATA.train.x)
     chain = torch.zeros(cfg.batch_size, cfg.n_hidden) if cfg.model == "rbm" else None
     if cfg.model == "ca":
-        model.n_batchsize = cfg.batch_size
+        model.n_batchsize, model.floor_division = cfg.batch_size, cfg.floor_division
     costs, updates = [], 0
     for epoch in range(cfg.n_epochs):
         c = []
@@ -219,9 +219,9 @@ def test_sda_layer_inputs_are_the_uncorrupted_outputs_below():
 
 def run_until_signal(cfg, run_dir, at_update: int, monkeypatch) -> Interrupted:
     """Train; SIGTERM arrives just before pre-training update number `at_update`."""
-    count, real = [0], pretrain.layer_update
+    count, real = [0], pretrain.make_update
 
-    def layer_update(*a):
+    def make_update(*a):
         update = real(*a)
 
         def counted(*b):
@@ -230,10 +230,10 @@ def run_until_signal(cfg, run_dir, at_update: int, monkeypatch) -> Interrupted:
                 os.kill(os.getpid(), signal.SIGTERM)
             return update(*b)
         return counted
-    monkeypatch.setattr(pretrain, "layer_update", layer_update)
+    monkeypatch.setattr(pretrain, "make_update", make_update)
     with pytest.raises(Interrupted) as e:
         pretrain.train(cfg, DATA, run_dir, quiet=True)
-    monkeypatch.setattr(pretrain, "layer_update", real)
+    monkeypatch.setattr(pretrain, "make_update", real)
     return e.value
 
 

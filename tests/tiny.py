@@ -100,9 +100,9 @@ def install_kill_hooks(kill_at_fsync: int | None = None, kill_at_step: int | Non
             os.kill(os.getpid(), signal_at_step[1])
         return real_lr(*a)
 
-    real_update = pretrain.layer_update
+    real_update = pretrain.make_update
 
-    def layer_update(*a: Any):
+    def make_update(*a: Any):
         update = real_update(*a)
 
         def counted(*b: Any):
@@ -117,7 +117,7 @@ def install_kill_hooks(kill_at_fsync: int | None = None, kill_at_step: int | Non
         if signal_at_step is not None and counts["step"] == signal_at_step[0]:
             os.kill(os.getpid(), signal_at_step[1])
 
-    os.fsync, loop.learning_rate_at, pretrain.layer_update = fsync, learning_rate_at, layer_update
+    os.fsync, loop.learning_rate_at, pretrain.make_update = fsync, learning_rate_at, make_update
     return counts
 
 

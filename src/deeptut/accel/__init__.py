@@ -6,6 +6,8 @@ torch.optim.SGD). Everything here computes the same function faster on some hard
 only through the names below (tests/test_architecture.py checks that).
 
     make_train_step(model, cfg, device) -> step   the fastest step with the reference arithmetic
+    make_pretrain_update(model, cfg, layer, lr,   the fastest unsupervised update of a dA / cA / RBM /
+        device, reference) -> update                 SdA or DBN layer (train/pretrain.py's signature)
     span_length(step, it, ...) -> int             how many updates the loop may hand `step.run` at once
     cpu_evaluator(model) -> evaluator | None      evaluation in the arithmetic of the CPU steps
     set_threads(n), thread_counts()               torch's and numpy's BLAS thread counts
@@ -19,6 +21,9 @@ Glossary
     step            one object that trains: the interface above. `AutogradStep` (train/step.py) is the
                     reference; the others compute the same function faster.
     eager step      a step that updates one minibatch per Python call (its `run` is a plain loop).
+    fused update    a pre-training update (dA, SdA layer, cA with floor division, RBM, DBN layer) without
+                    autograd, in buffers, at one thread (cpu/pretrain.py): `DAFusedUpdate`,
+                    `CAFloorFusedUpdate`, `RBMFusedUpdate`; the dA's W update in C (cpu/csrc/pretrain_update.c).
     fused step      a CPU step with the forward, backward and update written without autograd:
                     `LogisticFusedStep`, `MLPFusedStep` (cpu/fused.py).
     nonzero pixels  the C steps and the C evaluation touch only the nonzero pixels of each image (MNIST is
@@ -45,7 +50,7 @@ Glossary
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -54,7 +59,7 @@ from deeptut.accel.cpu.blas import set_threads, thread_counts
 from deeptut.accel.cpu.evaluate import cpu_evaluator
 from deeptut.config import TrainConfig
 
-__all__ = ["make_train_step", "span_length", "cpu_evaluator", "set_threads", "thread_counts"]
+__all__ = ["make_train_step", "make_pretrain_update", "span_length", "cpu_evaluator", "set_threads", "thread_counts"]
 
 
 def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Any:
@@ -106,6 +111,26 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
 
             step.evaluator = ForwardEvaluator(forward)
     return step
+
+
+def make_pretrain_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float, device: torch.device,
+                         reference: Callable[..., Any]) -> Callable[..., Any]:
+    """The fastest per-minibatch update of `layer`'s unsupervised training, with the signature of
+    train/pretrain.py's `layer_update`: update(x, generator, chain, update_index) -> (cost, chain).
+
+    `reference` is that reference update (the models' own functions). On CPU with fast_step: the dA / SdA
+    layer, the cA with the tutorial's floor division and the RBM / DBN layer (plain SGD: no momentum or
+    weight decay) get cpu/pretrain.py's fused updates, bit-identical to the
+    reference at the same thread count, with the same random draws; at minibatches up to 32 rows they (and
+    the true-division cA's reference update) run at one thread. Anything else, or fast_step = false:
+    `reference`. An option the reference update gains (momentum, say) must be added to cpu/pretrain.py's
+    `make_update` test of what it fuses.
+    """
+    if not (cfg.fast_step and device.type == "cpu"):
+        return reference
+    from deeptut.accel.cpu import pretrain
+
+    return pretrain.make_update(model, cfg, layer, lr, reference)
 
 
 def span_length(step: Any, it: int, left_in_epoch: int, validation_frequency: int, patience: float) -> int:

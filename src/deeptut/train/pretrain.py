@@ -17,6 +17,11 @@ printed are what the tutorials print: the epoch mean of the per-minibatch costs 
 numpy.mean(c)); for the RBM the pseudo-likelihood proxy (PCD, bit index = the layer's update count modulo
 n_visible, as rbm.py's bit_i_idx) or the reconstruction cross-entropy (CD, DBN.py's pre-training).
 
+Speed: the loop asks `make_update` for the update, which goes through the seam
+(`deeptut.accel.make_pretrain_update`): on the CPU a fused form of the same update (no autograd, buffers,
+one thread at small minibatches), bit-identical to `layer_update` with the same random draws; elsewhere
+`layer_update` itself.
+
 Layer inputs: layer k is trained on the output of the layers below, which do not change while it trains,
 so that output is computed once per layer instead of once per step. It is the same function (SdA.py feeds
 the lower layers' uncorrupted sigmoid outputs, the corruption applied to layer k's own input; DBN.py feeds
@@ -55,7 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeptut.accel import set_threads
+from deeptut import accel
 from deeptut.config import TrainConfig
 from deeptut.data.datasets import Splits
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
@@ -166,6 +171,9 @@ def layer_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float
         return lambda x, g, chain, i: (dA.get_cost_updates(x, level, lr, g), None)
     if cfg.model == "ca":
         model.n_batchsize = cfg.batch_size  # the penalty's divisor (cA.py's n_batchsize)
+        # the division's kind is a training setting, not in model.json (model_args leaves it out), so the
+        # model built from model_args has the default (true division): set the config's here
+        model.floor_division = cfg.floor_division
 
         def ca_update(x, g, chain, i):
             L_rec, L_jacob = model.get_cost_updates(x, cfg.contraction_level, lr)
@@ -176,6 +184,13 @@ def layer_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float
     def rbm_update(x, g, chain, i):  # rbm.py's bit_i_idx: one visible bit per update, cycling
         return rbm.get_cost_updates(x, lr, chain if cfg.persistent else None, cfg.k, g, i % rbm.n_visible)
     return rbm_update
+
+
+def make_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float, device: torch.device
+                ) -> Callable[[torch.Tensor, torch.Generator, torch.Tensor | None, int], tuple[torch.Tensor, Any]]:
+    """`layer_update`'s update computed the fastest way the device allows (deeptut.accel: on the CPU a
+    fused update, bit-identical to it, with the same random draws); `layer_update` itself otherwise."""
+    return accel.make_pretrain_update(model, cfg, layer, lr, device, layer_update(model, cfg, layer, lr))
 
 
 def initial_chain(model: nn.Module, cfg: TrainConfig, layer: int, device: torch.device) -> torch.Tensor | None:
@@ -260,7 +275,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     say = (lambda *a: None) if quiet else print
     device = resolve_device(cfg.device)
     if cfg.threads:
-        set_threads(cfg.threads)
+        accel.set_threads(cfg.threads)
     train_state.seed_everything(cfg.seed)
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
     train_x = torch.as_tensor(data.train.x).to(device)  # [n, n_in] float32, the tutorials' shared variable
@@ -295,7 +310,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
             layer, epoch = divmod(g, epochs)
             if layer != layer_of_x:  # the tutorials' tip: the lower layers' outputs, once per layer
                 layer_x, layer_of_x = layer_inputs(model, layer, train_x), layer
-                update = layer_update(model, cfg, layer, lr)
+                update = make_update(model, cfg, layer, lr, device)
             if s.next_minibatch == 0:
                 s.epoch = g + 1
                 s.reset_costs()

@@ -204,3 +204,21 @@ def mlp_step():
         scratch_bytes, forward, backward = lib.mlp_scratch_bytes, lib.mlp_forward, lib.mlp_backward
 
     return _MLP
+
+
+def pretrain_update():
+    """csrc/pretrain_update.c's `da_rank1_sgd` and `da_sum2_sgd`, argtypes set, as an object; or None (no
+    compiler, a failed build, DEEPTUT_NO_CKERNELS=1)."""
+    lib = load("pretrain_update")
+    if lib is None:
+        return None
+    p, i, f, l = ctypes.c_void_p, ctypes.c_int, ctypes.c_float, ctypes.c_long
+    lib.da_rank1_sgd.argtypes = [p, p, p, p, p, i, i, f]
+    lib.da_rank1_sgd.restype = None
+    lib.da_sum2_sgd.argtypes = [p, p, p, l, f]
+    lib.da_sum2_sgd.restype = None
+
+    class _Pretrain:
+        rank1_sgd, sum2_sgd = lib.da_rank1_sgd, lib.da_sum2_sgd
+
+    return _Pretrain

@@ -67,6 +67,11 @@ class GraphStep:
         self.forward = forward
         self.ref = AutogradStep(model, cfg, forward)  # holds the optimizer state that checkpoints save
         self.params = [p for g in self.ref.optimizer.param_groups for p in g["params"]]
+        if hasattr(model, "finetune_parameters"):
+            # SdA / DBN: the dAs' / RBMs' visible biases are parameters the supervised cost does not use
+            # (the reference's SGD skips them, their gradient being None); autograd.grad would refuse them
+            used = {id(p) for p in model.finetune_parameters()}
+            self.params = [p for p in self.params if id(p) in used]
         self.bufs = None
         if cfg.momentum:
             self.bufs = []
