@@ -55,7 +55,7 @@ from torch import nn  # noqa: E402
 
 from deeptut import config  # noqa: E402
 from deeptut.data.datasets import Split, Splits, load_dataset  # noqa: E402
-from deeptut.accel.cuda import graphs
+from deeptut.accel.cuda import updates  # noqa: E402
 from deeptut.train import loop  # noqa: E402
 
 T0 = time.perf_counter()
@@ -290,6 +290,8 @@ class Bench:
         over = {"device": self.args.device, **overrides}
         if self.args.device == "cpu":
             over.setdefault("graphs", "on")  # the dry run goes through the graph step (eagerly)
+        if self.args.quick:  # a slice of the data for a few steps: the code paths run, the rates mean nothing
+            over.setdefault("divergence", "off")
         return config.resolve(preset, None, over)
 
     def epochs(self, n: int) -> int:

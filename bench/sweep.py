@@ -84,7 +84,7 @@ def main() -> None:
                 if backend == "ray":
                     import ray  # noqa: F401
             except ImportError:
-                lines.append(f"| ray | - | - | - | skipped: Ray is not installed |")
+                lines.append("| ray | - | - | - | skipped: Ray is not installed |")
                 continue
             per_hour = {}
             for workers in (1, 2):

@@ -3,7 +3,6 @@ training (unsup_run.py), checked pixel by pixel: `deeptut sample` (rbm.py's samp
 --log-likelihood` (AIS), `viz` and `report`. Trained runs: test_unsup_end_to_end.py."""
 
 import json
-import math
 
 import numpy as np
 import pytest
