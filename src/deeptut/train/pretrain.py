@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeptut import kernels
+from deeptut.accel import set_threads
 from deeptut.config import TrainConfig
 from deeptut.data.datasets import Splits
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
@@ -261,7 +261,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     say = (lambda *a: None) if quiet else print
     device = resolve_device(cfg.device)
     if cfg.threads:
-        kernels.set_threads(cfg.threads)
+        set_threads(cfg.threads)
     train_state.seed_everything(cfg.seed)
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
     train_x = torch.as_tensor(data.train.x).to(device)  # [n, n_in] float32, the tutorials' shared variable
