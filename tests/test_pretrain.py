@@ -325,3 +325,42 @@ def test_cli_trains_and_resumes_an_unsupervised_run(tmp_path, capsys):
     assert run_dir.name.startswith("rbm-")
     assert cli.main(["train", "--resume", str(run_dir), "--data-dir", str(data_dir), "-q"]) == 0
     assert "final cost" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_rbm_lr_schedule_sets_each_updates_step_size(tmp_path, monkeypatch, schedule):
+    """[optim] lr_schedule for a single RBM: update i (0-based over all epochs) is made with fit's
+    learning_rate_at(cfg, i, n_epochs x n_train_batches), so the step shrinks to ~0 at the end; the
+    constant schedule (the tutorials') makes one update function for the whole run."""
+    made, real = [], pretrain.layer_update
+
+    def layer_update(model, cfg, layer, lr):
+        made.append(lr)
+        return real(model, cfg, layer, lr)
+    monkeypatch.setattr(pretrain, "layer_update", layer_update)
+    cfg = config("rbm", lr_schedule=schedule, warmup_fraction=0.25)
+    pretrain.train(cfg, DATA, None, quiet=True)
+    total = 3 * N_BATCHES
+    # first made once per layer (the constant lr), then once per update with the scheduled lr
+    assert made[1:] == [loop.learning_rate_at(cfg, i, total) for i in range(total)]
+    assert made[-1] < 0.01 * cfg.learning_rate and max(made[1:]) <= cfg.learning_rate
+    if schedule == "onecycle":  # rises for a quarter of the updates, then falls
+        assert made[1] == pytest.approx(cfg.learning_rate / 30) and made[30] == cfg.learning_rate
+    made.clear()
+    pretrain.train(config("rbm"), DATA, None, quiet=True)
+    assert made == [0.1]
+
+
+def test_rbm_lr_schedule_resumes_bit_identical(tmp_path, monkeypatch, capsys):
+    """The scheduled step size depends only on the update's index: SIGTERM mid-epoch then --resume ends
+    with the uninterrupted run's parameters."""
+    cfg = config("rbm", lr_schedule="cosine")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    whole = pretrain.train(cfg, DATA, tmp_path / "a", quiet=True)
+    run_until_signal(cfg, tmp_path / "b", 55, monkeypatch)
+    pretrain.train(rundir.load_config(tmp_path / "b"), DATA, tmp_path / "b", quiet=True, resume=True)
+    assert whole["epochs"] == 3
+    assert tiny.differences(tiny.run_record(tmp_path / "b"), tiny.run_record(tmp_path / "a")) == []
+    unscheduled = pretrain.train(config("rbm"), DATA, None, quiet=True)
+    assert unscheduled["final_cost"] != whole["final_cost"]  # the schedule did change the training

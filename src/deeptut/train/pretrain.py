@@ -28,7 +28,8 @@ the lower layers' uncorrupted sigmoid outputs, the corruption applied to layer k
 their mean activations, not samples), computed in larger matrix products, so equal to a per-step
 computation up to float32 rounding.
 
-Step sizes and epochs: dA/cA/RBM use [optim] learning_rate and n_epochs; SdA/DBN use [pretraining]
+Step sizes and epochs: dA/cA/RBM use [optim] learning_rate, n_epochs and lr_schedule (constant, the
+tutorials'; cosine or onecycle as in fit: rbm-fast); SdA/DBN use [pretraining]
 pretrain_lr and pretraining_epochs (per layer) for pre-training, then [optim] for fine-tuning (learning_rate,
 alias finetune_lr; n_epochs). batch_size serves both phases, as in SdA.py / DBN.py. Training data order is
 the tutorials' (no shuffling) unless `shuffle` is set.
@@ -67,7 +68,7 @@ from deeptut.errors import CheckpointError, ConfigError, TrainingError
 from deeptut.models import build_model
 from deeptut.store import checkpoint, rundir, tensors as store_tensors
 from deeptut.train import state as train_state
-from deeptut.train.loop import cuda_precision, epoch_permutation, fit, resolve_device
+from deeptut.train.loop import cuda_precision, epoch_permutation, fit, learning_rate_at, resolve_device
 from deeptut.train.session import Interrupted, Phase, Session
 from deeptut.train.state import LoopState
 
@@ -286,6 +287,9 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
                                           if cfg.model in STACKS else ""))
     epochs, lr = schedule(cfg)
     layers = n_layers(model)
+    # dA/cA/RBM: [optim] lr_schedule (cosine, onecycle) over n_epochs x n_train_batches updates, as fit's;
+    # SdA/DBN pre-train at the constant pretrain_lr, their schedule being fine-tuning's
+    scheduled = cfg.model in SINGLE and cfg.lr_schedule != "constant"
     stateless = _Stateless()
 
     session = Session(run_dir, cfg, say, progress=False)
@@ -319,6 +323,9 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
             epoch_x = layer_x[epoch_permutation(cfg.seed, g + 1, len(layer_x)).to(device)] if cfg.shuffle \
                 else layer_x
             for minibatch_index in range(s.next_minibatch, n_train_batches):
+                if scheduled:  # this update's step size: a function of its index only, so resuming keeps it
+                    update = make_update(model, cfg, layer, learning_rate_at(
+                        cfg, g * n_train_batches + minibatch_index, layers * epochs * n_train_batches), device)
                 x = epoch_x[minibatch_index * cfg.batch_size:(minibatch_index + 1) * cfg.batch_size]
                 cost, s.chain = update(x, s.generator, s.chain, epoch * n_train_batches + minibatch_index)
                 s.add_cost(cost)
