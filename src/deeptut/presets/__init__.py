@@ -13,7 +13,9 @@ from typing import Any
 
 CPU = "2-core EPYC CPU"  # BENCHMARKS.md: 2-core AMD EPYC (KVM, AVX-512), 2026-11-26
 H200 = "H200"  # BENCHMARKS.md: one NVIDIA H200, 2026-11-26
-MACHINES = "machines (BENCHMARKS.md, 2026-11-26): 2-core AMD EPYC (KVM, AVX-512); one NVIDIA H200"
+XEON = "2-core Xeon CPU"  # BENCHMARKS.md: 2-core Intel Xeon (KVM, AVX-512), shared, 2026-11-28
+MACHINES = ("machines (BENCHMARKS.md): 2-core AMD EPYC (KVM, AVX-512), 2026-11-26; one NVIDIA H200, 2026-11-26; "
+            "2-core Intel Xeon (KVM, AVX-512), shared with other work, 2026-11-28")
 
 # name -> (kind, what it is for, result with the machine)
 ABOUT: dict[str, tuple[str, str, str]] = {
@@ -29,6 +31,23 @@ ABOUT: dict[str, tuple[str, str, str]] = {
                    f"{CPU}: 0.82 +- 0.08 % test in 28 s (5 seeds, 2 threads)"),
     "lenet-fast-gpu": ("fast", "LeNet with a GPU's budget (12 epochs, batch 256, TF32, moves of 2 px)",
                        f"{CPU}: 0.57 % mean test (5 seeds); GPU time not measured yet"),
+    "da": ("tutorial", "dA.py (500 hidden, batch 20, 15 epochs, corruption 0.3)",
+           f"pictures only (the chapter's filters); {XEON}: 145 s at load ~9 (--threads 1)"),
+    "ca": ("tutorial", "cA.py (500 hidden, batch 10, 20 epochs, contraction 0.1, its floor division)",
+           "pictures only (the chapter's cae_filters.png)"),
+    "sda": ("tutorial", "SdA.py (3 x 1000, batch 1, 15 pre-training epochs a layer, then fine-tuning)",
+            "published 1.39 % valid / 1.3 % test; not yet run here (hours on a CPU)"),
+    "rbm": ("tutorial", "rbm.py (500 hidden, batch 20, PCD-15, 15 epochs)",
+            f"pseudo-likelihood within 1 nat of the published curve every epoch; {XEON}: 279 s of CPU (428 s wall, "
+            "load 4-7); AIS test log-likelihood -94.09 nats"),
+    "dbn": ("tutorial", "DBN.py (3 x 1000, CD-1, batch 10, 100 pre-training epochs a layer, then fine-tuning)",
+            "published 1.27 % valid / 1.34 % test; not yet run here (hours on a CPU)"),
+    "sda-fast": ("fast", "the SdA's network: 2 pre-training epochs a layer at batch 128, fine-tuning as mlp-fast",
+                 f"{XEON}: 1.21 % mean test (3 seeds) in 233-253 s at load 1.4-2.6 (--threads 1)"),
+    "dbn-fast": ("fast", "the DBN's network: 2 CD-1 epochs a layer at batch 128, fine-tuning as mlp-fast",
+                 f"{XEON}: 1.21 % mean test (3 seeds) in 275-297 s at load 2.4-3.5 (--threads 1)"),
+    "rbm-fast": ("fast", "the RBM: PCD-5, 100 chains, cosine decay over 15 epochs",
+                 f"{XEON}: AIS test log-likelihood -82.64 nats (rbm: -94.09) in 121 s (--threads 1)"),
 }
 NO_FIGURE = "no figure yet"
 
