@@ -210,10 +210,10 @@ class Killed(BaseException):
 @pytest.mark.slow  # ~6 s: two rbm runs, each ending with rbm.py's samples
 def test_killed_and_resumed_rbm_draws_the_same_pictures(tmp_path, data_dir, capsys, monkeypatch):
     ref, _ = train("rbm", data_dir, tmp_path / "ref")
-    real = pretrain.layer_update
+    real = pretrain.make_update  # the loop's one way to get a layer's update (fused or the models' own)
     count = [0]
 
-    def layer_update(*a):
+    def make_update(*a):
         update = real(*a)
 
         def dying(*b):
@@ -223,10 +223,10 @@ def test_killed_and_resumed_rbm_draws_the_same_pictures(tmp_path, data_dir, caps
             return update(*b)
         return dying
 
-    monkeypatch.setattr(pretrain, "layer_update", layer_update)
+    monkeypatch.setattr(pretrain, "make_update", make_update)
     with pytest.raises(Killed):
         train("rbm", data_dir, tmp_path / "run")
-    monkeypatch.setattr(pretrain, "layer_update", real)
+    monkeypatch.setattr(pretrain, "make_update", real)
     (run_dir,) = (tmp_path / "run").iterdir()
     assert not (run_dir / "plots").exists() and not (run_dir / rundir.SUMMARY).exists()
     assert len(Run.open(run_dir).metrics().pretrain) == 1
