@@ -38,8 +38,8 @@ ABOUT: dict[str, tuple[str, str, str]] = {
     "sda": ("tutorial", "SdA.py (3 x 1000, batch 1, 15 pre-training epochs a layer, then fine-tuning)",
             "published 1.39 % valid / 1.3 % test; not yet run here (hours on a CPU)"),
     "rbm": ("tutorial", "rbm.py (500 hidden, batch 20, PCD-15, 15 epochs)",
-            f"pseudo-likelihood within 1 nat of the published curve every epoch; {XEON}: 279 s of CPU (428 s wall, "
-            "load 4-7); AIS test log-likelihood -94.09 nats"),
+            f"pseudo-likelihood within 1 nat of the published curve every epoch; {XEON}: 268 s (quiet machine); "
+            "AIS test log-likelihood -94.09 nats"),
     "dbn": ("tutorial", "DBN.py (3 x 1000, CD-1, batch 10, 100 pre-training epochs a layer, then fine-tuning)",
             "published 1.27 % valid / 1.34 % test; not yet run here (hours on a CPU)"),
     "sda-fast": ("fast", "the SdA's network: 2 pre-training epochs a layer at batch 128, fine-tuning as mlp-fast",
