@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from deeptut.models.logistic import LogisticRegression
-from deeptut.models.mlp import HiddenLayer
+from deeptut.models.mlp import HiddenLayer, SigmoidStack
 from deeptut.models.rbm import RBM
 from deeptut.models.sda import check_layer_sizes
 
 DEFAULT_INIT_SEED = 123  # DBN.py's test_DBN: numpy_rng = numpy.random.RandomState(123)
 
 
-class DBN(nn.Module):
+class DBN(SigmoidStack):
     """forward(x [n, n_ins]) -> logits [n, n_outs]; softmax(logits) is the tutorial's p_y_given_x."""
 
     def __init__(self, n_ins: int = 784, hidden_layers_sizes: Sequence[int] = (1000, 1000, 1000),
@@ -52,25 +52,3 @@ class DBN(nn.Module):
                                 for n_in, n_out, layer, vbias in zip(ins, sizes, self.sigmoid_layers, self.vbias))
         self.logLayer = LogisticRegression(sizes[-1], n_outs)
 
-    def layer_input(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """The input of layer k (0-based): x for k = 0, else the sigmoid output of layer k - 1.
-        [n, n_ins] -> [n, n_in of layer k]; k = n_layers gives the logistic layer's input."""
-        if not 0 <= k <= self.n_layers:
-            raise ValueError(f"layer_input: k must be in [0, {self.n_layers}] (got {k})")
-        for layer in self.sigmoid_layers[:k]:
-            x = layer(x)
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logLayer(self.layer_input(self.n_layers, x))
-
-    def p_y_given_x(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self(x), dim=1)
-
-    def weights(self) -> list[torch.Tensor]:
-        """The weight matrices of the supervised network (DBN.py uses no L1/L2)."""
-        return [layer.W for layer in self.sigmoid_layers] + [self.logLayer.W]
-
-    def finetune_parameters(self) -> list[nn.Parameter]:
-        """The tutorial's `self.params`: each layer's W, b, then the logistic layer's W, b (no vbias)."""
-        return [p for layer in self.sigmoid_layers for p in (layer.W, layer.b)] + [self.logLayer.W, self.logLayer.b]

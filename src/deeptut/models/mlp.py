@@ -73,3 +73,38 @@ class MLP(nn.Module):
     def weights(self) -> list[torch.Tensor]:
         """The matrices the L1 / L2 penalties apply to: hiddenLayer.W and logRegressionLayer.W."""
         return [self.hiddenLayer.W, self.logRegressionLayer.W]
+
+
+class SigmoidStack(nn.Module):
+    """The supervised network of the SdA and DBN chapters ("after pretraining, the SdA is dealt with as a
+    normal MLP"): `sigmoid_layers` (HiddenLayers) then `logLayer`. A subclass builds those two (and
+    `n_layers`) in its own initialisation order; this class gives what fine-tuning and pre-training read."""
+
+    sigmoid_layers: nn.ModuleList
+    logLayer: LogisticRegression
+    n_layers: int
+
+    def layer_input(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        """The input of layer k (0-based): x for k = 0, else the sigmoid output of layer k - 1 (of the
+        uncorrupted x). [n, n_ins] -> [n, n_in of layer k]; k = n_layers gives the logistic layer's input."""
+        if not 0 <= k <= self.n_layers:
+            raise ValueError(f"layer_input: k must be in [0, {self.n_layers}] (got {k})")
+        for layer in self.sigmoid_layers[:k]:
+            x = layer(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logLayer(self.layer_input(self.n_layers, x))
+
+    def p_y_given_x(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self(x), dim=1)
+
+    def weights(self) -> list[torch.Tensor]:
+        """The weight matrices of the supervised network (L1/L2 would apply to these; SdA.py and DBN.py use
+        neither)."""
+        return [layer.W for layer in self.sigmoid_layers] + [self.logLayer.W]
+
+    def finetune_parameters(self) -> list[nn.Parameter]:
+        """The tutorial's `self.params`: each layer's W, b, then the logistic layer's W, b (not the
+        pre-training-only visible biases)."""
+        return [p for layer in self.sigmoid_layers for p in (layer.W, layer.b)] + [self.logLayer.W, self.logLayer.b]

@@ -32,7 +32,7 @@ from torch import nn
 
 from deeptut.models.da import dA
 from deeptut.models.logistic import LogisticRegression
-from deeptut.models.mlp import HiddenLayer
+from deeptut.models.mlp import HiddenLayer, SigmoidStack
 
 DEFAULT_INIT_SEED = 89677  # SdA.py's test_SdA: numpy_rng = numpy.random.RandomState(89677)
 
@@ -44,7 +44,7 @@ def check_layer_sizes(hidden_layers_sizes: Sequence[int], where: str) -> tuple[i
     return sizes
 
 
-class SdA(nn.Module):
+class SdA(SigmoidStack):
     """forward(x [n, n_ins]) -> logits [n, n_outs]; softmax(logits) is the tutorial's p_y_given_x."""
 
     def __init__(self, n_ins: int = 784, hidden_layers_sizes: Sequence[int] = (1000, 1000, 1000),
@@ -64,30 +64,8 @@ class SdA(nn.Module):
                                for n_in, n_out, layer, b_prime in zip(ins, sizes, self.sigmoid_layers, self.b_prime))
         self.logLayer = LogisticRegression(sizes[-1], n_outs)
 
-    def layer_input(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        """The input of layer k (0-based): x for k = 0, else the sigmoid output of layer k - 1 computed from
-        the uncorrupted x. [n, n_ins] -> [n, n_in of layer k]; k = n_layers gives the logistic layer's input."""
-        if not 0 <= k <= self.n_layers:
-            raise ValueError(f"layer_input: k must be in [0, {self.n_layers}] (got {k})")
-        for layer in self.sigmoid_layers[:k]:
-            x = layer(x)
-        return x
-
     def pretraining_cost(self, k: int, layer_in: torch.Tensor, corruption_level: float,
                          generator: torch.Generator | None = None) -> torch.Tensor:
         """dA_layers[k]'s cost on its input (from `layer_input(k, x)`, computed once per layer or per step)."""
         return self.dA_layers[k].cost(layer_in, corruption_level, generator)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logLayer(self.layer_input(self.n_layers, x))
-
-    def p_y_given_x(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self(x), dim=1)
-
-    def weights(self) -> list[torch.Tensor]:
-        """The weight matrices of the supervised network (L1/L2 would apply to these; SdA.py uses neither)."""
-        return [layer.W for layer in self.sigmoid_layers] + [self.logLayer.W]
-
-    def finetune_parameters(self) -> list[nn.Parameter]:
-        """The tutorial's `self.params`: each layer's W, b, then the logistic layer's W, b (no b_prime)."""
-        return [p for layer in self.sigmoid_layers for p in (layer.W, layer.b)] + [self.logLayer.W, self.logLayer.b]
