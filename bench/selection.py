@@ -109,3 +109,50 @@ def report(table: Mapping[str, Runs], max_seconds: float | None = None) -> tuple
                  + (f"{statistics.mean(tests):.3f} % (" + ", ".join(f"{t:.2f}" for t in tests) + ")"
                     if tests else "not recorded"))
     return best, lines
+
+
+def rank_across(tables: Mapping[str, Mapping[str, Runs]], max_seconds: float | None = None) -> list[str]:
+    """Settings swept on several datasets (tables: dataset -> setting -> runs), best first.
+
+    Eligible: eligible on every dataset (see `rank`: complete, no failed run, within max_seconds), so a
+    setting that diverges at one seed of one dataset is out. Score: the mean over datasets of the setting's
+    mean validation error divided by the lowest mean validation error among the eligible settings on that
+    dataset (1.0 = the best there). Dividing makes a dataset with 10 % errors weigh no more than one with
+    1 %: Fashion-MNIST's errors would otherwise decide alone. Ties by name. Test errors are never read."""
+    if not tables:
+        return []
+    names = [k for k in next(iter(tables.values()))]
+    ok = [k for k in names if all(k in rank(t, max_seconds) for t in tables.values())]
+    if not ok:
+        return []
+    summaries = {d: summarize(t) for d, t in tables.items()}
+    best = {d: min(s[k]["mean_valid"] for k in ok) for d, s in summaries.items()}
+
+    def score(k: str) -> float:
+        return statistics.mean(summaries[d][k]["mean_valid"] / best[d] for d in tables)
+
+    return sorted(ok, key=lambda k: (score(k), k))
+
+
+def report_across(tables: Mapping[str, Mapping[str, Runs]],
+                  max_seconds: float | None = None) -> tuple[str | None, list[str]]:
+    """(the chosen name or None, lines): each dataset's table as `report` prints it but without its test
+    line, then the joint ranking (`rank_across`) and the chosen setting's test error on every dataset: the
+    only test figures printed."""
+    lines: list[str] = []
+    for d, t in tables.items():
+        lines.append(f"--- {d}")
+        lines += [ln for ln in report(t, max_seconds)[1] if not ln.startswith(("chosen by", "no setting"))]
+    order = rank_across(tables, max_seconds)
+    lines.append("--- joint ranking (mean over datasets of valid / best valid there): "
+                 + (" | ".join(order[:5]) if order else "none eligible on every dataset"))
+    if not order:
+        return None, lines
+    best = order[0]
+    for d, t in tables.items():
+        tests = [float(r["test"]) for r in t[best] if r.get("test") is not None]
+        v = summarize(t)[best]
+        lines.append(f"chosen by validation on all datasets: {best}: {d}: valid {v['mean_valid']:.3f} %, test "
+                     + (f"{statistics.mean(tests):.3f} % (" + ", ".join(f"{x:.2f}" for x in tests) + ")"
+                        if tests else "not recorded"))
+    return best, lines

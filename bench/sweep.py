@@ -46,10 +46,12 @@ def write_data(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def spec_text(trials: int, epochs: int) -> str:
+def spec_text(trials: int, epochs: int, checkpoint_every: int = 1, checkpoint_every_s: float | None = None) -> str:
     lrs = ", ".join(f"{0.005 * (i + 1):g}" for i in range(trials))
     return (f'name = "bench"\npreset = "logistic"\nseeds = [1]\n[base]\ndataset = "idx"\nbatch_size = 20\n'
-            f"n_epochs = {epochs}\npatience = 1000000\nthreads = 1\n[grid]\nlearning_rate = [{lrs}]\n")
+            f"n_epochs = {epochs}\npatience = 1000000\nthreads = 1\ncheckpoint_every = {checkpoint_every}\n"
+            + (f"checkpoint_every_s = {checkpoint_every_s}\n" if checkpoint_every_s is not None else "")
+            + f"[grid]\nlearning_rate = [{lrs}]\n")
 
 
 def run(backend: str, workers: int, spec: Path, data: Path, root: Path) -> float:
@@ -68,17 +70,26 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--epochs", type=int, default=400)
     ap.add_argument("--backends", default="local,ray")
+    ap.add_argument("--checkpoint-every", type=int, default=1,
+                    help="the trials' checkpoint_every (1, the default: a checkpoint at each of the epochs' "
+                         "validations; a large value: none but the last)")
+    ap.add_argument("--checkpoint-every-s", type=float,
+                    help="the trials' checkpoint_every_s (default: the sweep's default, 10 s; 0: a checkpoint at "
+                         "every validation, as before 2026-11-28)")
     ap.add_argument("--out", help="also write the table here")
     args = ap.parse_args()
     lines = [f"# bench/sweep.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()}: "
              f"{os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the start",
-             f"# {args.trials} trials of {args.epochs} epochs (tiny logistic, threads 1)",
+             f"# {args.trials} trials of {args.epochs} epochs (tiny logistic, threads 1, checkpoint_every "
+             f"{args.checkpoint_every}, checkpoint_every_s "
+             f"{'the sweep default' if args.checkpoint_every_s is None else args.checkpoint_every_s})",
              "| backend | workers | wall s | trials/hour | 2 workers / 1 |", "|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory(prefix="dtbench") as tmp:
         root = Path(tmp)
         data = write_data(root / "data")
         spec = root / "spec.toml"
-        spec.write_text(spec_text(args.trials, args.epochs))
+        spec.write_text(spec_text(args.trials, args.epochs, args.checkpoint_every,
+                                 args.checkpoint_every_s))
         for backend in args.backends.split(","):
             try:
                 if backend == "ray":

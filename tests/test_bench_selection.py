@@ -96,7 +96,8 @@ def test_ties_broken_by_name_and_missing_valid_named():
         selection.rank({"x": [{"seed": 1, "test": 0.5}]})
 
 
-@pytest.mark.parametrize("script", ["gpu_sweep.py", "gpu_lenet.py", "cpu.py", "gpu.py"])
+@pytest.mark.parametrize("script", ["gpu_sweep.py", "gpu_lenet.py", "cpu.py", "gpu.py", "cpu_scaling.py",
+                                    "mcnemar_rule.py"])
 def test_bench_scripts_start(script):
     # --help imports the script (and bench/selection.py where it uses it) without training anything
     r = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True,
@@ -109,3 +110,26 @@ def test_sweep_scripts_use_the_shared_rule():
     for script in ("gpu_sweep.py", "gpu_lenet.py"):
         text = (ROOT / "bench" / script).read_text()
         assert "selection.report(" in text, script
+
+
+def test_rank_across_datasets_weighs_each_dataset_equally_and_drops_failures():
+    # "m" is best on the small-error set, "f" on the large-error one; by absolute errors "f" would win on
+    # the 10 % set alone (a 0.5-point lead there against 0.2 points); relative to each set's best, "m" wins
+    mnist = {"m": runs([0.60] * 3, [9.0] * 3), "f": runs([0.80] * 3, [7.777] * 3), "x": runs([0.50] * 3, [0.5] * 3)}
+    fashion = {"m": runs([9.5] * 3, [1.0] * 3), "f": runs([9.0] * 3, [7.777] * 3),
+               "x": runs([8.0, 8.0], [1.0] * 2) + [{"seed": 3, "valid": 50.0, "test": 50.0, "failed": True}]}
+    order = selection.rank_across({"mnist": mnist, "fashion": fashion})
+    assert order == ["m", "f"]  # x diverged at one seed of one dataset: out, however good elsewhere
+    # 0.6/0.6 and 9.5/9.0 -> 1.028; 0.8/0.6 and 9.0/9.0 -> 1.167
+    chosen, lines = selection.report_across({"mnist": mnist, "fashion": fashion})
+    assert chosen == "m"
+    tests = [ln for ln in lines if "test" in ln and "chosen" in ln]
+    assert len(tests) == 2 and all(" m:" in ln for ln in tests)
+    assert not any("7.77" in ln for ln in lines)  # no test figure of another setting
+
+
+def test_rank_across_empty_when_nothing_is_eligible_everywhere():
+    a = {"s": runs([1.0] * 2, [1.0] * 2)}
+    b = {"s": runs([1.0], [1.0]) + [{"seed": 2, "valid": 90.0, "test": 90.0, "stopped": "diverged"}]}
+    assert selection.rank_across({"a": a, "b": b}) == []
+    assert selection.report_across({"a": a, "b": b})[0] is None

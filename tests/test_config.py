@@ -111,9 +111,10 @@ OLD_MODEL_JSON = {"model": "logistic", "n_in": 784, "n_out": 10, "format": 1}  #
 
 def test_sections_hold_the_flat_fields():
     cfg = config.resolve("lenet-fast-gpu")
-    assert isinstance(cfg.net, LeNetArgs) and cfg.net.nkerns == cfg.nkerns == (20, 50)
-    assert cfg.optim.learning_rate == cfg.learning_rate == 0.2 and cfg.early_stopping.patience == cfg.patience
-    assert cfg.data.augment_shift == 2 and cfg.accel.tf32 and cfg.run.preset == "lenet-fast-gpu"
+    assert isinstance(cfg.net, LeNetArgs) and cfg.net.nkerns == cfg.nkerns == (32, 64)
+    assert cfg.optim.learning_rate == cfg.learning_rate == 0.1 and cfg.early_stopping.patience == cfg.patience
+    assert cfg.data.augment_shift == 1 and cfg.data.normalize == cfg.normalize == "standard"
+    assert cfg.accel.tf32 and cfg.run.preset == "lenet-fast-gpu"
     # every flat name reads as an attribute, with its section's value
     for name, section in config._SECTION_OF.items():
         assert getattr(cfg, name) == getattr(getattr(cfg, section), name), name

@@ -107,6 +107,8 @@ def test_hint_halves_the_rate():
 # Mean training cost per validation period (metrics.jsonl `train_cost`) of real runs, measured 2026-11-28 on
 # the 2-core CPU with --threads 1 at this branch's parent commit e0e9d0a (`deeptut train PRESET ...`).
 # Tutorial presets: their first periods (where a wrong rule would fire); the logistic run is whole.
+# lenet-fast and mlp-fast here are those presets as they were then (peak rates 0.2 and 0.3, tanh, pixels
+# as they are), before their re-choice on MNIST and Fashion-MNIST (BENCHMARKS.md, 2026-11-28).
 MEASURED_NORMAL = {
     # logistic, the whole published run: 73 validations every 83 minibatches; the first 12 and the largest
     "logistic": [0.9447, 0.535, 0.4613, 0.4251, 0.4025, 0.3867, 0.3747, 0.3653, 0.3576, 0.3511, 0.3456,

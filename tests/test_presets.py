@@ -27,10 +27,13 @@ def test_lenet_preset_is_the_tutorial():
     assert cfg.augment_shift == 0
 
 
-def test_lenet_fast_gpu_trains_the_tutorials_network_on_moved_images():
+def test_lenet_fast_gpu_trains_a_wider_lenet_on_moved_standardised_images():
+    # chosen 2026-11-28 by validation on MNIST and Fashion-MNIST (BENCHMARKS.md): the tutorial's layout
+    # (two conv-pool layers, one hidden layer of 500, its initialisation) with 32 and 64 kernels and ReLU
     f, t = config.resolve("lenet-fast-gpu"), config.resolve("lenet")
-    assert f.model_args() == t.model_args() and f.init_seed == t.init_seed
-    assert f.augment_shift == 2 and f.shuffle and f.tf32 and f.evaluation == "full"
+    assert f.nkerns == (32, 64) and f.n_hidden == t.n_hidden and f.activation == "relu"
+    assert f.init_seed == t.init_seed
+    assert f.augment_shift == 1 and f.normalize == "standard" and f.shuffle and f.tf32 and f.evaluation == "full"
     assert (f.patience_increase, f.improvement_threshold) == (t.patience_increase, t.improvement_threshold)
 
 
@@ -38,14 +41,18 @@ def test_lenet_fast_gpu_trains_the_tutorials_network_on_moved_images():
 def test_fast_presets_train_the_same_network_the_modern_way(fast, tutorial):
     f, t = config.resolve(fast), config.resolve(tutorial)
     assert f.preset == fast
-    assert f.model_args() == t.model_args() and f.init_seed == t.init_seed  # same architecture and init
+    # the tutorial's layer sizes and initialisation; ReLU units on inputs standardised with the training
+    # split's mean and std (chosen 2026-11-28 by validation on MNIST and Fashion-MNIST: BENCHMARKS.md)
+    same = {k: v for k, v in t.model_args().items() if k != "activation"}
+    assert {k: v for k, v in f.model_args().items() if k != "activation"} == same and f.init_seed == t.init_seed
+    assert f.activation == "relu" and t.activation == "tanh" and f.normalize == "standard"
     assert f.shuffle and f.momentum > 0 and f.nesterov
     assert f.lr_schedule in ("onecycle", "cosine")
     assert f.batch_size > t.batch_size if tutorial == "mlp" else f.batch_size <= t.batch_size  # LeNet's is 500
     # the same patience rule and model selection
     assert (f.patience, f.patience_increase, f.improvement_threshold, f.validation_frequency) == \
         (t.patience, t.patience_increase, t.improvement_threshold, t.validation_frequency)
-    assert f.evaluation == "full" and f.n_epochs <= 20  # the schedule spans a small, fixed budget
+    assert f.evaluation == "full" and f.n_epochs <= 24  # the schedule spans a small, fixed budget
     assert f.L1_reg == t.L1_reg and f.L2_reg == t.L2_reg
 
 
@@ -100,9 +107,9 @@ def test_cli_presets_table_for_people(capsys):
     assert list(rows) == config.preset_names()
     for name, row in rows.items():
         assert row[1] == config.resolve(name).model and row[2] == ("fast" if "fast" in name else "tutorial")
-    assert "1.12 +- 0.09 % test" in out and "7.489583 %" in out and "AMD EPYC" in out and "H200" in out
+    assert "MNIST 0.98 %, Fashion-MNIST 10.69 % test" in out and "7.489583 %" in out and "AMD EPYC" in out and "H200" in out
     assert presets.about("logistic")[2].startswith("published")
-    assert presets.about("mlp-fast")[2].startswith(presets.CPU)
+    assert presets.about("mlp-fast")[2].startswith(presets.XEON)
     saved = presets.ABOUT.pop("mlp")
     try:  # a preset nobody has measured yet (e.g. a new one): listed, without a figure
         assert presets.about("mlp") == ("tutorial", "The tutorial's mlp.py: published 1.69 % validation at "
@@ -117,7 +124,7 @@ def test_cli_presets_name_marks_the_defaults(capsys):
     assert cli.main(["presets", "lenet-fast"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "[optim]" in lines and "[data]" in lines and "[lenet]" in lines
-    assert "* learning_rate = 0.2" in lines and "* augment_shift = 1" in lines  # set by the preset
+    assert "* learning_rate = 0.1" in lines and "* augment_shift = 1" in lines  # set by the preset
     assert "  L2_reg = 0.0" in lines and "  divergence = \"on\"" in lines  # defaults, unmarked
     # every field of the resolved config is shown once, under its section
     shown = [ln[2:].split(" = ")[0] for ln in lines if ln[:2] in ("* ", "  ") and " = " in ln]

@@ -71,6 +71,7 @@ momentum = { uniform = [0.1, 0.2] }
         assert 1e-3 <= o["learning_rate"] <= 1e-1 and 0.1 <= o["momentum"] <= 0.2
         assert isinstance(o["n_epochs"], int) and 2 <= o["n_epochs"] <= 4
     assert {t["values"]["threads"] for t in trials} == {1}  # the sweep's default
+    assert {t["values"]["checkpoint_every_s"] for t in trials} == {10.0}  # likewise (BENCHMARKS.md: the fix)
     # the same spec expands the same way (the draws are seeded); 4 draws, each crossed with grid x configs
     assert expand(spec) == trials
     assert len({o["learning_rate"] for o in confs.values()}) == 4
@@ -101,6 +102,7 @@ def test_local_sweep_selects_on_validation_and_reports(tmp_path, capsys):
         cfg = json.loads((d / "trials" / r["trial"] / "config.json").read_text())["config"]
         assert cfg["learning_rate"] == float(r["learning_rate"]) and cfg["seed"] == int(r["seed"])
         assert cfg["n_epochs"] == 4 and cfg["threads"] == 1 and cfg["dataset"] == "idx"
+        assert cfg["checkpoint_every_s"] == 10.0
     means = {c: statistics.mean(runs[f"c00{c}-s{s}"]["best_validation_error"] for s in (1, 2)) for c in (0, 1)}
     best = min(means, key=means.get)
     assert means[0] != means[1]

@@ -147,11 +147,16 @@ class Run:
     threads: int = 0  # CPU threads for torch and BLAS (0 = their defaults: all cores); recorded. Busy machine: 1
     save_every: int = 0  # keep an intermediate model every N validations (0 = never)
     checkpoint_every: int = 1  # write the resumable `last` checkpoint every N validations
+    checkpoint_every_s: float = 0.0  # ... and not sooner than this many seconds after the last one (0: no
+    #   wait). For short runs that validate many times a second (a sweep's tiny trials: 5-30); an interrupted
+    #   run still writes one at once, so only a killed (SIGKILL) run loses up to this much work
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, ("cpu", "cuda", "auto"))
         _at_least(self, 0, "threads", "save_every")
         _at_least(self, 1, "checkpoint_every")
+        if not self.checkpoint_every_s >= 0:  # also rejects nan
+            raise ConfigError(f"checkpoint_every_s must be >= 0 seconds; got {self.checkpoint_every_s!r}")
 
 
 @dataclass(frozen=True)

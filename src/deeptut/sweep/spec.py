@@ -50,7 +50,11 @@ TOP_KEYS = {"name", "preset", "seeds", "samples", "sample_seed", "base", "grid",
             "data_dir", "max_attempts"}
 BUDGET_KEYS = {"trials", "wall_time_s"}
 RANGE_KINDS = ("uniform", "loguniform", "int")
-SWEEP_DEFAULTS = {"threads": 1}  # trials share the cores: one thread each unless the spec says otherwise
+# Trials share the cores: one thread each unless the spec says otherwise. And at most one `last` checkpoint
+# per 10 s: a short trial validating many times a second spent a third of its time on checkpoints, and two
+# workers then gave 1.5x one instead of 1.9-2x (BENCHMARKS.md, "Why, and the fix"); a killed trial resumes
+# from a checkpoint at most 10 s old, an interrupted one writes one at once.
+SWEEP_DEFAULTS = {"threads": 1, "checkpoint_every_s": 10.0}
 
 
 @dataclass

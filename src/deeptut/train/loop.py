@@ -262,7 +262,7 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
                     session.save_intermediate(model, s, it + 1)
                 if stopper.should_stop(it):
                     s.done, s.stopped = True, "patience"
-                if (it + 1) % validation_frequency == 0 and s.n_validations % cfg.checkpoint_every == 0:
+                if (it + 1) % validation_frequency == 0 and session.checkpoint_due(s):
                     session.checkpoint(model, step, stopper, s, best_params, it + 1)
                 session.progress.show(s.epoch, minibatch_index + 1, n_train_batches, s.best_validation_loss)
                 if s.done or interrupt.signum is not None:

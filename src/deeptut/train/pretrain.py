@@ -344,7 +344,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
             s.reset_costs()
             if session.files is not None and keep_model_file(cfg, epoch, epochs, g):
                 session.files.save_params(rundir.pretrain_model_name(layer, epoch), model.state_dict())
-            if s.n_validations % cfg.checkpoint_every == 0 or g + 1 == layers * epochs:
+            if session.checkpoint_due(s) or g + 1 == layers * epochs:
                 session.checkpoint(model, stateless, stateless, s, best(), g + 1,
                                    position(layer, epoch, n_train_batches, n_train_batches))
             if interrupt.signum is not None and g + 1 < layers * epochs:

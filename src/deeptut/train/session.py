@@ -27,6 +27,7 @@ earlier phase's metrics lines are kept) and tags each of its metrics lines with 
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import time
@@ -121,6 +122,7 @@ class Session:
         self.files: rundir.RunFiles | None = None  # written in order on a background thread
         self.finished_summary: dict[str, Any] | None = None  # set by open() for a run that already finished
         self._start = time.perf_counter()
+        self._last_checkpoint = -math.inf  # perf_counter() of the last `last` checkpoint written
 
     # --- the run directory -------------------------------------------------------------------------------
 
@@ -204,12 +206,19 @@ class Session:
         if self.files is not None and self.cfg.save_every and s.n_validations % self.cfg.save_every == 0:
             self.files.save_intermediate(model, iteration)
 
+    def checkpoint_due(self, s: LoopState) -> bool:
+        """After a validation: is a `last` checkpoint due? Every `checkpoint_every` validations, and not
+        sooner than `checkpoint_every_s` seconds after the last one."""
+        return (s.n_validations % self.cfg.checkpoint_every == 0
+                and time.perf_counter() - self._last_checkpoint >= self.cfg.checkpoint_every_s)
+
     def checkpoint(self, model: nn.Module, step: Any, stopper: Any, s: LoopState,
                    best_params: dict[str, torch.Tensor], iteration: int, position: str | None = None) -> None:
         """The `last` checkpoint, now (written in the background). `iteration`: updates done so far;
         `position` says where the run is, for messages (default "epoch E, iteration I")."""
         s.elapsed_s = self.elapsed()
         self._save_last(model, step, stopper, s, best_params, iteration, position)
+        self._last_checkpoint = time.perf_counter()
 
     def _save_last(self, model: nn.Module, step: Any, stopper: Any, s: LoopState,
                    best_params: dict[str, torch.Tensor], iteration: int, position: str | None = None) -> None:
