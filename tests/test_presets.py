@@ -124,7 +124,7 @@ def test_cli_presets_name_marks_the_defaults(capsys):
     assert cli.main(["presets", "lenet-fast"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "[optim]" in lines and "[data]" in lines and "[lenet]" in lines
-    assert "* learning_rate = 0.1" in lines and "* augment_shift = 1" in lines  # set by the preset
+    assert "* learning_rate = 0.05" in lines and "* augment_shift = 1" in lines  # set by the preset
     assert "  L2_reg = 0.0" in lines and "  divergence = \"on\"" in lines  # defaults, unmarked
     # every field of the resolved config is shown once, under its section
     shown = [ln[2:].split(" = ")[0] for ln in lines if ln[:2] in ("* ", "  ") and " = " in ln]
