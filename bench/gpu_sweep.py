@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="setting names separated by semicolons: sweep these alone")
     ap.add_argument("--ieee", action="store_true", help="tf32 off: IEEE float32, the CPU's arithmetic")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config field for every run (JSON values or bare words), e.g. conv=cudnn: a fixed "
+                    help="a config field for every run, as `deeptut train --KEY VALUE` takes it, e.g. conv=cudnn: a fixed "
                          "LeNet kernel instead of conv = auto's timing at the start of every run")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a dry run")
     ap.add_argument("--quick", action="store_true", help="a tenth of the data, 1 epoch (dry runs)")
@@ -145,13 +145,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_seconds is None and args.device == "cuda" and args.preset == "lenet-fast-gpu":
         args.max_seconds = 2.0
     grid = GRIDS[args.preset]
-    fixed: dict[str, Any] = {}
-    for kv in args.set:
-        key, _, val = kv.partition("=")
-        try:
-            fixed[key] = json.loads(val)
-        except json.JSONDecodeError:
-            fixed[key] = val
     if args.only:
         wanted = [n.strip() for n in args.only.split(";")]
         unknown = [n for n in wanted if n not in grid]
@@ -166,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     from deeptut.errors import TrainingError
     from deeptut.train.loop import fit
 
+    fixed = config.parse_overrides([f"--{kv}" for kv in args.set])  # checked and typed as `deeptut train`'s
     for name, over in grid.items():  # a bad override fails here, before any data is loaded or run trained
         config.resolve(args.preset, overrides={**over, **fixed, "device": args.device})
     datasets = {}

@@ -23,20 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="lenet")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                    help="any config field, for both runs (JSON values: 0.1, true, \"cudnn\" or bare words)")
+                    help="any config field, for both runs, as `deeptut train --KEY VALUE` takes it")
     ap.add_argument("--quick", action="store_true", help="a tenth of the data (dry runs)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
@@ -47,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from deeptut.data.datasets import Split, Splits, load_dataset
     from deeptut.train.loop import fit
 
-    common = {"device": args.device}
-    for kv in args.override:
-        key, _, val = kv.partition("=")
-        common[key] = _value(val)
+    common = {"device": args.device, **config.parse_overrides([f"--{kv}" for kv in args.override])}
     rules = {"threshold 0.995": {"improvement": "threshold"},
              f"mcnemar, alpha {args.alpha}": {"improvement": "mcnemar", "mcnemar_alpha": args.alpha}}
     cfgs = {name: config.resolve(args.preset, overrides={**common, **over}) for name, over in rules.items()}

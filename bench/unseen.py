@@ -86,21 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", default="digits,fashion-mnist-inverted")
     ap.add_argument("--digits-csv")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config field for every run (JSON values or bare words), e.g. learning_rate=0.05")
+                    help="a config field for every run, as `deeptut train --KEY VALUE` takes it, e.g. "
+                         "learning_rate=0.05")
     args = ap.parse_args(argv)
 
     from deeptut import config
     from deeptut.data.datasets import load_dataset
     from deeptut.errors import ConfigError, DataError, TrainingError
-    import json
 
-    extra = {}
-    for kv in args.override:
-        key, _, val = kv.partition("=")
-        try:
-            extra[key] = json.loads(val)
-        except json.JSONDecodeError:
-            extra[key] = val
+    extra = config.parse_overrides([f"--{kv}" for kv in args.override])  # as `deeptut train --KEY VALUE`
     from deeptut.train.loop import fit
 
     print(f"{time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} CPUs, load average "
