@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deeptut.models.da import DEFAULT_INIT_SEED, cross_entropy_from_logits, tied_uniform
+from deeptut.models.da import DEFAULT_INIT_SEED, cross_entropy_from_logits, tied_uniform, weights_and_biases
 
 
 class cA(nn.Module):
@@ -43,13 +43,9 @@ class cA(nn.Module):
         self.floor_division = floor_division
         if numpy_rng is None:
             numpy_rng = np.random.RandomState(DEFAULT_INIT_SEED)
-        if W is None:
-            W = nn.Parameter(torch.from_numpy(tied_uniform(numpy_rng, n_visible, n_hidden)))
-        if tuple(W.shape) != (n_visible, n_hidden):
-            raise ValueError(f"cA: W has shape {tuple(W.shape)}, expected ({n_visible}, {n_hidden})")
-        self.W = W                                                                  # [n_visible, n_hidden]
-        self.b = bhid if bhid is not None else nn.Parameter(torch.zeros(n_hidden))  # hidden bias
-        self.b_prime = bvis if bvis is not None else nn.Parameter(torch.zeros(n_visible))  # visible bias
+        # W [n_visible, n_hidden], b (hidden bias), b_prime (visible bias)
+        self.W, self.b, self.b_prime = weights_and_biases("cA", n_visible, n_hidden, numpy_rng, tied_uniform, W,
+                                                          bhid, bvis)
 
     @property
     def params(self) -> list[nn.Parameter]:

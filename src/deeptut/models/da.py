@@ -19,6 +19,8 @@ draw order (randint first, then W) is the tutorial's and the seed has a natural 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,21 @@ def tied_uniform(rng: np.random.RandomState, n_visible: int, n_hidden: int) -> n
     """
     bound = 4 * np.sqrt(6.0 / (n_hidden + n_visible))
     return np.asarray(rng.uniform(low=-bound, high=bound, size=(n_visible, n_hidden)), dtype=np.float32)
+
+
+def weights_and_biases(where: str, n_visible: int, n_hidden: int, numpy_rng: np.random.RandomState,
+                       init: Callable[[np.random.RandomState, int, int], np.ndarray], W: nn.Parameter | None,
+                       hidden_bias: nn.Parameter | None, visible_bias: nn.Parameter | None
+                       ) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
+    """(W [n_visible, n_hidden], hidden bias [n_hidden], visible bias [n_visible]) of a dA, cA or RBM: W drawn
+    by `init` unless one is given to share (then nothing is drawn from numpy_rng), its shape checked; each
+    bias the one given, else zeros."""
+    if W is None:
+        W = nn.Parameter(torch.from_numpy(init(numpy_rng, n_visible, n_hidden)))
+    if tuple(W.shape) != (n_visible, n_hidden):
+        raise ValueError(f"{where}: W has shape {tuple(W.shape)}, expected ({n_visible}, {n_hidden})")
+    return (W, hidden_bias if hidden_bias is not None else nn.Parameter(torch.zeros(n_hidden)),
+            visible_bias if visible_bias is not None else nn.Parameter(torch.zeros(n_visible)))
 
 
 def cross_entropy_from_logits(x: torch.Tensor, pre_sigmoid_z: torch.Tensor) -> torch.Tensor:
@@ -67,13 +84,9 @@ class dA(nn.Module):
         if corruption_seed is None:  # dA.py: theano_rng = RandomStreams(numpy_rng.randint(2 ** 30))
             corruption_seed = int(numpy_rng.randint(2 ** 30))
         self.corruption_seed = corruption_seed
-        if W is None:
-            W = nn.Parameter(torch.from_numpy(tied_uniform(numpy_rng, n_visible, n_hidden)))
-        if tuple(W.shape) != (n_visible, n_hidden):
-            raise ValueError(f"dA: W has shape {tuple(W.shape)}, expected ({n_visible}, {n_hidden})")
-        self.W = W                                                                  # [n_visible, n_hidden]
-        self.b = bhid if bhid is not None else nn.Parameter(torch.zeros(n_hidden))  # hidden bias
-        self.b_prime = bvis if bvis is not None else nn.Parameter(torch.zeros(n_visible))  # visible bias
+        # W [n_visible, n_hidden], b (hidden bias), b_prime (visible bias)
+        self.W, self.b, self.b_prime = weights_and_biases("dA", n_visible, n_hidden, numpy_rng, tied_uniform, W,
+                                                          bhid, bvis)
 
     @property
     def params(self) -> list[nn.Parameter]:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deeptut.models.da import weights_and_biases
+
 DEFAULT_INIT_SEED = 123  # rbm.py's test_rbm: rng = numpy.random.RandomState(123)
 
 
@@ -81,13 +83,9 @@ class RBM(nn.Module):
         if sample_seed is None:  # rbm.py: theano_rng = RandomStreams(numpy_rng.randint(2 ** 30))
             sample_seed = int(numpy_rng.randint(2 ** 30))
         self.sample_seed = sample_seed
-        if W is None:
-            W = nn.Parameter(torch.from_numpy(rbm_uniform(numpy_rng, n_visible, n_hidden)))
-        if tuple(W.shape) != (n_visible, n_hidden):
-            raise ValueError(f"RBM: W has shape {tuple(W.shape)}, expected ({n_visible}, {n_hidden})")
-        self.W = W                                                                     # [n_visible, n_hidden]
-        self.hbias = hbias if hbias is not None else nn.Parameter(torch.zeros(n_hidden))
-        self.vbias = vbias if vbias is not None else nn.Parameter(torch.zeros(n_visible))
+        # W [n_visible, n_hidden], hbias, vbias
+        self.W, self.hbias, self.vbias = weights_and_biases("RBM", n_visible, n_hidden, numpy_rng, rbm_uniform, W,
+                                                            hbias, vbias)
 
     @property
     def params(self) -> list[nn.Parameter]:
