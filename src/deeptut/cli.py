@@ -110,12 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from deeptut import config
     from deeptut.store import rundir
-    from deeptut.data.datasets import load_dataset
-    from deeptut.train import pretrain
-    from deeptut.train.loop import fit
-
-    def train(cfg, data, run_dir, **kw):  # dA/cA/RBM and SdA/DBN (pre-training first) go through pretrain
-        return (pretrain.train if pretrain.handles(cfg.model) else fit)(cfg, data, run_dir, **kw)
+    from deeptut.train.runner import load_data, train
 
     if args.resume:
         if args.preset or extra or args.config or args.run_dir:
@@ -125,13 +120,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise DeeptutError(f"{run_dir}: not a run directory (no config.json); nothing to resume"
                                if run_dir.is_dir() else f"{run_dir}: no such run directory")
         cfg = rundir.load_config(run_dir)
-        data = load_dataset(cfg.dataset, args.data_dir)
+        data = load_data(cfg, args.data_dir)
         summary = train(cfg, data, run_dir, quiet=args.quiet, resume=True)
     else:
         if not args.preset and not args.config:
             raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
         cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
-        data = load_dataset(cfg.dataset, args.data_dir)
+        data = load_data(cfg, args.data_dir)
         if args.run_dir:
             run_dir = Path(args.run_dir)
             if (run_dir / rundir.CONFIG).exists():
@@ -141,11 +136,13 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         else:
             run_dir = rundir.new_run_dir(args.runs_dir, cfg.preset)
         if not args.quiet:
-            print(f"run directory: {run_dir}  (data: {data.source})")
+            print(f"run directory: {run_dir}  (data: {getattr(data, 'source', cfg.dataset)})")
         summary = train(cfg, data, run_dir, quiet=args.quiet)
     if cfg.model == "rbm" and args.sample == "true":
         _rbm_samples(run_dir, data, args.quiet)
-    if args.quiet and summary.get("phase") == "pretrain":  # dA, cA, RBM: no supervised result
+    if args.quiet and "result" in summary:  # a family's own one-line result (the later chapters)
+        print(f"{summary['result']} -> {run_dir}")
+    elif args.quiet and summary.get("phase") == "pretrain":  # dA, cA, RBM: no supervised result
         print(f"final cost {summary['final_cost']} ({summary['epochs']} epochs, {summary['train_seconds']:.2f} s) "
               f"-> {run_dir}")
     elif args.quiet:

@@ -35,10 +35,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from deeptut import registry
 from deeptut.errors import ConfigError
+from deeptut.models import families as _families
 from deeptut.models.families import FAMILIES, ModelArgs, family, owners
 
-MODELS = tuple(FAMILIES)
+MODELS = tuple(FAMILIES)  # the families registered at import (FAMILIES itself also holds later ones)
 
 _LENET_ONLY = {"models": ("lenet",)}  # field metadata: the families a general field applies to
 
@@ -115,7 +117,7 @@ class Data:
     #   the global std) instead of one global pair; global is the default (not measured to train worse)
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, ("mnist", "fashion-mnist", "idx"))
+        _check_choice("dataset", self.dataset, tuple(registry.DATASETS))
         _check_choice("normalize", self.normalize, ("none", "standard"))
         _at_least(self, 0, "augment_shift")
 
@@ -202,7 +204,7 @@ def _family_defaults() -> dict[str, Any]:
     return out
 
 
-_FAMILY_DEFAULTS = _family_defaults()
+_FAMILY_DEFAULTS: dict[str, Any] = {}  # filled by _rebuild_names below
 
 
 def _restricted_to(key: str) -> tuple[str, ...] | None:
@@ -347,25 +349,51 @@ def parse_bytes(value: str | int, name: str = "size") -> int:
 
 
 # --- the flat names: where each lives and its type ----------------------------------------------------
+# Rebuilt whenever a family is registered (models/families.py register_family), so that a family added
+# from outside src/ gets its flags, its TOML table and its config.json keys like the built-in ones.
 _TOP = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name in ("model", "init_seed")}
-_FIELD_NAMES = {cls: {f.name for f in dataclasses.fields(cls)} for cls in FAMILIES.values()}
 _SECTION_KEYS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in SECTIONS.items()}
 _SECTION_OF = {k: name for name, keys in _SECTION_KEYS.items() for k in keys}  # flat key -> section
 _GENERAL_FIELDS = {f.name: f for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
-# table name (TOML, the nested form) -> the keys it may hold: the sections, and one table per family
-_TABLES = {**_SECTION_KEYS, **{name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in FAMILIES.items()}}
-
-FIELDS: dict[str, dataclasses.Field] = dict(_TOP)  # every flat name -> its dataclass field
-_TYPES: dict[str, Any] = {k: typing.get_type_hints(TrainConfig)[k] for k in _TOP}
-for _cls in (*FAMILIES.values(), *SECTIONS.values()):
-    _hints = typing.get_type_hints(_cls)
-    for _f in dataclasses.fields(_cls):
-        # one name, one type; a family may share a name with another family, never with a section
-        assert _TYPES.setdefault(_f.name, _hints[_f.name]) == _hints[_f.name], f"{_f.name}: two types"
-        assert _cls in SECTIONS.values() or _f.name not in _SECTION_OF, f"{_f.name}: a section's and a family's"
-        FIELDS.setdefault(_f.name, _f)
+_FIELD_NAMES: dict[type, set[str]] = {}
+_TABLES: dict[str, tuple[str, ...]] = {}  # table name (TOML, the nested form) -> the keys it may hold
+FIELDS: dict[str, dataclasses.Field] = {}  # every flat name -> its dataclass field
+_TYPES: dict[str, Any] = {}
 assert len(_SECTION_OF) == sum(map(len, _SECTION_KEYS.values())), "a field in two sections"
-assert not set(FIELDS) & {"net", *SECTIONS, *FAMILIES}, "a flat name that is also a section's or table's"
+
+
+def _rebuild_names() -> None:
+    fields: dict[str, dataclasses.Field] = dict(_TOP)
+    types: dict[str, Any] = {k: typing.get_type_hints(TrainConfig)[k] for k in _TOP}
+    for cls in (*FAMILIES.values(), *SECTIONS.values()):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            # one name, one type; a family may share a name with another family, never with a section
+            if types.setdefault(f.name, hints[f.name]) != hints[f.name]:
+                raise ConfigError(f"{cls.__name__}.{f.name}: another family has a field {f.name} of type "
+                                  f"{types[f.name]}; give it another name or the same type")
+            if cls not in SECTIONS.values() and f.name in _SECTION_OF:
+                raise ConfigError(f"{cls.__name__}.{f.name}: {f.name} is a field of the [{_SECTION_OF[f.name]}] "
+                                  f"section; a family's field needs another name")
+            fields.setdefault(f.name, f)
+    clash = set(fields) & {"net", *SECTIONS, *FAMILIES}
+    if clash:
+        raise ConfigError(f"{', '.join(sorted(clash))}: a flat name that is also a section's or table's")
+    _FAMILY_DEFAULTS.clear()
+    _FAMILY_DEFAULTS.update(_family_defaults())
+    _FIELD_NAMES.clear()
+    _FIELD_NAMES.update({cls: {f.name for f in dataclasses.fields(cls)} for cls in FAMILIES.values()})
+    _TABLES.clear()
+    _TABLES.update({**_SECTION_KEYS, **{name: tuple(f.name for f in dataclasses.fields(cls))
+                                        for name, cls in FAMILIES.items()}})
+    FIELDS.clear()
+    FIELDS.update(fields)
+    _TYPES.clear()
+    _TYPES.update(types)
+
+
+_rebuild_names()
+_families._LISTENERS.append(_rebuild_names)
 
 
 # Other names for a field: the tutorials' name where deeptut keeps one field for two of its scripts' names.

@@ -105,6 +105,11 @@ def load_dataset(name: str = "mnist", data_dir: str | Path | None = None, *, dow
     return _from_pickle(found.pickle, name)
 
 
+def load_for_config(cfg: Any, data_dir: str | Path | None = None) -> Splits:
+    """The registry's loader (deeptut/registry.py) of the image datasets: `cfg.dataset` from `data_dir`."""
+    return load_dataset(cfg.dataset, data_dir)
+
+
 def split_images(data: Any, split: str, dataset: str = "mnist") -> np.ndarray:
     """float32 [n, n_pixels] images of one split ("train", "valid", "test"), pixel / 256 as the tutorial's
     pickle. `data`: None (`dataset` at its default location), a data directory, or an object with

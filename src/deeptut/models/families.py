@@ -40,6 +40,12 @@ class ModelArgs:
 
     pretrains: ClassVar[bool] = False  # True: the config's [pretraining] fields apply to this family
     classifier: ClassVar[bool] = True  # False: trained without labels only (no classifier to evaluate)
+    # How the family is trained: a procedure's name in deeptut/registry.py PROCEDURES ("sgd": train/loop.py
+    # fit; "pretrain": train/pretrain.py). train/runner.py calls it; nothing switches on the family's name.
+    procedure: ClassVar[str] = "sgd"
+    # Pictures of a run beyond the generic ones (learning curves): None (the image families' own, in
+    # viz/render.py), or a "module:function" drawing `fn(run, out_dir, data) -> list[Path]`.
+    pictures: ClassVar[str | None] = None
 
     def model_args(self) -> dict[str, Any]:
         """The fields that determine the parameters' shapes (model.json, without `model` and `format`). All
@@ -133,6 +139,7 @@ class DAArgs(ModelArgs):
     """dA.py's denoising autoencoder (tied weights). Trained alone: learning_rate, n_epochs and batch_size
     are the [optim] fields; init_seed 123 in the preset (test_dA's RandomState(123))."""
 
+    procedure: ClassVar[str] = "pretrain"
     classifier: ClassVar[bool] = False
 
     n_visible: int = 784  # inputs: 28x28 pixels
@@ -160,6 +167,7 @@ class CAArgs(ModelArgs):
     """cA.py's contractive autoencoder. Its n_batchsize (the penalty's divisor) is the config's batch_size,
     set by the training loop."""
 
+    procedure: ClassVar[str] = "pretrain"
     classifier: ClassVar[bool] = False
 
     n_visible: int = 784  # inputs: 28x28 pixels
@@ -191,6 +199,7 @@ class SdAArgs(ModelArgs):
     """SdA.py's stacked denoising autoencoder: sigmoid layers pre-trained as dAs, then logistic regression
     and fine-tuning ([pretraining] and [optim] fields)."""
 
+    procedure: ClassVar[str] = "pretrain"
     pretrains: ClassVar[bool] = True
 
     n_in: int = 784  # inputs: 28x28 pixels (SdA.py's n_ins)
@@ -234,6 +243,7 @@ def _gibbs(args: Any) -> None:
 class RBMArgs(ModelArgs):
     """rbm.py's binary RBM trained alone with CD-k or PCD-k; init_seed 123 in the preset."""
 
+    procedure: ClassVar[str] = "pretrain"
     classifier: ClassVar[bool] = False
 
     n_visible: int = 784  # inputs: 28x28 pixels
@@ -262,6 +272,7 @@ class DBNArgs(ModelArgs):
     """DBN.py's deep belief network: sigmoid layers pre-trained as RBMs, then logistic regression and
     fine-tuning ([pretraining] and [optim] fields)."""
 
+    procedure: ClassVar[str] = "pretrain"
     pretrains: ClassVar[bool] = True
 
     n_in: int = 784  # inputs: 28x28 pixels (DBN.py's n_ins)
@@ -295,6 +306,35 @@ FAMILIES: dict[str, type[ModelArgs]] = {
     "rbm": RBMArgs,
     "dbn": DBNArgs,
 }
+
+
+_LISTENERS: list[Any] = []  # called after a family is registered (config.py rebuilds its tables of names)
+
+
+def register_family(name: str, cls: type[ModelArgs], *, replace: bool = False) -> None:
+    """Add a model family: `--model NAME`, a `[NAME]` table, its fields as flags and config.json keys, and
+    model.json's "model". `cls` is a frozen dataclass subclassing ModelArgs whose `procedure` names a
+    registered procedure (deeptut.registry.register_procedure). Works from outside src/ (a test, a
+    notebook); a run directory of such a family is readable wherever the family is registered again."""
+    if not (isinstance(cls, type) and issubclass(cls, ModelArgs) and dataclasses.is_dataclass(cls)):
+        raise ConfigError(f"family {name!r}: give a dataclass subclassing ModelArgs, got {cls!r}")
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"a family name is letters, digits, - and _; got {name!r}")
+    if name in FAMILIES and FAMILIES[name] is not cls and not replace:
+        raise ConfigError(f"family {name!r} is already registered ({FAMILIES[name].__name__}); pass replace=True")
+    old = FAMILIES.get(name)
+    FAMILIES[name] = cls
+    try:
+        for listener in _LISTENERS:
+            listener()
+    except Exception:  # a clash of field names or types: leave the registry as it was
+        if old is None:
+            del FAMILIES[name]
+        else:
+            FAMILIES[name] = old
+        for listener in _LISTENERS:
+            listener()
+        raise
 
 
 def family(name: str) -> type[ModelArgs]:

@@ -489,7 +489,7 @@ class Run:
 
     def model_json(self) -> dict[str, Any]:
         mj = files.read_json(self.path / MODEL_JSON, CheckpointError, want_object=True)
-        if mj.get("model") not in KNOWN_MODELS:
+        if mj.get("model") not in FAMILIES:
             raise CheckpointError(f"{self.path / MODEL_JSON}: unknown model {mj.get('model')!r}")
         return mj
 
@@ -497,7 +497,7 @@ class Run:
     def model(self) -> str:
         """The run's family: config.json's "model", else model.json's (CheckpointError if unknown)."""
         m = self.config.get("model")
-        if m in KNOWN_MODELS:
+        if m in FAMILIES:
             return m
         return self.model_json()["model"]
 

@@ -15,11 +15,27 @@ from deeptut.viz.predict import confusion_matrix, predict, test_split
 ERRORS_SHOWN = 40
 
 
+def family_pictures(model: str) -> Any:
+    """The family's own picture function (its section's `pictures`, "module:function"), or None for the image
+    families drawn below. `fn(run, out_dir, data) -> list[Path]`."""
+    import importlib
+
+    from deeptut.models.families import FAMILIES
+
+    target = getattr(FAMILIES.get(model), "pictures", None)
+    if target is None:
+        return None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def planned_pictures(run: Run) -> list[str]:
     """The names render_all writes for this run, from the files it has (what `report` checks for staleness)."""
     model = run.model
     metrics = run.metrics()
     names = []
+    if family_pictures(model) is not None:  # a family that draws its own (the later chapters)
+        return ["learning_curves.png"] if metrics.supervised else []
     if metrics.supervised:
         names.append("learning_curves.png")
     if metrics.pretrain:
@@ -66,6 +82,9 @@ def render_all(run_dir: str | Path, data: Any = None) -> list[Path]:
     written = []
     if metrics.supervised:
         written.append(plots.plot_learning_curves(run, out, recs=metrics.supervised))
+    own = family_pictures(model)
+    if own is not None:  # the family draws the rest itself (HMC traces, a piano-roll, ...)
+        return written + list(own(run, out, data))
     if metrics.pretrain:
         written.append(pretrain_plots.plot_pretrain_costs(run, out, metrics.pretrain, model))
     written += plots.plot_filters(run, out, model)

@@ -1,0 +1,46 @@
+"""The one owner of a run: its data loaded once, then the procedure its family names.
+
+    summary = train(cfg, run_dir=Path("runs/x"))            # the data of cfg.dataset, found as the CLI finds it
+    summary = train(cfg, data, run_dir, resume=True)       # continue an interrupted run
+
+`deeptut train`, the Python API (`deeptut.train`) and the tests call this; the family's section
+(`cfg.net.procedure`, models/families.py) says which loop runs (deeptut/registry.py maps the name to the
+function: train/loop.py `fit` for the classifiers, train/pretrain.py `train` for the unsupervised
+families, and one per later chapter). No code here or in the CLI names a family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deeptut import registry
+from deeptut.config import TrainConfig
+from deeptut.errors import ConfigError
+
+
+def load_data(cfg: TrainConfig, data_dir: str | Path | None = None) -> Any:
+    """The data `cfg` trains on: the loader of `cfg.dataset` (deeptut/registry.py DATASETS)."""
+    try:
+        loader = registry.dataset_loader(cfg.dataset)
+    except registry.RegistryError as e:
+        raise ConfigError(str(e)) from None
+    return loader(cfg, data_dir)
+
+
+def procedure_of(cfg: TrainConfig) -> Any:
+    """The function that trains cfg's family (its section's `procedure`)."""
+    try:
+        return registry.procedure(cfg.net.procedure)
+    except registry.RegistryError as e:
+        raise ConfigError(f"model {cfg.model}: {e}") from None
+
+
+def train(cfg: TrainConfig, data: Any = None, run_dir: str | Path | None = None, *,
+          data_dir: str | Path | None = None, quiet: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Train `cfg` (on `data`, or the data of cfg.dataset looked for in `data_dir` and the usual places)
+    into `run_dir` (None: nothing written). Returns the run's summary (summary.json's content)."""
+    if data is None:
+        data = load_data(cfg, data_dir)
+    run = procedure_of(cfg)
+    return run(cfg, data, None if run_dir is None else Path(run_dir), quiet=quiet, resume=resume)
