@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -e '.[viz,test,ray]'
+	$(PIP) install -e '.[viz,test,ray,music,tensorboard]'
 	$(PY) -c "import triton" 2>/dev/null || $(PIP) install $(TRITON_PIN)
 	touch $@
 

@@ -103,7 +103,7 @@ def profile_written(data: Any, overrides: dict[str, Any], layers: tuple[str, str
 
     from deeptut.accel.cuda import lenet_manual
     from deeptut.models import build_model
-    from deeptut.train.step import AutogradStep
+    from deeptut.steps import AutogradStep
 
     cfg = config.resolve("lenet", overrides={"device": DEVICE, **overrides})
     dev = torch.device(DEVICE)

@@ -72,7 +72,7 @@ def test_epoch_shifts_are_a_function_of_seed_and_epoch():
 
 
 def test_image_side():
-    assert augment.image_side(784) == 28 and augment.image_side(1) == 1 and augment.image_side(785) is None
+    assert config.image_side(784) == 28 and config.image_side(1) == 1 and config.image_side(785) is None
 
 
 def test_config_checks_augment_shift():

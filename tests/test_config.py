@@ -120,7 +120,8 @@ def test_sections_hold_the_flat_fields():
         assert getattr(cfg, name) == getattr(getattr(cfg, section), name), name
     assert set(config.FIELDS) == {"model", "init_seed", *config._SECTION_OF,
                                   *(f.name for c in FAMILIES.values() for f in dataclasses.fields(c))}
-    assert config.MODELS == tuple(FAMILIES) == ("logistic", "mlp", "lenet", "da", "ca", "sda", "rbm", "dbn")
+    assert config.MODELS == tuple(FAMILIES)
+    assert config.MODELS[:8] == ("logistic", "mlp", "lenet", "da", "ca", "sda", "rbm", "dbn")  # then the later chapters
 
 
 def test_family_sections_build_their_modules():
@@ -148,9 +149,9 @@ def test_family_sections_build_their_modules():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"model": "mlp", "nkerns": (4, 8)}, "nkerns is a field of model lenet, not of mlp"),
-    ({"model": "logistic", "n_hidden": 20}, "n_hidden is a field of models mlp, lenet, da, ca, rbm, not of logistic"),
+    ({"model": "logistic", "n_hidden": 20}, "n_hidden is a field of models mlp, lenet, da, ca, rbm, .*not of logistic"),
     ({"model": "logistic", "activation": "relu"}, "activation is a field of models mlp, lenet"),
-    ({"model": "lenet", "n_in": 100}, "n_in is a field of models logistic, mlp, sda, dbn, not of lenet"),
+    ({"model": "lenet", "n_in": 100}, "n_in is a field of models logistic, mlp, sda, dbn, .*not of lenet"),
     ({"model": "mlp", "conv": "gemm"}, "conv is a field of model lenet, not of mlp"),
     ({"model": "mlp", "pretraining_epochs": 3}, "pretraining_epochs is a field of models sda, dbn, not of mlp"),
     ({"model": "lenet", "nkerns": (4,)}, "nkerns must be two positive integers"),

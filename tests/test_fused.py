@@ -13,7 +13,7 @@ from deeptut import config
 from deeptut.accel import make_train_step
 from deeptut.accel.cpu.fused import MLPFusedStep
 from deeptut.models import build_model
-from deeptut.train.step import AutogradStep
+from deeptut.steps import AutogradStep
 
 CASES = {
     "tutorial": {},

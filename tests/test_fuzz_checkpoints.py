@@ -2,7 +2,9 @@
 insertions, forged headers declaring huge or overlapping tensors), mutated manifests (any field replaced by
 any JSON value, deleted, or the text itself mangled), mutated tensors behind a matching SHA-256, mutated
 model files. Whatever the input, a loader returns or raises CheckpointError: no other exception escapes,
-and nothing larger than the file is allocated.
+and nothing larger than the file is allocated. Where a loader must refuse (a flipped byte in the tensors file
+behind the manifest that names its SHA-256, a forged header, a manifest naming a file outside the checkpoint
+folder) each case is checked to be refused, and the refusals are counted; the untouched checkpoint loads.
 
 More than 10,000 cases run in well under a minute (derandomized: the same cases on every run).
 """
@@ -29,7 +31,8 @@ from deeptut.train.loop import fit
 
 pytestmark = pytest.mark.slow  # ~20 s for the module (1 to 5 s a fuzzer)
 
-COUNT = {"cases": 0}
+COUNT = {"cases": 0, "refused": 0}
+RAN: dict[str, int] = {}  # fuzzer -> cases it ran in this session
 FUZZ = settings(deadline=None, database=None, derandomize=True, print_blob=True,
                 suppress_health_check=list(HealthCheck))
 
@@ -65,6 +68,16 @@ def fuzzer(n: int, **strategies):
 
 def count() -> None:
     COUNT["cases"] += 1
+
+
+def refused(fn, *args) -> bool:
+    """Run a loader: True if it raised CheckpointError (counted), False if it returned."""
+    try:
+        fn(*args)
+    except CheckpointError:
+        COUNT["refused"] += 1
+        return True
+    return False
 
 
 # --- byte-level mutations ---------------------------------------------------------------------------------
@@ -124,12 +137,15 @@ def forged(header: dict, body: bytes, pad: int) -> bytes:
     return struct.pack("<Q", len(h)) + h + body
 
 
-def check_tensors(data: bytes) -> None:
+def check_tensors(data: bytes) -> bool:
+    """True if refused; else what it allocated is checked against the file's size."""
     try:
         out = store_tensors.load_tensors_bytes(data, "fuzz")
     except CheckpointError:
-        return
+        COUNT["refused"] += 1
+        return True
     assert sum(t.numel() * t.element_size() for t in out.values()) <= len(data)
+    return False
 
 
 @fuzzer(3500, mutations=st.lists(MUTATION, min_size=1, max_size=4))
@@ -174,8 +190,9 @@ def edit(obj, path, op, value):
     return obj
 
 
-def load(ckpt, manifest_bytes: bytes, tensors: bytes | None = None) -> None:
-    """Write the (mutated) files and resume from them into fresh parts: success or CheckpointError."""
+def load(ckpt, manifest_bytes: bytes, tensors: bytes | None = None) -> bool:
+    """Write the (mutated) files and resume from them into fresh parts: success (False) or CheckpointError
+    (True, counted)."""
     run = ckpt["run"]
     d = run / "checkpoints"
     (d / "last.json").write_bytes(manifest_bytes)
@@ -184,9 +201,7 @@ def load(ckpt, manifest_bytes: bytes, tensors: bytes | None = None) -> None:
     ckpt["mutated tensors on disk"] = tensors is not None
     n = torch.get_num_threads()
     try:
-        train_state.load_last(run, *tiny.fresh_parts(ckpt["cfg"]), ckpt["cfg"], ckpt["fp"])
-    except CheckpointError:
-        pass
+        return refused(train_state.load_last, run, *tiny.fresh_parts(ckpt["cfg"]), ckpt["cfg"], ckpt["fp"])
     finally:
         torch.set_num_threads(n)
 
@@ -256,23 +271,100 @@ def mutated_model_files(ckpt, mutations):
     p = ckpt["run"] / "fuzzed-best.safetensors"
     p.write_bytes(mutate(ckpt["best"], mutations))
     model, _, _ = tiny.fresh_parts(ckpt["cfg"])
-    try:
-        rundir.load_parameters(model, p)
-    except CheckpointError:
-        pass
+    refused(rundir.load_parameters, model, p)
 
 
-FUZZERS = [mutated_safetensors_bytes, forged_safetensors_headers, mutated_manifest_fields, mutated_manifest_text, mutated_tensors_behind_a_matching_sha, mutated_model_files]
+@fuzzer(300, at=st.integers(0, 2**20), bit=st.integers(0, 7))
+def flipped_bytes_behind_the_original_manifest(ckpt, at, bit):
+    """One bit flipped anywhere in the tensors file (header or data), the manifest as written (its SHA-256
+    the original file's): every case must be refused."""
+    count()
+    data = bytearray(ckpt["tensors"])
+    data[at % len(data)] ^= 1 << bit
+    assert load(ckpt, ckpt["manifest_text"].encode(), bytes(data)), f"byte {at % len(data)} bit {bit} accepted"
 
 
-@pytest.mark.parametrize("fuzz", FUZZERS, ids=lambda f: f.__name__)
+# fuzzer -> the least share of its cases that must be refused (1.0: every case; >0: some, so that a loader
+# that accepts everything fails; 0: the input may be valid, e.g. a flipped bit in a float of a model file)
+FUZZERS = {mutated_safetensors_bytes: 0.5, forged_safetensors_headers: 0.9, mutated_manifest_fields: 0.5,
+           mutated_manifest_text: 0.9, mutated_tensors_behind_a_matching_sha: 0.5, mutated_model_files: 0.5,
+           flipped_bytes_behind_the_original_manifest: 1.0}
+
+
+@pytest.mark.parametrize("fuzz", list(FUZZERS), ids=lambda f: f.__name__)
 def test_fuzzer(ckpt, fuzz):
     """Whatever the input, the loader returns or raises CheckpointError; every case ran (a filtered or
-    exhausted strategy would run fewer: this counts them)."""
-    COUNT["cases"] = 0
+    exhausted strategy would run fewer: this counts them); at least the fuzzer's share of cases refused."""
+    COUNT["cases"] = COUNT["refused"] = 0
     fuzz(ckpt)
-    assert COUNT["cases"] >= fuzz.cases, f"{fuzz.__name__}: {COUNT['cases']} of {fuzz.cases} cases ran"
+    n, r = COUNT["cases"], COUNT["refused"]
+    assert n >= fuzz.cases, f"{fuzz.__name__}: {n} of {fuzz.cases} cases ran"
+    assert r >= FUZZERS[fuzz] * n and r > 0, f"{fuzz.__name__}: {r} of {n} cases refused"
+    RAN[fuzz.__name__] = n
+    print(f"{fuzz.__name__}: {r} of {n} cases refused")
 
 
 def test_more_than_10000_cases():
-    assert sum(f.cases for f in FUZZERS) > 10_000
+    """The cases the fuzzers above ran in this session, counted as they ran (not their declared numbers)."""
+    if len(RAN) < len(FUZZERS):
+        pytest.skip("counts the cases of the fuzzers run before it in this session; run the whole module")
+    assert sum(RAN.values()) > 10_000, RAN
+
+
+def test_the_untouched_checkpoint_loads(ckpt):
+    """The control: the refusals above are of the mutations, not of every checkpoint."""
+    assert not load(ckpt, ckpt["manifest_text"].encode(), ckpt["tensors"])
+    model, _, _ = tiny.fresh_parts(ckpt["cfg"])
+    assert not refused(rundir.load_parameters, model, ckpt["run"] / "best.safetensors")
+    assert store_tensors.load_tensors_bytes(ckpt["tensors"], "valid")
+
+
+def _entry(data: bytes) -> dict:
+    """The first tensor's header entry of a safetensors file, and the header's length."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    return {"header": header, "name": name, "body": data[8 + n:]}
+
+
+def test_forged_headers_are_each_refused(ckpt):
+    """Headers that lie about the data, each of which must be refused before anything is allocated."""
+    e = _entry(ckpt["tensors"])
+    h, name, body = e["header"], e["name"], e["body"]
+
+    def forge(**change):
+        header = json.loads(json.dumps(h))
+        header[name] = {**header[name], **change}
+        return forged(header, body, 0)
+
+    cases = {
+        "huge shape": forge(shape=[2**40], data_offsets=[0, 4 * 2**40]),
+        "shape larger than its bytes": forge(shape=[10**6]),
+        "offsets past the end": forge(data_offsets=[0, len(body) + 4]),
+        "negative offset": forge(data_offsets=[-4, 0]),
+        "unknown dtype": forge(dtype="F31"),
+        "negative dimension": forge(shape=[-1]),
+        "overlapping tensors": forged({**h, "again": dict(h[name])}, body, 0),
+        "header longer than the file": struct.pack("<Q", len(ckpt["tensors"]) * 2) + ckpt["tensors"][8:],
+        "header not JSON": struct.pack("<Q", 4) + b"{{{{" + body,
+    }
+    refusals = [k for k, data in cases.items() if check_tensors(data)]
+    assert refusals == list(cases), f"accepted: {sorted(set(cases) - set(refusals))}"
+
+
+def test_a_manifest_naming_a_file_outside_the_folder_is_refused(ckpt):
+    """The manifest's file entry must name a checkpoint file in checkpoints/ itself, even with its SHA-256
+    right: a path up, an absolute path, another name, a NUL."""
+    run = ckpt["run"]
+    outside = run / "ckpt-outside.safetensors"  # a valid tensors file, one folder up
+    outside.write_bytes(ckpt["tensors"])
+    sha = files.sha256_bytes(ckpt["tensors"])
+    names = ["../ckpt-outside.safetensors", str(outside), "ckpt-x/../../ckpt-outside.safetensors",
+             "ckpt-" + "../" * 3 + "ckpt-outside.safetensors", "best.safetensors", "../best.safetensors",
+             ckpt["name"] + "\0", "ckpt-\\..\\ckpt-outside.safetensors"]
+    refusals = 0
+    for name in names:
+        m = json.loads(ckpt["manifest_text"])
+        m["files"] = {name: sha}
+        refusals += load(ckpt, json.dumps(m).encode(), ckpt["tensors"])
+    assert refusals == len(names)

@@ -24,7 +24,7 @@ from deeptut.accel.cuda import graphs, updates
 from deeptut.data.datasets import Split, Splits
 from deeptut.data.device import DeviceSplit
 from deeptut.train.loop import evaluate, fit
-from deeptut.train.step import AutogradStep
+from deeptut.steps import AutogradStep
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch sees none)")

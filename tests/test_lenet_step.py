@@ -18,7 +18,7 @@ from deeptut.accel.cuda import lenet_manual
 from deeptut.accel.cuda.graphs import GraphStep
 from deeptut.accel.cuda.updates import AutogradUpdate
 from deeptut.models.lenet import LeNet5
-from deeptut.train.step import AutogradStep
+from deeptut.steps import AutogradStep
 
 CPU = torch.device("cpu")
 needs_triton = pytest.mark.skipif(not lenet_triton.available(CPU) and not torch.cuda.is_available(),

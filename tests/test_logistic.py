@@ -8,8 +8,8 @@ from deeptut.accel import make_train_step
 from deeptut.accel.cpu.fused import LogisticFusedStep
 from deeptut.config import TrainConfig
 from deeptut.models.logistic import LogisticRegression
-from deeptut.train.losses import L1, L2_sqr, errors, n_errors, negative_log_likelihood
-from deeptut.train.step import AutogradStep
+from deeptut.losses import L1, L2_sqr, errors, n_errors, negative_log_likelihood
+from deeptut.steps import AutogradStep
 from synthetic import random_batch, random_logistic
 
 

@@ -12,7 +12,7 @@ from deeptut.config import TrainConfig
 from deeptut.data.device import DeviceSplit
 from deeptut.models.logistic import LogisticRegression
 from deeptut.train.lr_find import lr_find, plot_lr_find
-from deeptut.train.step import AutogradStep
+from deeptut.steps import AutogradStep
 from synthetic import tiny_splits
 
 

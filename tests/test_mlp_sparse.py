@@ -19,7 +19,7 @@ from deeptut.accel.cpu.fused import MLPFusedStep
 from deeptut.accel.cpu.nonzero_pixels import MLPNonzeroPixelsStep
 from deeptut.config import TrainConfig
 from deeptut.models.mlp import MLP
-from deeptut.train.step import AutogradStep
+from deeptut.steps import AutogradStep
 from synthetic import sparse_batch
 
 needs_c = pytest.mark.skipif(not nonzero_pixels.available(), reason=f"no C kernel: {ckernels.last_error}")

@@ -13,7 +13,7 @@ import torch
 from deeptut import cli, config
 from deeptut.config import TrainConfig
 from deeptut.data.device import DeviceSplit
-from deeptut.data.normalize import fit_normalizer, normalized_splits
+from deeptut.data.normalize import Normalizer, fit_normalizer, normalized_splits
 from deeptut.store import rundir
 from deeptut.train.loop import epoch_split, fit
 from synthetic import tiny_splits, write_tiny_idx
@@ -42,7 +42,7 @@ def test_statistics_come_from_the_training_split_only(tmp_path, per_pixel):
     both = np.concatenate([data.train.x, data.valid.x]).astype(np.float64)  # the validation split is left out
     assert not np.array_equal(np.asarray(saved[0]["mean"]), both.mean(axis=0) if per_pixel else both.mean())
     # round trip: the normaliser read back from model.json is the one training used, to the bit
-    loaded = rundir.load_normalizer(tmp_path / "0")
+    loaded = Normalizer.from_saved(*rundir.saved_normalization(tmp_path / "0"))
     fitted = fit_normalizer(data, "standard", per_pixel)
     np.testing.assert_array_equal(loaded.apply(data.test.x), fitted.apply(data.test.x))
 
@@ -50,7 +50,7 @@ def test_statistics_come_from_the_training_split_only(tmp_path, per_pixel):
 def test_without_normalize_model_json_is_as_before(tmp_path):
     fit(tiny_cfg().replace(normalize="none"), tiny_splits(), tmp_path, quiet=True)
     assert "normalize" not in json.loads((tmp_path / "model.json").read_text())
-    n = rundir.load_normalizer(tmp_path)
+    n = Normalizer.from_saved(*rundir.saved_normalization(tmp_path))
     x = tiny_splits().test.x
     assert n.mode == "none" and n.apply(x) is x
 
@@ -105,7 +105,7 @@ def test_predict_eval_viz_and_export_agree_on_a_normalized_run(tmp_path, capsys)
     # eval's per-example predictions: the saved model on the test split as eval feeds it
     model, _ = rundir.load_model(run)
     raw = load_dataset("idx", data_dir)
-    fed = normalized_splits(raw, rundir.load_normalizer(run)).test.x
+    fed = normalized_splits(raw, Normalizer.from_saved(*rundir.saved_normalization(run))).test.x
     with torch.no_grad():
         p_fed = torch.softmax(model(torch.from_numpy(fed)), dim=1)
         p_raw = torch.softmax(model(torch.from_numpy(raw.test.x)), dim=1)

@@ -113,16 +113,21 @@ def test_update_holds_one_thread_and_restores_the_count():
     assert seen == [1] and torch.get_num_threads() == 2
 
 
+def unit(model, cfg):
+    """The bottom layer's trainer (models/trainers.py), what the seam picks a fused update for."""
+    return pretrain.layer_trainers(model, cfg)[0]
+
+
 def test_the_seam_falls_back_to_the_reference():
     cfg = config("da")
     model = build_model(cfg.model_args(), cfg.init_seed)
     ref = pretrain.layer_update(model, cfg, 0, 0.1)
     # fast_step off, or a device that is not the CPU: the reference itself
-    assert accel.make_pretrain_update(model, config("da", fast_step=False), 0, 0.1, CPU, ref) is ref
-    assert accel.make_pretrain_update(model, cfg, 0, 0.1, torch.device("meta"), ref) is ref
+    assert accel.make_pretrain_update(unit(model, config("da", fast_step=False)), config("da", fast_step=False), 0.1, CPU, ref) is ref
+    assert accel.make_pretrain_update(unit(model, cfg), cfg, 0.1, torch.device("meta"), ref) is ref
     # a minibatch above SMALL_BATCH rows keeps the run's thread count (threads 0: torch's own)
-    assert accel.make_pretrain_update(model, config("da", batch_size=64, threads=0), 0, 0.1, CPU, ref).threads is None
-    assert accel.make_pretrain_update(model, cfg, 0, 0.1, CPU, ref).threads.n == 1
+    assert accel.make_pretrain_update(unit(model, config("da", batch_size=64, threads=0)), config("da", batch_size=64, threads=0), 0.1, CPU, ref).threads is None
+    assert accel.make_pretrain_update(unit(model, cfg), cfg, 0.1, CPU, ref).threads.n == 1
     # the cA with true division: its reference update, at one thread, bit-identical (the same function)
     ca_cfg = TrainConfig(model="ca", preset="t-ca", threads=1, device="cpu", n_visible=64, n_hidden=24,
                          learning_rate=0.05, batch_size=10, floor_division=False)
@@ -142,7 +147,7 @@ def test_momentum_is_not_fused():
     cfg = config("da", momentum=0.9)
     model = build_model(cfg.model_args(), cfg.init_seed)
     ref = pretrain.layer_update(model, cfg, 0, 0.1)
-    assert not isinstance(accel.make_pretrain_update(model, cfg, 0, 0.1, CPU, ref), fused.DAFusedUpdate)
+    assert not isinstance(accel.make_pretrain_update(unit(model, cfg), cfg, 0.1, CPU, ref), fused.DAFusedUpdate)
 
 
 def test_bad_values_are_clear_errors():

@@ -11,7 +11,8 @@ import torch
 
 import tiny
 from deeptut.store import rundir
-from deeptut.train.session import Interrupted, Interrupts, Session
+from deeptut.signals import Interrupts
+from deeptut.train.session import Interrupted, Session
 
 
 def _open(tmp_path, resume=False):

@@ -98,7 +98,7 @@ def test_local_sweep_selects_on_validation_and_reports(tmp_path, capsys):
     # every value in the table is the run's own summary
     runs = {r["trial"]: json.loads((d / "trials" / r["trial"] / "summary.json").read_text()) for r in rows}
     for r in rows:
-        assert float(r["best_valid_error"]) == runs[r["trial"]]["best_validation_error"]
+        assert float(r["best_validation_error"]) == runs[r["trial"]]["best_validation_error"]
         cfg = json.loads((d / "trials" / r["trial"] / "config.json").read_text())["config"]
         assert cfg["learning_rate"] == float(r["learning_rate"]) and cfg["seed"] == int(r["seed"])
         assert cfg["n_epochs"] == 4 and cfg["threads"] == 1 and cfg["dataset"] == "idx"

@@ -12,7 +12,7 @@ PIL = pytest.importorskip("PIL.Image")
 from deeptut.errors import CheckpointError, DataError  # noqa: E402
 from deeptut.viz import render_all  # noqa: E402
 from deeptut.viz import plots  # noqa: E402
-from deeptut.store.rundir import load_params  # noqa: E402
+from deeptut.store.tensors import load_arrays  # noqa: E402
 from synthetic_run import make_synthetic_run, synthetic_test_data  # noqa: E402
 from deeptut.viz.tiles import tile_raster_images  # noqa: E402
 
@@ -77,7 +77,7 @@ def test_filters_evolution_strip_and_gif(logistic_run):
     s, h, w = 2, 28, 10 * 29 - 1
     assert a.shape == (3 * h * s + 2 * 2, plots.STRIP_LABEL_W + w * s)
     for i, path in enumerate(sorted((run / "models").iterdir())):
-        W = load_params(path)["W"]
+        W = load_arrays(path)["W"]
         expected = tile_raster_images(W.T, (28, 28), (1, 10), (1, 1))
         top = i * (h * s + 2)
         np.testing.assert_array_equal(a[top:top + h * s:s, plots.STRIP_LABEL_W::s], expected)
@@ -102,7 +102,7 @@ def test_filter_pictures_of_mlp_and_lenet(tmp_path, model):
 
     r = Run.open(run)
     written = plots.plot_filters(r, run / "plots")
-    params = load_params(run / "best.safetensors")
+    params = load_arrays(run / "best.safetensors")
     if model == "mlp":
         assert [p.name for p in written] == ["filters.png"]
         a = png(written[0])

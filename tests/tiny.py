@@ -126,10 +126,10 @@ def child_main(run_dir: str, name: str, resume: bool, hooks: dict[str, Any], cou
     """One process: train the tiny run (or resume it as the CLI does, with the run's saved config); when it
     ends by itself, write its fsync/step counts to counts_path and exit with 0, 3 (TrainingError),
     128 + signal (interrupted) or 1 (anything else). With log_path, stdout and stderr go there."""
-    from deeptut.store import rundir
     from deeptut.errors import TrainingError
-    from deeptut.train import pretrain
-    from deeptut.train.loop import Interrupted, fit
+    from deeptut.store import rundir
+    from deeptut.train import runner
+    from deeptut.train.session import Interrupted
 
     if log_path is not None:
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -139,8 +139,7 @@ def child_main(run_dir: str, name: str, resume: bool, hooks: dict[str, Any], cou
     code = 0
     try:
         cfg = rundir.load_config(run_dir) if resume else tiny_config(name)
-        train = pretrain.train if pretrain.handles(cfg.model) else fit
-        train(cfg, tiny_splits(), Path(run_dir), quiet=True, resume=resume)
+        runner.train(cfg, tiny_splits(), Path(run_dir), quiet=True, resume=resume)
     except Interrupted as e:
         code = 128 + e.signum
     except TrainingError:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import synthetic
+from deeptut.accel import thread_counts
 from deeptut.data.datasets import Splits
 from deeptut.config import TrainConfig
 from deeptut.models import build_model
@@ -53,7 +54,7 @@ def make_unsup_run(run_dir: str | Path, model: str, *, epochs: int = 3, n_layers
     (path / "models").mkdir(parents=True, exist_ok=True)
     # the config a run of these sizes writes (init_seed 123: the rbm / dA / DBN chapters' RandomState(123))
     cfg = TrainConfig(model=model, preset=model, seed=seed, init_seed=123, batch_size=10, **SMALL[model])
-    rundir.write_config(path, cfg, torch.device("cpu"))
+    rundir.write_config(path, cfg, torch.device("cpu"), threads=thread_counts())
     net = build_model(cfg.model_args(), cfg.init_seed)
     rundir.save_model(path, net, cfg, rundir.INIT)  # init.safetensors and model.json
     key = first_layer_key(model)

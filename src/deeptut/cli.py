@@ -19,11 +19,19 @@ def _parser() -> argparse.ArgumentParser:
     from deeptut.config import preset_names
 
     presets = ", ".join(preset_names())
-    p = argparse.ArgumentParser(prog="deeptut", description="The Deep Learning Tutorials on PyTorch.")
+    from deeptut import __version__
+
+    p = argparse.ArgumentParser(prog="deeptut", description="The Deep Learning Tutorials on PyTorch. In Python: "
+                                "import deeptut; run = deeptut.train('logistic', n_epochs=5) (help(deeptut)).")
+    p.add_argument("--version", action="version", version=f"deeptut {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a preset; any config field can be overridden with --name value",
-                       epilog=EPILOG.format(presets=presets), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EPILOG.format(presets=presets), formatter_class=argparse.RawDescriptionHelpFormatter,
+                       add_help=False)
+    t.add_argument("-h", "--help", action=_TrainHelp, nargs=0,
+                   help="show this help; after a preset (deeptut train PRESET --help): also the config fields "
+                        "of its model, with their meaning, unit, default and the preset's value")
     t.add_argument("preset", nargs="?", help=f"preset name ({presets})")
     t.add_argument("--config", help="a TOML file of config values (applied after the preset)")
     t.add_argument("--data-dir", help="directory with the four MNIST IDX files or mnist.pkl.gz")
@@ -48,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the AIS noise (default 0)")
     e.add_argument("--device", default="cpu", help="where the AIS runs (cpu, cuda; default cpu)")
 
-    s = sub.add_parser("sample", help="rbm runs: draw rbm.py's samples.png into RUN_DIR/plots/")
+    s = sub.add_parser("sample", help="rbm runs: draw rbm.py's samples.png into RUN_DIR/plots/; rnnrbm runs: "
+                                      "a generated sample.mid and sample.png")
     s.add_argument("run_dir")
     s.add_argument("--data-dir")
     s.add_argument("--seed", type=int, help="seed of the Gibbs noise (default: the RBM's sample_seed)")
@@ -59,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict the digits in an IDX image file or PNG files")
     pr.add_argument("run_dir")
-    pr.add_argument("images", nargs="+", help="an IDX image file (idx3) or 28x28 grayscale PNGs")
+    pr.add_argument("images", nargs="+", help="IDX image files (idx3) or image files (PNG, JPEG; any size, grey or "
+                    "colour, either polarity: made to look like MNIST's digits, with a note)")
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -107,8 +117,58 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _TrainHelp(argparse.Action):
+    """-h/--help of `deeptut train`: the usual help, then, after a preset, the fields of its model."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        parser.print_help()
+        preset = getattr(namespace, "preset", None)
+        if preset:
+            try:
+                print("\n" + preset_fields_help(preset))
+            except DeeptutError as e:
+                print(f"\n{e}")
+        parser.exit()
+
+
+def preset_fields_help(preset: str, width: int = 100) -> str:
+    """The config fields that apply to the preset's model, by TOML table: `--name` (the preset's value, and
+    the default where it differs), then the field's meaning and unit (its comment in config.py /
+    models/families.py)."""
+    import textwrap
+
+    from deeptut import config
+
+    values = config.load_preset(preset)
+    model = values.get("model", config.TrainConfig().model)
+    lines = [f"config fields of {preset} (model {model}); set any with --name value:"]
+    table = None
+    for tab, name, default, meaning in config.field_docs(model):
+        if tab != table:
+            table = tab
+            lines.append(f"  [{tab}]")
+        shown = values.get(name, default)
+        head = f"    --{name} {_flag_value(shown)}" + ("" if _flag_value(shown) == _flag_value(default)
+                                                       else f"   (default {_flag_value(default)})")
+        lines.append(head)
+        if meaning:
+            lines += textwrap.wrap(meaning, width, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    return "\n".join(lines)
+
+
+def _flag_value(v: object) -> str:
+    """A value as it is written after its flag: true, 0.13, 20,50, tanh."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v))
+    return str(v)
+
+
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from deeptut import config
+    from deeptut.api import discard_if_unstarted, open_run_dir
     from deeptut.store import rundir
     from deeptut.train.runner import load_data, train
 
@@ -120,25 +180,19 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise DeeptutError(f"{run_dir}: not a run directory (no config.json); nothing to resume"
                                if run_dir.is_dir() else f"{run_dir}: no such run directory")
         cfg = rundir.load_config(run_dir)
-        data = load_data(cfg, args.data_dir)
+        data = load_data(cfg, args.data_dir or rundir.remembered_data_dir(run_dir))
         summary = train(cfg, data, run_dir, quiet=args.quiet, resume=True)
     else:
         if not args.preset and not args.config:
             raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
         cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
         data = load_data(cfg, args.data_dir)
-        if args.run_dir:
-            run_dir = Path(args.run_dir)
-            if (run_dir / rundir.CONFIG).exists():
-                raise DeeptutError(f"{run_dir}: already holds a run (config.json); continue it with "
-                                   f"deeptut train --resume {run_dir}")
-            run_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            run_dir = rundir.new_run_dir(args.runs_dir, cfg.preset)
+        run_dir, created = open_run_dir(cfg.preset, args.run_dir, args.runs_dir)
         if not args.quiet:
             print(f"run directory: {run_dir}  (data: {getattr(data, 'source', cfg.dataset)})")
-        summary = train(cfg, data, run_dir, quiet=args.quiet)
-    if cfg.model == "rbm" and args.sample == "true":
+        with discard_if_unstarted(run_dir, created):  # a failed start leaves no empty run folder behind
+            summary = train(cfg, data, run_dir, quiet=args.quiet)
+    if cfg.net.samples and args.sample == "true":  # rbm.py ends by drawing its samples
         _rbm_samples(run_dir, data, args.quiet)
     if args.quiet and "result" in summary:  # a family's own one-line result (the later chapters)
         print(f"{summary['result']} -> {run_dir}")
@@ -178,9 +232,11 @@ def _require_classifier(run_dir: str, what: str) -> None:
         model = rundir.Run.open(run_dir).model
     except DeeptutError:
         return  # load_model says what is wrong with the directory
-    if model in rundir.UNSUPERVISED:
+    from deeptut.models.families import FAMILIES
+
+    if not FAMILIES[model].classifier:
         raise DeeptutError(f"{run_dir}: a {model} run has no classifier to {what}"
-                           + ("; try deeptut eval --log-likelihood" if model == "rbm" else ""))
+                           + ("; try deeptut eval --log-likelihood" if FAMILIES[model].samples else ""))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -198,12 +254,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _require_classifier(args.run_dir, "evaluate")
     from deeptut.data.datasets import load_dataset
     from deeptut.data.device import DeviceSplit
-    from deeptut.data.normalize import normalized_splits
+    from deeptut.data.normalize import Normalizer, normalized_splits
     from deeptut.train.loop import evaluate
 
     model, cfg = rundir.load_model(args.run_dir)
     evaluator = cpu_evaluator(model) if cfg.fast_step else None  # the arithmetic training used
-    data = normalized_splits(load_dataset(cfg.dataset, args.data_dir), rundir.load_normalizer(args.run_dir))
+    normalizer = Normalizer.from_saved(*rundir.saved_normalization(args.run_dir))
+    data = normalized_splits(load_dataset(cfg.dataset, args.data_dir), normalizer)
     mode = args.evaluation or cfg.evaluation
     for name in ("valid", "test"):
         split = getattr(data, name)
@@ -215,28 +272,53 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from deeptut.store import rundir
     from deeptut.data.images import load_images
+    from deeptut.data.normalize import Normalizer
+    from deeptut.store import rundir
 
     _require_classifier(args.run_dir, "predict with")
     model, _ = rundir.load_model(args.run_dir)
-    names, x = load_images(args.images)
-    x = rundir.load_normalizer(args.run_dir).apply(x)  # the inputs the model was trained on
+    images = load_images(args.images, strict=False)  # a bad file is reported below; the others predicted
+    for note in images.notes:
+        print(f"note: {note}", file=sys.stderr)
+    names, x = images.names, images.x
+    x = Normalizer.from_saved(*rundir.saved_normalization(args.run_dir)).apply(x)  # the inputs it was trained on
     with torch.no_grad():
         p = torch.softmax(model(torch.from_numpy(x)), dim=1)
     for name, row in zip(names, p):
         k = int(row.argmax())
         print(f"{name}\t{k}\t(p={float(row[k]):.4f})")
-    return 0
+    for name, why in images.failed.items():
+        print(f"deeptut: error: {name}: {why}", file=sys.stderr)
+    return 2 if images.failed else 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from deeptut.viz.samples import write_samples
 
+    own = _family_sampler(args.run_dir)
+    if own is not None:  # a family with its own sampler (rnnrbm: a generated MIDI file and its piano-roll)
+        for path in own(args.run_dir, seed=args.seed, device=args.device):
+            print(path)
+        return 0
     for path in write_samples(args.run_dir, args.data_dir, seed=args.seed, n_chains=args.n_chains,
                               n_samples=args.n_samples, plot_every=args.plot_every, device=args.device):
         print(path)
     return 0
+
+
+def _family_sampler(run_dir: str):  # -> fn(run_dir, *, seed, device) -> [Path] | None
+    """The `sampler` ("module:function") of the run's family section, or None (the RBM's samples.png)."""
+    import importlib
+
+    from deeptut.models.families import family
+    from deeptut.store.rundir import Run
+
+    target = getattr(family(Run.open(run_dir).model), "sampler", None)
+    if target is None:
+        return None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def cmd_lr_find(args: argparse.Namespace, extra: list[str]) -> int:
@@ -273,12 +355,41 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_only(paths: list[str]) -> list[str]:
+    """The run directories among `paths` (a shell's runs/* also names compare.png, lr-find folders, ...):
+    each other one skipped with a note on stderr; none left is an error."""
+    from deeptut.store import rundir
+
+    runs = []
+    for p in paths:
+        if (Path(p) / rundir.CONFIG).is_file() and (Path(p) / rundir.METRICS).is_file():
+            runs.append(p)
+        else:
+            why = "no such file or folder" if not Path(p).exists() else (
+                "not a folder" if not Path(p).is_dir() else "no config.json and metrics.jsonl")
+            print(f"note: skipping {p}: not a run directory ({why})", file=sys.stderr)
+    if not runs:
+        raise DeeptutError("compare: none of the paths given is a run directory")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # families, procedures and datasets registered outside src/ ($DEEPTUT_PLUGINS, entry points)
+        from deeptut import registry
+
+        registry.load_plugins()
+    except LookupError as e:
+        print(f"deeptut: error: {e}", file=sys.stderr)
+        return 2
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("train", "lr-find"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "data_dir", "-") is None and isinstance(getattr(args, "run_dir", None), str):
+        from deeptut.store.rundir import remembered_data_dir
+
+        args.data_dir = remembered_data_dir(args.run_dir)  # where the run read its data (None: search)
     try:
         if args.command == "train":
             return cmd_train(args, extra)
@@ -307,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
                              data_dir=args.data_dir, sweeps_dir=args.sweeps_dir, quiet=args.quiet)
         from deeptut import viz
 
-        if args.command == "report" and (Path(args.run_dir) / "expansion.json").is_file():
+        from deeptut.sweep.run import is_sweep_dir
+
+        if args.command == "report" and is_sweep_dir(args.run_dir):
             from deeptut.sweep.report import write_sweep_report
 
             text, png = write_sweep_report(args.run_dir)
@@ -320,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             print(viz.write_report(args.run_dir, args.out, args.data_dir))
         elif args.command == "compare":
+            args.run_dirs = _runs_only(args.run_dirs)
+            if args.data_dir is None:
+                from deeptut.store.rundir import remembered_data_dir
+
+                args.data_dir = next(filter(None, map(remembered_data_dir, args.run_dirs)), None)
             table, png = viz.compare(args.run_dirs, args.out_dir)
             print(table)
             print(png)

@@ -6,10 +6,10 @@ Unknown keys and wrong types are rejected.
                      (models/families.py: LogisticArgs, MLPArgs, LeNetArgs, DAArgs, CAArgs, SdAArgs, RBMArgs,
                      DBNArgs; TOML tables [logistic], [mlp], [lenet], [da], [ca], [sda], [rbm], [dbn])
     optim            Optimisation: learning rate, minibatches, epochs, penalties, momentum, schedule
-    early_stopping   EarlyStopping: the tutorials' patience rule, validation, evaluation, divergence
+    early_stopping   EarlyStoppingSection: the tutorials' patience rule, validation, evaluation, divergence
     data             Data: which dataset, the order and the moves of the training images, input normalisation
     pretraining      Pretraining: greedy layer-wise pre-training (only for families with `pretrains`)
-    run              Run: preset name, seed, device, threads, what is saved and when
+    run              RunSection: preset name, seed, device, threads, what is saved and when
     accel            Accelerators: how the steps are made fast; none changes what is computed beyond rounding
 
 Every field keeps one flat name, the same everywhere: the flag (`--learning_rate`), the key inside its TOML
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -38,22 +39,23 @@ from typing import Any
 from deeptut import registry
 from deeptut.errors import ConfigError
 from deeptut.models import families as _families
-from deeptut.models.families import FAMILIES, ModelArgs, family, owners
+from deeptut.models.families import DEFAULT_MODEL, FAMILIES, ModelArgs, _at_least, family, owners, with_trait  # one _at_least for every section
 
 MODELS = tuple(FAMILIES)  # the families registered at import (FAMILIES itself also holds later ones)
 
-_LENET_ONLY = {"models": ("lenet",)}  # field metadata: the families a general field applies to
+_CONV_ONLY = {"trait": "convolutional"}  # field metadata: the families (by their section's trait) a field applies to
+
+
+def image_side(n_in: int) -> int | None:
+    """The side of a square image of n_in pixels (784 -> 28), or None when n_in is not a square: what
+    augment_shift moves (data/augment.py translates by it; the loop passes it)."""
+    side = math.isqrt(n_in)
+    return side if side * side == n_in else None
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _at_least(obj: Any, minimum: int, *names: str) -> None:
-    for name in names:
-        if getattr(obj, name) < minimum:
-            raise ConfigError(f"{name} must be >= {minimum}, got {getattr(obj, name)}")
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class Optimisation:
 
 
 @dataclass(frozen=True)
-class EarlyStopping:
-    """The tutorials' patience rule, counted in minibatch iterations (train/early_stopping.py)."""
+class EarlyStoppingSection:
+    """The tutorials' patience rule, counted in minibatch iterations: the settings of train/early_stopping.py's
+    EarlyStopping, the rule itself."""
 
     patience: int = 5000  # look at this many iterations regardless
     patience_increase: float = 2.0  # wait this much longer (x iteration) on a significant improvement
@@ -142,8 +145,10 @@ class Pretraining:
 
 
 @dataclass(frozen=True)
-class Run:
-    preset: str = "logistic"  # name of the preset this config came from (run-directory prefix)
+class RunSection:
+    """How a run is made and kept (store/rundir.py's Run reads a run directory back)."""
+
+    preset: str = DEFAULT_MODEL  # name of the preset this config came from (run-directory prefix)
     seed: int = 1234  # torch/numpy/python RNG seed for data order and anything random in training
     device: str = "auto"  # cpu | cuda | auto
     threads: int = 0  # CPU threads for torch and BLAS (0 = their defaults: all cores); recorded. Busy machine: 1
@@ -178,7 +183,7 @@ class Accelerators:
     amp: str = "off"  # off | bf16: autocast the forward pass to bfloat16 (fast presets; CUDA)
     tf32: bool = False  # CUDA: let float32 convolutions and matrix products use TF32 tensor cores (10-bit
     #   mantissas; fast presets only). False: IEEE float32 throughout, the tutorials' arithmetic
-    conv: str = field(default="auto", metadata=_LENET_ONLY)  # LeNet's conv-pool layers: cudnn (torch's
+    conv: str = field(default="auto", metadata=_CONV_ONLY)  # LeNet's conv-pool layers: cudnn (torch's
     #   kernels) | gemm (im2col + one matrix product, autograd) | triton (fused Triton kernels, CUDA) | auto (on
     #   CUDA: the fastest measured at the start of the run, per layer; elsewhere torch's conv2d). On CUDA
     #   cudnn/triton/auto use the manual update with parallel streams (accel/cuda/lenet_manual.py)
@@ -191,8 +196,8 @@ class Accelerators:
 
 
 # section attribute (and TOML table) -> its class, in the order config.json lists them
-SECTIONS: dict[str, type] = {"optim": Optimisation, "early_stopping": EarlyStopping, "data": Data,
-                             "pretraining": Pretraining, "run": Run, "accel": Accelerators}
+SECTIONS: dict[str, type] = {"optim": Optimisation, "early_stopping": EarlyStoppingSection, "data": Data,
+                             "pretraining": Pretraining, "run": RunSection, "accel": Accelerators}
 
 
 def _family_defaults() -> dict[str, Any]:
@@ -210,9 +215,9 @@ _FAMILY_DEFAULTS: dict[str, Any] = {}  # filled by _rebuild_names below
 def _restricted_to(key: str) -> tuple[str, ...] | None:
     """The models a general field applies to (None: every model)."""
     if key in _SECTION_OF and _SECTION_OF[key] == "pretraining":
-        return tuple(n for n, c in FAMILIES.items() if c.pretrains)
+        return with_trait("pretrains")
     f = _GENERAL_FIELDS.get(key)
-    return None if f is None else f.metadata.get("models")
+    return None if f is None or "trait" not in f.metadata else with_trait(f.metadata["trait"])
 
 
 def applies(key: str, model: str) -> bool:
@@ -244,15 +249,15 @@ class TrainConfig:
     flat field reads as an attribute (`cfg.nkerns`)."""
 
     # --- model (the family's own fields are in `net`) ------------------------------------------------
-    model: str = "logistic"  # which family: logistic | mlp | lenet (models/families.py FAMILIES)
+    model: str = DEFAULT_MODEL  # which family: logistic | mlp | lenet | ... (models/families.py FAMILIES)
     init_seed: int = 1234  # numpy RandomState seed of the tutorial's initialisation (mlp.py: 1234; LeNet: 23455)
-    net: ModelArgs = field(default_factory=lambda: FAMILIES["logistic"]())
+    net: ModelArgs = field(default_factory=lambda: FAMILIES[DEFAULT_MODEL]())
     # --- the other sections ------------------------------------------------------------------------
     optim: Optimisation = field(default_factory=Optimisation)
-    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    early_stopping: EarlyStoppingSection = field(default_factory=EarlyStoppingSection)
     data: Data = field(default_factory=Data)
     pretraining: Pretraining = field(default_factory=Pretraining)
-    run: Run = field(default_factory=Run)
+    run: RunSection = field(default_factory=RunSection)
     accel: Accelerators = field(default_factory=Accelerators)
 
     def __init__(self, **values: Any) -> None:
@@ -281,7 +286,7 @@ class TrainConfig:
                     raise _not_for(f.name, model)
         if values:
             key = next(iter(values))
-            raise ConfigError(f"unknown config key {key!r}")
+            raise ConfigError(f"unknown config key {key!r}{did_you_mean(key, FIELDS)}")
         for k, v in (("model", model), ("init_seed", init_seed), ("net", net), *sections.items()):
             object.__setattr__(self, k, v)
         # every flat field as a plain attribute: reads cost what they did before the sections
@@ -294,8 +299,6 @@ class TrainConfig:
 
     def _check_across_sections(self) -> None:
         if self.augment_shift:
-            from deeptut.data.augment import image_side
-
             side = image_side(self.n_in)
             if side is None or not 0 < self.augment_shift < side:
                 raise ConfigError(f"augment_shift moves square images by fewer pixels than their side: got "
@@ -416,13 +419,22 @@ def _dealias(values: dict[str, Any], source: str) -> tuple[dict[str, Any], bool]
     return out, used
 
 
+def did_you_mean(name: str, known: Any) -> str:
+    """" (did you mean 'x'?)" for the closest of `known` names (a case-insensitive match first, then
+    difflib's), or ""."""
+    import difflib
+
+    known = list(known)
+    close = [k for k in known if k.lower() == name.lower()]
+    close = close or difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Convert `value` (a TOML value or a command-line string) to the field's type, or fail clearly."""
     key = ALIASES.get(key, key)
     if key not in FIELDS:
-        close = [k for k in FIELDS if k.lower() == key.lower()]
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"{source}: unknown config key {key!r}{hint}")
+        raise ConfigError(f"{source}: unknown config key {key!r}{did_you_mean(key, FIELDS)}")
     typ = _TYPES[key]
     try:
         if typ is bool:
@@ -509,15 +521,17 @@ def load_preset(name: str) -> dict[str, Any]:
     """A preset's fields, flat (its tables flattened)."""
     path = resources.files("deeptut.presets") / f"{name}.toml"
     if not path.is_file():
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+        raise ConfigError(f"unknown preset {name!r}{did_you_mean(name, preset_names())}; available: "
+                          f"{', '.join(preset_names())}")
     values = _read_toml(path.read_text(), f"preset {name}")
     values.setdefault("preset", name)
     return values
 
 
 def resolve(preset: str | None = None, config_file: str | Path | None = None,
-            overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """defaults <- preset <- config file <- overrides, each later one winning."""
+            overrides: dict[str, Any] | None = None, *, source: str = "command line") -> TrainConfig:
+    """defaults <- preset <- config file <- overrides, each later one winning. `source` names where the
+    overrides came from in errors ("command line"; the Python API: "deeptut.train(...)")."""
     values: dict[str, Any] = {}
     aliased = False
     if preset:
@@ -533,8 +547,7 @@ def resolve(preset: str | None = None, config_file: str | Path | None = None,
         layer, used = _dealias(_read_toml(text, str(p)), str(p))
         values.update(layer)
         aliased |= used
-    layer, used = _dealias({k: _coerce(k, v, "command line") for k, v in (overrides or {}).items()},
-                           "command line")
+    layer, used = _dealias({k: _coerce(k, v, source) for k, v in (overrides or {}).items()}, source)
     values.update(layer)
     aliased |= used
     cfg = TrainConfig(**values)
@@ -596,3 +609,40 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
 
 def dumps(cfg: TrainConfig) -> str:
     return json.dumps(cfg.to_dict(), indent=2)
+
+
+def field_docs(model: str) -> list[tuple[str, str, Any, str]]:
+    """(table, field, default, meaning) for every field that applies to `model`, in config.json's order:
+    the family's table first, then the sections. The meaning is the comment after the field's line in the
+    source (with its continuation lines), the one place defaults and their units are written."""
+    import inspect
+    import re
+
+    cls_of = {family(model).__name__: family(model), **{c.__name__: c for c in SECTIONS.values()}}
+    docs: dict[str, str] = {}
+    for cls in (TrainConfig, *cls_of.values()):
+        try:
+            lines = inspect.getsource(cls).splitlines()
+        except (OSError, TypeError):  # no source (a frozen install): names and defaults only
+            continue
+        current = None
+        for line in lines:
+            m = re.match(r"\s+(\w+): [^=]+?(?:= .*?)?\s+#\s?(.*)$", line)
+            if m and not line.lstrip().startswith("#"):
+                current = m.group(1)
+                docs.setdefault(current, m.group(2).strip())
+                continue
+            cont = re.match(r"\s+#\s{2,}(.*)$", line)  # "    #   more of the comment above"
+            if cont and current is not None and current in docs:
+                docs[current] += " " + cont.group(1).strip()
+            else:
+                current = None
+    out: list[tuple[str, str, Any, str]] = [("model", "init_seed", _TOP["init_seed"].default, docs.get("init_seed", ""))]
+    for f in dataclasses.fields(family(model)):
+        out.append((model, f.name, f.default, docs.get(f.name, "")))
+    for table, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if applies(f.name, model):
+                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+                out.append((table, f.name, default, docs.get(f.name, "")))
+    return out

@@ -24,6 +24,11 @@ from typing import Any, Callable
 PROCEDURES: dict[str, str | Callable[..., Any]] = {
     "sgd": "deeptut.train.loop:fit",  # minibatch SGD with the tutorials' early stopping (logistic, mlp, lenet)
     "pretrain": "deeptut.train.pretrain:train",  # unsupervised layers (da, ca, rbm), then fine-tuning (sda, dbn)
+    "sequence": "deeptut.train.sequence:train",  # minibatches of variable-length sequences (lstm)
+    "cg": "deeptut.train.cg:train",  # scipy's conjugate gradient on the whole training set (logistic-cg)
+    "hmc": "deeptut.train.hmc:sample",  # Hybrid Monte-Carlo sampling of an energy (hmc)
+    "rnnrbm": "deeptut.train.rnnrbm:train",  # the RNN-RBM on piano-rolls, CD-k through an RNN (rnnrbm)
+    "rnnslu": "deeptut.train.rnnslu:train",  # one sentence per update, F1 each epoch, rate decay (rnnslu)
 }
 
 # dataset name ([data] dataset) -> its loader
@@ -31,6 +36,13 @@ DATASETS: dict[str, str | Callable[..., Any]] = {
     "mnist": "deeptut.data.datasets:load_for_config",
     "fashion-mnist": "deeptut.data.datasets:load_for_config",
     "idx": "deeptut.data.datasets:load_for_config",  # any four IDX files in --data-dir (no checksums)
+    "imdb": "deeptut.data.imdb:load_for_config",  # the LSTM chapter's imdb.pkl (sequences of word indices)
+    "mnist-rows": "deeptut.data.sequences:rows_for_config",  # MNIST, each image a sequence of 28 rows
+    "none": "deeptut.data.none:load",  # no data: the family needs none (hmc samples a given energy)
+    "nottingham": "deeptut.data.music:load_nottingham",  # rnnrbm.py's folk tunes: --data-dir with train/valid/test MIDI
+    "jsb-chorales": "deeptut.data.music:load_chorales",  # the Bach chorales of music21's corpus, as piano-rolls
+    "atis": "deeptut.data.atis:load_for_config",  # rnnslu.py's atis.fold<k>.pkl.gz (BIO slot tags)
+    "slots": "deeptut.data.slots:load_for_config",  # a generated ATIS-like slot-filling corpus (offline)
 }
 
 
@@ -70,6 +82,40 @@ def _resolve(table: dict[str, Any], what: str, name: str) -> Callable[..., Any]:
     module, _, attr = target.partition(":")
     fn = getattr(importlib.import_module(module), attr)
     return fn
+
+
+PLUGINS_ENV = "DEEPTUT_PLUGINS"  # comma-separated module names imported before a command runs
+ENTRY_POINTS = "deeptut.plugins"  # an installed package's entry points in this group are imported too
+_loaded: set[str] = set()
+
+
+def load_plugins(names: str | None = None) -> list[str]:
+    """Import the plug-in modules (each registers its families, procedures and datasets when imported):
+    those named in $DEEPTUT_PLUGINS (or `names`), then the installed packages' `deeptut.plugins` entry
+    points. The CLI calls this first, so `deeptut train`, `--resume`, `viz` and `eval` know a family added
+    outside src/ in every process. Returns the modules newly imported; a module that fails to import
+    raises RegistryError naming it."""
+    import os
+    from importlib import metadata
+
+    wanted = [n.strip() for n in (os.environ.get(PLUGINS_ENV, "") if names is None else names).split(",")]
+    targets = [(n, None) for n in wanted if n]
+    try:
+        targets += [(ep.value, ep) for ep in metadata.entry_points(group=ENTRY_POINTS)]
+    except Exception:  # noqa: BLE001 - a broken installed distribution must not stop deeptut
+        pass
+    new = []
+    for name, ep in targets:
+        if name in _loaded:
+            continue
+        try:
+            ep.load() if ep is not None else importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - said with the module's name
+            where = f"entry point {ep.name} ({name})" if ep is not None else f"{PLUGINS_ENV} module {name!r}"
+            raise RegistryError(f"{where} failed to import: {type(e).__name__}: {e}") from e
+        _loaded.add(name)
+        new.append(name)
+    return new
 
 
 def procedure(name: str) -> Callable[..., Any]:

@@ -1,7 +1,7 @@
 """The accelerators: faster ways to compute the tutorials' training step, and the one seam to them.
 
 The tutorials' path (data/, models/, train/) never needs this package to be understood: a model is a plain
-`nn.Module`, and `train/step.py`'s `AutogradStep` is the reference step (NLL + L1/L2, autograd,
+`nn.Module`, and `deeptut/steps.py`'s `AutogradStep` is the reference step (NLL + L1/L2, autograd,
 torch.optim.SGD). Everything here computes the same function faster on some hardware; `train/` reaches it
 only through the names below (tests/test_architecture.py checks that).
 
@@ -18,7 +18,7 @@ lr_at) -> summed cost` (minibatches first .. first+count-1; an eager step loops 
 and optionally `step.evaluator` (see evaluator.py) for the loop's evaluations.
 
 Glossary
-    step            one object that trains: the interface above. `AutogradStep` (train/step.py) is the
+    step            one object that trains: the interface above. `AutogradStep` (deeptut/steps.py) is the
                     reference; the others compute the same function faster.
     eager step      a step that updates one minibatch per Python call (its `run` is a plain loop).
     fused update    a pre-training update (dA, SdA layer, cA with floor division, RBM, DBN layer) without
@@ -75,7 +75,9 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     from deeptut.accel.cuda import graphs
     from deeptut.accel.cuda.lenet_conv import choose_forward
     from deeptut.accel.fallback import warn
-    from deeptut.train.step import AutogradStep
+    from deeptut.models.logistic import LogisticRegression
+    from deeptut.models.mlp import MLP
+    from deeptut.steps import AutogradStep
 
     forward = choose_forward(model, cfg, device)  # LeNet: its convolutions' form; None: the model itself
     if forward is not None and cfg.conv == "triton" and not graphs.wanted(cfg, device):
@@ -92,12 +94,12 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     on_cpu = cfg.fast_step and device.type == "cpu"
     if step is not None:
         pass
-    elif on_cpu and plain_sgd and cfg.model == "logistic":
+    elif on_cpu and plain_sgd and type(model) is LogisticRegression:
         step = fused.LogisticFusedStep(model, cfg, use_ckernel=cfg.sparse)
-    elif on_cpu and cfg.model == "mlp" and cfg.sparse and nonzero_pixels.supports(model, cfg, device) \
+    elif on_cpu and type(model) is MLP and cfg.sparse and nonzero_pixels.supports(model, cfg, device) \
             and nonzero_pixels.available():
         step = nonzero_pixels.MLPNonzeroPixelsStep(model, cfg)
-    elif on_cpu and cfg.model == "mlp" and fused.supports(model, cfg, device):
+    elif on_cpu and type(model) is MLP and fused.supports(model, cfg, device):
         # one thread at the tutorial's batch of 20 (synchronising a second costs more than it saves);
         # larger batches use the run's thread count
         step = fused.MLPFusedStep(model, cfg, threads=1 if cfg.batch_size <= 32 else cfg.threads)
@@ -113,11 +115,12 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
     return step
 
 
-def make_pretrain_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float, device: torch.device,
+def make_pretrain_update(trainer: Any, cfg: TrainConfig, lr: float, device: torch.device,
                          reference: Callable[..., Any]) -> Callable[..., Any]:
     """The fastest per-minibatch update of `layer`'s unsupervised training, with the signature of
     train/pretrain.py's `layer_update`: update(x, generator, chain, update_index) -> (cost, chain).
 
+    `trainer` is the layer's models/trainers.py LayerTrainer (its unit, rule and the rule's options);
     `reference` is that reference update (the models' own functions). On CPU with fast_step: the dA / SdA
     layer, the cA with the tutorial's floor division and the RBM / DBN layer (plain SGD: no momentum or
     weight decay) get cpu/pretrain.py's fused updates, bit-identical to the
@@ -130,7 +133,7 @@ def make_pretrain_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: flo
         return reference
     from deeptut.accel.cpu import pretrain
 
-    return pretrain.make_update(model, cfg, layer, lr, reference)
+    return pretrain.make_update(trainer, cfg, lr, reference)
 
 
 def span_length(step: Any, it: int, left_in_epoch: int, validation_frequency: int, patience: float) -> int:

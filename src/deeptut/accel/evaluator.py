@@ -14,14 +14,7 @@ from typing import Any, Callable
 import torch
 
 from deeptut.data.stream import row_chunks
-
-
-def wrong_predictions(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """bool [n]: argmax(logits [n, k]) != y; on a CPU in numpy, as the loop computes it (torch's thread pool,
-    woken for so small an op, fights BLAS's spinning threads)."""
-    if logits.device.type == "cpu":
-        return torch.from_numpy(logits.numpy().argmax(axis=1) != y.numpy())
-    return logits.argmax(dim=1) != y
+from deeptut.losses import wrong_predictions
 
 
 class ForwardEvaluator:

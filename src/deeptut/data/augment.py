@@ -15,18 +15,10 @@ image are 0 (MNIST's background).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 ROWS_PER_GATHER = 4096  # rows translated per gather: bounds the int64 index at ~25 MB for 28x28 images
-
-
-def image_side(n_in: int) -> int | None:
-    """The side of a square image of n_in pixels (784 -> 28), or None when n_in is not a square."""
-    side = math.isqrt(n_in)
-    return side if side * side == n_in else None
 
 
 def epoch_shifts(seed: int, epoch: int, n: int, max_shift: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -198,7 +198,8 @@ def read_pkl_gz(path: str | Path, *, n_classes: int = N_CLASSES,
 def parse_pkl(data: bytes, source: str = "<bytes>", *, n_classes: int = N_CLASSES,
               max_decompressed: int = MAX_DECOMPRESSED) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """read_pkl_gz on the file's bytes; `source` names the file in error messages."""
-    if data[:2] == GZIP_MAGIC:
+    gzipped = data[:2] == GZIP_MAGIC
+    if gzipped:
         data = gunzip_bounded(data, source, max_decompressed)
     stream = io.BytesIO(data)
     try:
@@ -206,6 +207,12 @@ def parse_pkl(data: bytes, source: str = "<bytes>", *, n_classes: int = N_CLASSE
     except DataError:
         raise
     except Exception as e:  # anything the pickle machinery or numpy raises on hostile bytes
+        if data[:1] != b"\x80":  # not the tutorial's protocol-2 pickle at all: say what the file is
+            text = data[:16].isascii()
+            head = data[:16].decode("ascii") if text else data[:8].hex(" ")
+            raise DataError(f"{source}: not a valid tutorial pickle: {'its content is not' if gzipped else 'neither gzip nor'}"
+                            f" a pickle (it starts with {'text ' if text else 'bytes '}{head!r}, {len(data)} "
+                            f"bytes). Download it again, or use the four MNIST IDX files") from None
         raise DataError(f"{source}: not a valid tutorial pickle: {type(e).__name__}: {e}") from None
     if stream.read(1):
         raise DataError(f"{source}: trailing data after the end of the pickle")
@@ -284,3 +291,42 @@ def _py2_array(arr: np.ndarray) -> tuple[bytes, memoryview]:
     head = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short(b"b") + b"\x87R"
             + b"(K\x01" + shape + dtype + b"\x89T" + struct.pack("<I", arr.nbytes))
     return head, memoryview(arr).cast("B")
+
+
+def unpickle_plain(data: bytes, source: str = "<bytes>", *,
+                   max_decompressed: int = MAX_DECOMPRESSED) -> Any:
+    """The object of a gzipped (or bare) pickle of plain data only: tuples, lists, dicts, strings, numbers
+    and numpy arrays of plain numeric type (as the tutorials' other files hold them: rnnslu.py's
+    atis.fold*.pkl.gz). The same restricted unpickler as `parse_pkl` (nothing named in the pickle is ever
+    called; only the guards above resolve), with the arrays it built handed back as numpy arrays. The
+    structure is the caller's to check."""
+    if data[:2] == GZIP_MAGIC:
+        data = gunzip_bounded(data, source, max_decompressed)
+    stream = io.BytesIO(data)
+    try:
+        obj = _RestrictedUnpickler(stream, source).load()
+    except DataError:
+        raise
+    except Exception as e:  # anything the pickle machinery or numpy raises on hostile bytes
+        raise DataError(f"{source}: not a valid pickle of plain data: {type(e).__name__}: {e}") from None
+    if stream.read(1):
+        raise DataError(f"{source}: trailing data after the end of the pickle")
+    try:
+        return _plain(obj, source)
+    except RecursionError:
+        raise DataError(f"{source}: the pickle nests too deeply for a data file") from None
+
+
+def _plain(obj: Any, source: str) -> Any:
+    """`obj` with every _Array replaced by its array; anything but plain data is refused."""
+    if isinstance(obj, _Array):
+        if obj.array is None:
+            raise DataError(f"{source}: an array without its data")
+        return obj.array
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_plain(v, source) for v in obj)
+    if isinstance(obj, dict):
+        return {_plain(k, source): _plain(v, source) for k, v in obj.items()}
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, np.ndarray)):
+        return obj
+    raise DataError(f"{source}: holds a {type(obj).__name__}, which is not plain data")

@@ -28,10 +28,13 @@ model.json; `apply` computes in float32, the dtype of the splits.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from deeptut.errors import CheckpointError
 
 MODES = ("none", "standard")
 
@@ -106,6 +109,22 @@ class Normalizer:
             raise RuntimeError("normalize: to_dict before fit")
         return {"mode": self.mode, "per_pixel": self.per_pixel, "std_floor": self.std_floor,
                 "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def saved(self) -> dict[str, Any] | None:
+        """What model.json's "normalize" holds for this normaliser (store/rundir.py save_model writes it as
+        given): None for mode "none" (model.json then has no "normalize", as before it existed)."""
+        return None if self.mode == "none" else self.to_dict()
+
+    @classmethod
+    def from_saved(cls, stats: dict[str, Any] | None, where: str | Path = "model.json") -> "Normalizer":
+        """The normaliser of a saved run from model.json's "normalize" (store/rundir.py
+        saved_normalization): None (absent) is mode "none"; a bad value is a CheckpointError naming `where`."""
+        if stats is None:
+            return cls("none")
+        try:
+            return cls.from_dict(stats)
+        except ValueError as e:
+            raise CheckpointError(f"{where}: {e}") from None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Normalizer":

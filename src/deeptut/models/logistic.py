@@ -24,9 +24,6 @@ class LogisticRegression(nn.Module):
     def p_y_given_x(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self(x), dim=1)
 
-    def y_pred(self, x: torch.Tensor) -> torch.Tensor:
-        return self(x).argmax(dim=1)
-
     def weights(self) -> list[torch.Tensor]:
         """The matrices the L1/L2 penalties apply to (biases are not penalised, as in the tutorials)."""
         return [self.W]

@@ -33,15 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deeptut.models.da import weights_and_biases
+from deeptut.models.da import tied_uniform, weights_and_biases
 
 DEFAULT_INIT_SEED = 123  # rbm.py's test_rbm: rng = numpy.random.RandomState(123)
-
-
-def rbm_uniform(rng: np.random.RandomState, n_visible: int, n_hidden: int) -> np.ndarray:
-    """rbm.py's W: U(low=-4 sqrt(6 / (n_hidden + n_visible)), high=+...) of shape [n_visible, n_hidden], float32."""
-    bound = 4 * np.sqrt(6.0 / (n_hidden + n_visible))
-    return np.asarray(rng.uniform(low=-bound, high=bound, size=(n_visible, n_hidden)), dtype=np.float32)
 
 
 def bernoulli(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -84,7 +78,7 @@ class RBM(nn.Module):
             sample_seed = int(numpy_rng.randint(2 ** 30))
         self.sample_seed = sample_seed
         # W [n_visible, n_hidden], hbias, vbias
-        self.W, self.hbias, self.vbias = weights_and_biases("RBM", n_visible, n_hidden, numpy_rng, rbm_uniform, W,
+        self.W, self.hbias, self.vbias = weights_and_biases("RBM", n_visible, n_hidden, numpy_rng, tied_uniform, W,
                                                             hbias, vbias)
 
     @property
@@ -214,7 +208,7 @@ def tutorial_test_idx(n_visible: int, n_hidden: int, number_of_test_samples: int
         raise ValueError(f"need more than n_chains = {n_chains} test digits (got {number_of_test_samples})")
     rng = np.random.RandomState(seed)
     rng.randint(2 ** 30)
-    rbm_uniform(rng, n_visible, n_hidden)
+    tied_uniform(rng, n_visible, n_hidden)
     return int(rng.randint(number_of_test_samples - n_chains))
 
 

@@ -64,8 +64,3 @@ class SdA(SigmoidStack):
                                for n_in, n_out, layer, b_prime in zip(ins, sizes, self.sigmoid_layers, self.b_prime))
         self.logLayer = LogisticRegression(sizes[-1], n_outs)
 
-    def pretraining_cost(self, k: int, layer_in: torch.Tensor, corruption_level: float,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-        """dA_layers[k]'s cost on its input (from `layer_input(k, x)`, computed once per layer or per step)."""
-        return self.dA_layers[k].cost(layer_in, corruption_level, generator)
-

@@ -1,8 +1,9 @@
 """The presets (one TOML file each, read by deeptut/config.py) and what `deeptut presets` says about them.
 
 ABOUT holds, per preset, its kind (tutorial: reproduces a tutorial script; fast: the same network trained
-the modern way), what it is for, and its published or measured result with the machine, as README.md's
-"Presets and speed" and BENCHMARKS.md give them. A preset missing from ABOUT is listed with "no figure yet".
+the modern way) and what it is for. Its published or measured result with the machine comes from the claims
+registry shipped with the package (deeptut/claims.toml: each figure with its raw result), as README.md's
+"Presets and speed" and BENCHMARKS.md give them. A preset with no registry line says "no figure yet".
 """
 
 from __future__ import annotations
@@ -11,63 +12,68 @@ import dataclasses
 import json
 from typing import Any
 
-CPU = "2-core EPYC CPU"  # BENCHMARKS.md: 2-core AMD EPYC (KVM, AVX-512), 2026-11-26
-H200 = "H200"  # BENCHMARKS.md: one NVIDIA H200, 2026-11-26 and 2026-11-28
-XEON = "2-core Xeon CPU"  # BENCHMARKS.md: 2-core Intel Xeon (KVM, AVX-512), shared, 2026-11-28
-MACHINES = ("machines (BENCHMARKS.md): 2-core AMD EPYC (KVM, AVX-512), 2026-11-26; "
+MACHINES = ("machines (BENCHMARKS.md): 2-core AMD EPYC (KVM, AVX-512), 2026-11-26 and 2026-12-06; "
             "one NVIDIA H200, 2026-11-26 and -28; "
             "2-core Intel Xeon (KVM, AVX-512), shared with other work, 2026-11-28")
 
-# name -> (kind, what it is for, result with the machine)
-ABOUT: dict[str, tuple[str, str, str]] = {
-    "logistic": ("tutorial", "logistic_sgd.py exactly",
-                 "published 7.500000 % valid / 7.489583 % test, 74 epochs; reproduced bit for bit (CPU and GPU)"),
-    "mlp": ("tutorial", "mlp.py exactly (784-500-10 tanh, batch 20)",
-            f"published 1.69 % / 1.65 %; {H200}: the same, full run 107 s"),
-    "lenet": ("tutorial", "convolutional_mlp.py (20/50 kernels, batch 500, 200 epochs)",
-              f"published 0.91 % / 0.92 %; {H200}: 0.92 % / 0.94 % in 16.4 s (IEEE float32)"),
+# name -> (kind, what it is for). The measured result is not written here: it is the preset's line in the
+# claims registry shipped with the package (deeptut/claims.toml), each figure named with its raw result
+# under bench/results/ and checked against it by tests/test_claims.py.
+ABOUT: dict[str, tuple[str, str]] = {
+    "logistic": ("tutorial", "logistic_sgd.py exactly"),
+    "mlp": ("tutorial", "mlp.py exactly (784-500-10 tanh, batch 20)"),
+    "lenet": ("tutorial", "convolutional_mlp.py (20/50 kernels, batch 500, 200 epochs)"),
     "mlp-fast": ("fast", "mlp.py's layer sizes with ReLU in ~25 s on a CPU (standardised inputs, Nesterov, "
-                 "one-cycle peaking at 0.1, 24 epochs, moves of 1 px)",
-                 f"{XEON}: MNIST 0.98 %, Fashion-MNIST 10.69 % test in 23-29 s (3 seeds each, 2 threads)"),
+                 "one-cycle peaking at 0.1, 24 epochs, moves of 1 px)"),
     "lenet-fast": ("fast", "LeNet's layer sizes with ReLU in ~45 s on a CPU (standardised inputs, peak 0.05, "
-                   "7 epochs, moves of 1 px)",
-                   f"{XEON}: MNIST 0.52 %, Fashion-MNIST 8.72 % test in 46 s (3 seeds each, 2 threads)"),
+                   "7 epochs, moves of 1 px)"),
     "lenet-fast-gpu": ("fast", "a wider LeNet (32/64 kernels, ReLU) with a GPU's budget (16 epochs, batch 256, "
-                       "TF32, standardised inputs, moves of 1 px)",
-                       f"{H200}: MNIST 0.45 %, Fashion-MNIST 7.66 % test in 1.4 s (3 seeds each, TF32)"),
-    "da": ("tutorial", "dA.py (500 hidden, batch 20, 15 epochs, corruption 0.3)",
-           f"pictures only (the chapter's filters); {XEON}: 145 s at load ~9 (--threads 1)"),
-    "ca": ("tutorial", "cA.py (500 hidden, batch 10, 20 epochs, contraction 0.1, its floor division)",
-           "pictures only (the chapter's cae_filters.png)"),
-    "sda": ("tutorial", "SdA.py (3 x 1000, batch 1, 15 pre-training epochs a layer, then fine-tuning)",
-            "published 1.39 % valid / 1.3 % test; not yet run here (hours on a CPU)"),
-    "rbm": ("tutorial", "rbm.py (500 hidden, batch 20, PCD-15, 15 epochs)",
-            f"pseudo-likelihood within 1 nat of the published curve every epoch; {XEON}: 268 s (quiet machine); "
-            "AIS test log-likelihood -94.09 nats"),
-    "dbn": ("tutorial", "DBN.py (3 x 1000, CD-1, batch 10, 100 pre-training epochs a layer, then fine-tuning)",
-            "published 1.27 % valid / 1.34 % test; not yet run here (hours on a CPU)"),
+                       "TF32, standardised inputs, moves of 1 px)"),
+    "da": ("tutorial", "dA.py (500 hidden, batch 20, 15 epochs, corruption 0.3)"),
+    "ca": ("tutorial", "cA.py (500 hidden, batch 10, 20 epochs, contraction 0.1, its floor division)"),
+    "sda": ("tutorial", "SdA.py (3 x 1000, batch 1, 15 pre-training epochs a layer, then fine-tuning)"),
+    "rbm": ("tutorial", "rbm.py (500 hidden, batch 20, PCD-15, 15 epochs)"),
+    "dbn": ("tutorial", "DBN.py (3 x 1000, CD-1, batch 10, 100 pre-training epochs a layer, then fine-tuning)"),
     "sda-fast": ("fast", "the SdA's network: 2 pre-training epochs a layer at batch 128, fine-tuning with "
-                 "Nesterov and a one-cycle rate",
-                 f"{XEON}: 1.21 % mean test (3 seeds) in 233-253 s at load 1.4-2.6 (--threads 1)"),
+                 "Nesterov and a one-cycle rate"),
     "dbn-fast": ("fast", "the DBN's network: 2 CD-1 epochs a layer at batch 128, fine-tuning with Nesterov "
-                 "and a one-cycle rate",
-                 f"{XEON}: 1.21 % mean test (3 seeds) in 275-297 s at load 2.4-3.5 (--threads 1)"),
-    "rbm-fast": ("fast", "the RBM: PCD-5, 100 chains, cosine decay over 15 epochs",
-                 f"{XEON}: AIS test log-likelihood -82.64 nats (rbm: -94.09) in 121 s (--threads 1)"),
+                 "and a one-cycle rate"),
+    "rbm-fast": ("fast", "the RBM: PCD-5, 100 chains, cosine decay over 15 epochs"),
+    "hmc": ("tutorial", "test_hmc.py: hmc.py's sampler on a 5-d Gaussian, 3 chains, 1,000 burn-in + 1,000 kept"),
+    "logistic-cg": ("tutorial", "logistic_cg.py: logistic regression by scipy's fmin_cg, at most 50 iterations"),
 }
 NO_FIGURE = "no figure yet"
 
 
+def measured() -> dict[str, dict[str, Any]]:
+    """The claims registry shipped with the package (deeptut/claims.toml): preset -> {"result": line with
+    {names}, "figures": {name: {"value": as printed, the raw result it comes from}}}."""
+    import tomllib
+    from importlib import resources
+
+    return tomllib.loads((resources.files("deeptut") / "claims.toml").read_text())
+
+
+def result(name: str, registry: dict[str, dict[str, Any]] | None = None) -> str:
+    """A preset's measured column: its registry line with each {name} replaced by the figure as printed."""
+    entry = (measured() if registry is None else registry).get(name)
+    if entry is None:
+        return NO_FIGURE
+    figures = entry.get("figures", {})
+    return entry["result"].format(**{k: v["value"] for k, v in figures.items()})
+
+
 def about(name: str) -> tuple[str, str, str]:
     """(kind, what it is for, result with the machine) of a preset; a preset without an entry: its kind
-    guessed from its name, its file's first comment line as its purpose, and no figure."""
+    guessed from its name, its file's first comment line as its purpose; without a registry line: no figure."""
     if name in ABOUT:
-        return ABOUT[name]
+        kind, purpose = ABOUT[name][:2]
+        return kind, purpose, result(name)
     from importlib import resources
 
     text = (resources.files(__name__) / f"{name}.toml").read_text()
     first = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.startswith("#")), "")
-    return ("fast" if "fast" in name else "tutorial", first[:80], NO_FIGURE)
+    return ("fast" if "fast" in name else "tutorial", first[:80], result(name))
 
 
 def table() -> str:

@@ -44,9 +44,7 @@ import torch
 from torch import nn
 
 import deeptut
-from deeptut.accel import thread_counts
 from deeptut.config import TrainConfig, from_dict
-from deeptut.data.normalize import Normalizer
 from deeptut.errors import CheckpointError, ConfigError, DataError, DeeptutError
 from deeptut.models import FAMILIES, build_model
 from deeptut.store import checkpoint, files, tensors
@@ -106,7 +104,9 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def provenance(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+def provenance(cfg: TrainConfig, device: torch.device, threads: dict[str, int | None]) -> dict[str, Any]:
+    """config.json's record of where the run ran; `threads` are the thread counts the caller set
+    (deeptut.accel.thread_counts(): store/ asks the accelerators nothing)."""
     return {
         "config": cfg.to_dict(),
         "versions": {"deeptut": deeptut.__version__, "python": platform.python_version(),
@@ -114,15 +114,51 @@ def provenance(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         "git_commit": git_commit(),
         "seed": cfg.seed,
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-        "threads": thread_counts(),
+        "threads": threads,
         "platform": platform.platform(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def write_config(run_dir: Path, cfg: TrainConfig, device: torch.device) -> None:
-    """config.json: the resolved config and where it ran."""
-    files.atomic_write_json(run_dir / CONFIG, provenance(cfg, device))
+def data_provenance(cfg: TrainConfig, data: Any) -> dict[str, Any] | None:
+    """config.json's "data": the dataset's name and the folder it was read from (a folder of IDX files,
+    or the folder of a .pkl.gz), so that eval / viz / report / predict of the run find it again without
+    --data-dir (`remembered_data_dir`). None for data not read from files (a Splits made in memory)."""
+    source = getattr(data, "source", None)
+    if not isinstance(source, str) or not source:
+        return None
+    path = Path(source)
+    if not path.exists():
+        return None
+    folder = path if path.is_dir() else path.parent
+    return {"dataset": getattr(data, "name", cfg.dataset), "source": str(path.resolve()),
+            "folder": str(folder.resolve())}
+
+
+def remembered_data_dir(run_dir: str | Path) -> Path | None:
+    """Where the run's data was read from (config.json "data" "source": the folder of IDX files, or the
+    .pkl.gz file; both are what --data-dir takes), while it exists; else None (the usual search path then
+    applies). Never raises: a run without it is an older run, or not a run (the command says so)."""
+    try:
+        meta = files.read_json(Path(run_dir) / CONFIG, DataError, want_object=True)
+    except DeeptutError:
+        return None
+    data = meta.get("data")
+    source = data.get("source") if isinstance(data, dict) else None
+    if isinstance(source, str) and source and Path(source).exists():
+        return Path(source)
+    return None
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, device: torch.device, data: Any = None, *,
+                 threads: dict[str, int | None]) -> None:
+    """config.json: the resolved config and where it ran (`threads`: see provenance); with `data` (an object
+    with `.source`, the dataset loaders'), where its data came from ("data": data_provenance)."""
+    meta = provenance(cfg, device, threads)
+    where = data_provenance(cfg, data) if data is not None else None
+    if where is not None:
+        meta["data"] = where
+    files.atomic_write_json(run_dir / CONFIG, meta)
 
 
 def model_metadata(cfg: TrainConfig) -> dict[str, str]:
@@ -131,27 +167,24 @@ def model_metadata(cfg: TrainConfig) -> dict[str, str]:
 
 
 def save_model(run_dir: Path, model: nn.Module, cfg: TrainConfig, name: str = BEST,
-               normalizer: Normalizer | None = None) -> None:
-    """Parameters only (safetensors) plus model.json, which is enough to rebuild the model; with a
-    `normalizer` of mode "standard", model.json's "normalize" holds its statistics (load_normalizer)."""
+               normalization: dict[str, Any] | None = None) -> None:
+    """Parameters only (safetensors) plus model.json, which is enough to rebuild the model; `normalization`,
+    the input normaliser's statistics as the data layer gives them (data/normalize.py `Normalizer.saved()`;
+    None: the raw inputs), goes into model.json's "normalize" as it is (saved_normalization reads it)."""
     tensors.save_tensors(run_dir / name, dict(model.state_dict()), metadata=model_metadata(cfg))
     model_json = run_dir / MODEL_JSON
     if not model_json.exists():
-        extra = {} if normalizer is None or normalizer.mode == "none" else {"normalize": normalizer.to_dict()}
+        extra = {} if normalization is None else {"normalize": normalization}
         files.atomic_write_json(model_json, {**cfg.model_args(), **extra, "format": MODEL_FORMAT})
 
 
-def load_normalizer(run_dir: str | Path) -> Normalizer:
-    """The input normalisation the run's model was trained with (model.json "normalize"; absent: none, the
-    raw pixels). Every path that feeds images to a saved model applies it: `Normalizer.apply(x)`."""
+def saved_normalization(run_dir: str | Path) -> tuple[dict[str, Any] | None, Path]:
+    """(model.json's "normalize", model.json's path): the statistics of the input normalisation the run's
+    model was trained with (None: absent, the raw pixels). Every path that feeds images to a saved model
+    applies it: `Normalizer.from_saved(*saved_normalization(run_dir)).apply(x)` (data/normalize.py)."""
     path = Path(run_dir) / MODEL_JSON
     mj = files.read_json(path, CheckpointError, want_object=True)
-    if "normalize" not in mj:
-        return Normalizer("none")
-    try:
-        return Normalizer.from_dict(mj["normalize"])
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
+    return mj.get("normalize"), path
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
@@ -178,7 +211,7 @@ def load_module(run_dir: str | Path, name: str = BEST) -> nn.Module:
         raise CheckpointError(f"{path}: unsupported model format {args.get('format')!r} "
                               f"(this deeptut reads format {MODEL_FORMAT})")
     try:
-        # model.json's "normalize" describes the inputs (load_normalizer), not the module
+        # model.json's "normalize" describes the inputs (saved_normalization), not the module
         model = build_model({k: v for k, v in args.items() if k != "normalize"})
     except (ConfigError, TypeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot build the model: {e}") from None
@@ -435,11 +468,6 @@ def read_pretrain_lines(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def load_params(path: Path) -> dict[str, np.ndarray]:
-    """A saved parameters file as float32 numpy arrays; missing or corrupt -> CheckpointError."""
-    return tensors.load_arrays(path)
-
-
 class WrongModelError(DeeptutError, ValueError):
     """A command asked of a run whose model family cannot do it (sampling a dA run)."""
 
@@ -506,14 +534,24 @@ class Run:
 
     def require_model(self, model: str, what: str) -> nn.Module:
         """The run's module (best.safetensors) if the run is a `model` run, else WrongModelError naming the
-        run and its model (`deeptut sample` of a dA run, the log-likelihood of an sda run)."""
+        run and its model (`deeptut sample` of a dA run)."""
         have = self.model
         if have != model:
+            raise WrongModelError(f"{self.path}: {what} needs an {model} run; this is a {have} run")
+        return self.load_module()
+
+    def require_trait(self, trait: str, what: str) -> nn.Module:
+        """The run's module if its family's section sets the ClassVar `trait` ("samples": an RBM that
+        samples), else WrongModelError naming the run, its model and the families that would do."""
+        have = self.model
+        if not getattr(FAMILIES[have], trait, False):
+            fit = [n for n, c in FAMILIES.items() if getattr(c, trait, False)]
             hint = ""
-            if have == "dbn" and model == "rbm":
-                hint = ("; DBN.py does not sample, and its generative model is the top RBM plus directed "
-                        "layers below, which deeptut does not implement: train the rbm preset")
-            raise WrongModelError(f"{self.path}: {what} needs an {model} run; this is a {have} run{hint}")
+            if trait == "samples" and FAMILIES[have].pretrains:
+                hint = ("; a pre-trained stack does not sample here (DBN.py's generative model, the top RBM "
+                        "plus directed layers below, is not implemented): train the rbm preset")
+            raise WrongModelError(f"{self.path}: {what} needs an {' or '.join(fit) or 'other family'} run; "
+                                  f"this is a {have} run{hint}")
         return self.load_module()
 
     @property
@@ -521,7 +559,7 @@ class Run:
         return self.path / BEST
 
     def best_params(self) -> dict[str, np.ndarray]:
-        return load_params(self.best_path)
+        return tensors.load_arrays(self.best_path)
 
     def pretrain_models(self, layer: int | None = None) -> list[tuple[int, int, Path]]:
         """(layer, epoch, path) of the models/pretrain-layer*-epoch*.safetensors there are (only `layer`'s
@@ -536,8 +574,9 @@ class Run:
                 found.append((int(m.group(1)), int(m.group(2)), p))
         return sorted(found)
 
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        """Intermediate models/iter-<iteration>.safetensors, by iteration."""
+    def intermediate_models(self) -> list[tuple[int, Path]]:
+        """(iteration, path) of the intermediate models/iter-<iteration>.safetensors (every `save_every`
+        validations), by iteration; not the resumable checkpoints/ (store/checkpoint.py)."""
         d = self.path / MODELS_DIR
         if not d.is_dir():
             return []

@@ -17,8 +17,8 @@ import concurrent.futures as cf
 import os
 from typing import Any
 
+import deeptut.sweep.trial as trial_mod  # the submodule, not a name read from the package deeptut.sweep
 from deeptut.errors import DeeptutError
-from deeptut.sweep import trial as trial_mod
 
 RAY_TASK_RETRIES = 5  # re-executions of a task whose worker died; run_trial's max_attempts bounds the rest
 

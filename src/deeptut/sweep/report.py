@@ -58,8 +58,3 @@ def write_sweep_report(sweep_dir: str | Path) -> tuple[str, Path | None]:
     write_csv(d, expansion, ledger, {})
     text = write_summary(d, expansion, ledger)
     return text, plot_sweep(d, expansion, ledger)
-
-
-def is_sweep_dir(path: str | Path) -> bool:
-    return (Path(path) / "expansion.json").is_file()
-

@@ -13,6 +13,7 @@ The sweep directory (everything a rerun, a report or another node needs):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -24,10 +25,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deeptut.errors import ConfigError, DeeptutError
+from deeptut.signals import Interrupts
+from deeptut.store import files
 from deeptut.sweep.spec import Spec, expand, load_spec, parse_spec
 from deeptut.sweep.trial import FAILED, FINISHED, child_env
 
-CSV_TAIL = ("status", "best_valid_error", "test_error", "epochs", "train_seconds", "attempts")
+# sweep.csv's last columns: the ledger's (results.jsonl) names. Sweeps before issue 21 named the second
+# "best_valid_error"; deeptut reads only the ledger, and rewrites sweep.csv whole from it (write_csv).
+CSV_RESULTS = ("best_validation_error", "test_error", "epochs", "train_seconds", "attempts")
+CSV_TAIL = ("status", *CSV_RESULTS)
 
 
 # --- the sweep directory --------------------------------------------------------------------------------
@@ -69,20 +75,19 @@ def create_sweep_dir(spec_path: str | Path, sweeps_dir: str | Path = "sweeps") -
         (d / "configs" / f"{t['id']}.toml").write_text(
             "".join(f"{k} = {_toml_value(v)}\n" for k, v in t["values"].items()))
     shutil.copyfile(spec_path, d / "spec.toml")
-    _write_json(d / "expansion.json", {"name": spec.name, "preset": spec.preset, "seeds": spec.seeds,
-                                       "swept": spec.swept_fields(), "trials": trials})
+    files.atomic_write_json(d / "expansion.json", {"name": spec.name, "preset": spec.preset, "seeds": spec.seeds,
+                                               "swept": spec.swept_fields(), "trials": trials})
     return d
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+def is_sweep_dir(path: str | Path) -> bool:
+    """A sweep directory (expansion.json), not a run directory: `deeptut report` and `deeptut sweep` ask."""
+    return (Path(path) / "expansion.json").is_file()
 
 
 def open_sweep(sweep_dir: str | Path) -> tuple[Spec, dict]:
     d = Path(sweep_dir)
-    if not (d / "expansion.json").is_file() or not (d / "spec.toml").is_file():
+    if not is_sweep_dir(d) or not (d / "spec.toml").is_file():
         raise DeeptutError(f"{d}: not a sweep directory (no spec.toml / expansion.json)")
     spec = parse_spec((d / "spec.toml").read_text(), str(d / "spec.toml"))
     return spec, json.loads((d / "expansion.json").read_text())
@@ -144,17 +149,15 @@ def record(sweep_dir: Path, ledger: dict[str, dict], result: dict) -> bool:
 def write_csv(sweep_dir: Path, expansion: dict, ledger: dict[str, dict], status: dict[str, str]) -> Path:
     swept = expansion["swept"]
     path = sweep_dir / "sweep.csv"
-    tmp = path.with_name(".sweep.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["trial", "config", "seed", *swept, *CSV_TAIL])
-        for t in expansion["trials"]:
-            r = ledger.get(t["id"], {})
-            w.writerow([t["id"], t["config"], t["seed"], *(t["overrides"].get(k, "") for k in swept),
-                        r.get("status") or status.get(t["id"], "pending"),
-                        *("" if r.get(k) is None else r[k]
-                          for k in ("best_validation_error", "test_error", "epochs", "train_seconds", "attempts"))])
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["trial", "config", "seed", *swept, *CSV_TAIL])
+    for t in expansion["trials"]:
+        r = ledger.get(t["id"], {})
+        w.writerow([t["id"], t["config"], t["seed"], *(t["overrides"].get(k, "") for k in swept),
+                    r.get("status") or status.get(t["id"], "pending"),
+                    *("" if r.get(k) is None else r[k] for k in CSV_RESULTS)])
+    files.atomic_write_bytes(path, text.getvalue().encode())
     return path
 
 
@@ -219,7 +222,7 @@ def write_summary(sweep_dir: Path, expansion: dict, ledger: dict[str, dict]) -> 
     rows, chosen = summarize(expansion, ledger)
     text = format_summary(expansion, rows, chosen, len(expansion["trials"]))
     (sweep_dir / "summary.txt").write_text(text + "\n")
-    _write_json(sweep_dir / "selection.json", {"ranking": rows, "chosen": chosen})
+    files.atomic_write_json(sweep_dir / "selection.json", {"ranking": rows, "chosen": chosen})
     return text
 
 
@@ -271,34 +274,6 @@ class Progress:
 # --- the driver ---------------------------------------------------------------------------------------------
 
 
-class _Stop:
-    """SIGINT/SIGTERM: stop starting trials, interrupt the running ones (they checkpoint), keep every result.
-    A second signal stops waiting."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.count = 0
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_Stop":
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        self.count += 1
-        if self.count > 1:
-            raise KeyboardInterrupt
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 def run_sweep(target: str | Path, *, backend: str = "local", workers: int | None = None,
               address: str | None = None, data_dir: str | None = None, sweeps_dir: str | Path = "sweeps",
               quiet: bool = False, out: Callable[[str], None] = print) -> int:
@@ -334,7 +309,9 @@ def run_sweep(target: str | Path, *, backend: str = "local", workers: int | None
     progress = Progress(len(trials), len(trials) - len(pending), quiet)
     deadline = time.monotonic() + spec.wall_time_s if spec.wall_time_s else None
     code = 0
-    with make_backend(backend, workers=workers, address=address) as be, _Stop() as stop:
+    # SIGINT/SIGTERM: stop starting trials, interrupt the running ones (they checkpoint), keep every result;
+    # a second signal stops waiting
+    with make_backend(backend, workers=workers, address=address) as be, Interrupts(second_raises=True) as stop:
         in_flight: dict[Any, str] = {}
         stopping = False
         try:

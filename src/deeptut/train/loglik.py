@@ -65,7 +65,7 @@ def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: in
 
     device = check_device(device)
     run = Run.open(run_dir)
-    rbm = run.require_model("rbm", "the log-likelihood").to(device)
+    rbm = run.require_trait("samples", "the log-likelihood").to(device)
     dataset = str(run.config.get("dataset", "mnist"))
     if n_runs < 2:
         raise ConfigError(f"--ais-runs must be >= 2 to report a spread (got {n_runs})")

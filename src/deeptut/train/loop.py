@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from deeptut.accel import make_train_step, set_threads, span_length
-from deeptut.config import TrainConfig, parse_bytes
+from deeptut.config import TrainConfig, image_side, parse_bytes
 from deeptut.data import augment
 from deeptut.data.datasets import Splits
 from deeptut.data.device import DeviceSplit
@@ -155,7 +155,7 @@ def epoch_split(cfg: TrainConfig, train: DeviceSplit, epoch: int, normalizer: No
     epoch_data = train.permuted(epoch_permutation(cfg.seed, epoch, len(train))) if cfg.shuffle else train
     if cfg.augment_shift:
         dy, dx = augment.epoch_shifts(cfg.seed, epoch, len(train), cfg.augment_shift)
-        epoch_data = epoch_data.translated(dy, dx, augment.image_side(cfg.n_in), cfg.augment_shift)
+        epoch_data = epoch_data.translated(dy, dx, image_side(cfg.n_in), cfg.augment_shift)
         if normalizer is not None and normalizer.mode != "none":
             if not isinstance(epoch_data, DeviceSplit):
                 raise ConfigError("normalize with augment_shift needs the training split on the device: raise "

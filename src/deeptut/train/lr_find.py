@@ -186,7 +186,7 @@ def range_test(cfg: Any, data: Any, out_dir: str | Path | None = None, *, n_step
     (cfg.normalize; the images are not moved), in an order drawn from `cfg.seed`. The model starts from the
     config's initialisation (init_seed). With `out_dir`: config.json, lr_find.json (the result) and
     lr_find.png written there."""
-    from deeptut.accel import make_train_step, set_threads
+    from deeptut.accel import make_train_step, set_threads, thread_counts
     from deeptut.data.normalize import fit_normalizer, normalized_splits
     from deeptut.models import build_model
     from deeptut.store import files, rundir
@@ -205,7 +205,7 @@ def range_test(cfg: Any, data: Any, out_dir: str | Path | None = None, *, n_step
                          lr_max, n_steps, seed=cfg.seed)
     if out_dir is not None:
         out = Path(out_dir)
-        rundir.write_config(out, cfg, device)
+        rundir.write_config(out, cfg, device, threads=thread_counts())
         files.atomic_write_json(out / "lr_find.json", {
             "preset": cfg.preset, "learning_rate": cfg.learning_rate, "batch_size": cfg.batch_size,
             "n_steps": n_steps, "lr_min": lr_min, "lr_max": lr_max, **result.to_dict()})

@@ -66,21 +66,14 @@ from deeptut.config import TrainConfig
 from deeptut.data.datasets import Splits
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
 from deeptut.models import build_model
+from deeptut.models.trainers import LayerTrainer, Update
 from deeptut.store import checkpoint, rundir, tensors as store_tensors
 from deeptut.train import state as train_state
 from deeptut.train.loop import cuda_precision, epoch_permutation, fit, learning_rate_at, resolve_device
 from deeptut.train.session import Interrupted, Phase, Session
 from deeptut.train.state import LoopState
 
-SINGLE = ("da", "ca", "rbm")  # trained alone, unsupervised
-STACKS = ("sda", "dbn")  # pre-trained layer by layer, then fine-tuned
-FAMILIES = SINGLE + STACKS
 CHUNK_ROWS = 4096  # rows per matrix product when a layer's input is computed for the whole training set
-
-
-def handles(model: str) -> bool:
-    """Whether `deeptut train` runs this family through `train` here (else through fit)."""
-    return model in FAMILIES
 
 
 # --- the loop's state, as a checkpoint holds it --------------------------------------------------------
@@ -145,61 +138,49 @@ class _Stateless:
         pass
 
 
-# --- what each family trains ---------------------------------------------------------------------------
+# --- what each family trains: its section's layer trainers (models/trainers.py) --------------------------
 
 
-def n_layers(model: nn.Module) -> int:
-    return getattr(model, "n_layers", 1)
+def fine_tuned(cfg: TrainConfig) -> bool:
+    """Pre-trained layer by layer, then fine-tuned as a classifier (SdA, DBN); else trained alone without
+    labels (dA, cA, RBM). The family's section says which (`classifier`)."""
+    return cfg.net.classifier
+
+
+def layer_trainers(model: nn.Module, cfg: TrainConfig) -> list[LayerTrainer]:
+    """What the family trains, bottom layer first: its section's `layer_trainers` (models/families.py)."""
+    return cfg.net.layer_trainers(model, cfg.batch_size)
+
+
+def n_layers(model: nn.Module, cfg: TrainConfig) -> int:
+    return len(layer_trainers(model, cfg))
 
 
 def schedule(cfg: TrainConfig) -> tuple[int, float]:
     """(epochs per layer, step size) of the unsupervised phase."""
-    if cfg.model in STACKS:
+    if fine_tuned(cfg):
         return cfg.pretraining_epochs, cfg.pretrain_lr
     return cfg.n_epochs, cfg.learning_rate
 
 
-def layer_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float
-                 ) -> Callable[[torch.Tensor, torch.Generator, torch.Tensor | None, int], tuple[torch.Tensor, Any]]:
+def layer_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float) -> Update:
     """update(x, generator, chain, update_index) -> (cost, chain): one minibatch of `layer`'s training, in
     place, returning the monitoring cost (computed before the update, as a Theano function's output) and
     the PCD chain's new state (None for the others). update_index counts this layer's updates from 0."""
-    if cfg.model == "da":
-        return lambda x, g, chain, i: (model.get_cost_updates(x, cfg.corruption_level, lr, g), None)
-    if cfg.model == "sda":
-        dA = model.dA_layers[layer]
-        level = cfg.corruption_levels[layer]
-        return lambda x, g, chain, i: (dA.get_cost_updates(x, level, lr, g), None)
-    if cfg.model == "ca":
-        model.n_batchsize = cfg.batch_size  # the penalty's divisor (cA.py's n_batchsize)
-        # the division's kind is a training setting, not in model.json (model_args leaves it out), so the
-        # model built from model_args has the default (true division): set the config's here
-        model.floor_division = cfg.floor_division
-
-        def ca_update(x, g, chain, i):
-            L_rec, L_jacob = model.get_cost_updates(x, cfg.contraction_level, lr)
-            return torch.stack([L_rec, L_jacob]), None
-        return ca_update
-    rbm = model if cfg.model == "rbm" else model.rbm_layers[layer]
-
-    def rbm_update(x, g, chain, i):  # rbm.py's bit_i_idx: one visible bit per update, cycling
-        return rbm.get_cost_updates(x, lr, chain if cfg.persistent else None, cfg.k, g, i % rbm.n_visible)
-    return rbm_update
+    return layer_trainers(model, cfg)[layer].reference(lr)
 
 
-def make_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float, device: torch.device
-                ) -> Callable[[torch.Tensor, torch.Generator, torch.Tensor | None, int], tuple[torch.Tensor, Any]]:
+def make_update(model: nn.Module, cfg: TrainConfig, layer: int, lr: float, device: torch.device) -> Update:
     """`layer_update`'s update computed the fastest way the device allows (deeptut.accel: on the CPU a
-    fused update, bit-identical to it, with the same random draws); `layer_update` itself otherwise."""
-    return accel.make_pretrain_update(model, cfg, layer, lr, device, layer_update(model, cfg, layer, lr))
+    fused form of the chapters' rules, bit-identical to it, with the same random draws; picked by the
+    unit's type and rule); `layer_update` itself otherwise."""
+    return accel.make_pretrain_update(layer_trainers(model, cfg)[layer], cfg, lr, device,
+                                      layer_update(model, cfg, layer, lr))
 
 
 def initial_chain(model: nn.Module, cfg: TrainConfig, layer: int, device: torch.device) -> torch.Tensor | None:
     """PCD's chain at the start of a layer: hidden state zeros, one chain per minibatch row (rbm.py)."""
-    if cfg.model not in ("rbm", "dbn") or not cfg.persistent:
-        return None
-    n_hidden = model.n_hidden if cfg.model == "rbm" else model.hidden_layers_sizes[layer]
-    return torch.zeros(cfg.batch_size, n_hidden, device=device)
+    return layer_trainers(model, cfg)[layer].initial_chain(cfg.batch_size, device)
 
 
 def noise_seed(model: nn.Module) -> int:
@@ -216,28 +197,11 @@ def layer_inputs(model: nn.Module, layer: int, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.layer_input(layer, x[i:i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)])
 
 
-def epoch_line(cfg: TrainConfig, layer: int, epoch: int, costs: np.ndarray) -> tuple[str, dict[str, Any]]:
+def epoch_line(model: nn.Module, cfg: TrainConfig, layer: int, epoch: int, costs: np.ndarray
+               ) -> tuple[str, dict[str, Any]]:
     """The tutorial's printed line for an epoch (word for word, its two spaces included: Python's print of
-    'text ' and a number) and the metrics fields."""
-    if cfg.model == "ca":
-        from deeptut.models.ca import epoch_means, tutorial_printed_values
-
-        rec, jnorm = epoch_means(list(map(tuple, costs)))
-        # cA.py prints rows 0 and 1 of its cost array (models/ca.py); the tutorial arithmetic (floor
-        # division) prints those, deeptut's own the epoch means it meant
-        shown = tutorial_printed_values(list(map(tuple, costs))) if cfg.floor_division and len(costs) > 1 \
-            else (rec, jnorm)
-        return (f"Training epoch {epoch}, reconstruction cost  {shown[0]}  jacobian norm  {shown[1]}",
-                {"cost": rec, "jacobian_norm": jnorm})
-    cost = float(np.mean(costs))
-    fields: dict[str, Any] = {"cost": cost}
-    if cfg.model in ("rbm", "dbn"):
-        fields["cost_kind"] = "pseudo-likelihood" if cfg.persistent else "reconstruction"
-    if cfg.model == "da":
-        return f"Training epoch {epoch}, cost  {cost}", fields
-    if cfg.model == "rbm":
-        return f"Training epoch {epoch}, cost is  {cost}", fields
-    return f"Pre-training layer {layer}, epoch {epoch}, cost  {cost}", fields
+    'text ' and a number) and the metrics fields: the layer trainer's."""
+    return layer_trainers(model, cfg)[layer].line(layer, epoch, costs)
 
 
 # --- the procedure -------------------------------------------------------------------------------------
@@ -247,14 +211,14 @@ def train(cfg: TrainConfig, data: Splits, run_dir: Path | None = None, *, quiet:
           resume: bool = False) -> dict[str, Any]:
     """Train a da/ca/rbm (unsupervised) or an sda/dbn (pre-training, then fine-tuning through fit) and
     write the run directory if one is given. Returns the summary (summary.json)."""
-    if not handles(cfg.model):
+    if cfg.net.procedure != "pretrain":
         raise ConfigError(f"model {cfg.model} has no unsupervised phase: train it with fit")
-    if cfg.augment_shift and cfg.model in SINGLE:  # sda/dbn: fine-tuning moves them, pre-training does not
+    if cfg.augment_shift and not fine_tuned(cfg):  # sda/dbn: fine-tuning moves them, pre-training does not
         raise ConfigError(f"augment_shift moves the images of supervised training; {cfg.model} has none "
                           f"(leave augment_shift at 0)")
     run_dir = None if run_dir is None else Path(run_dir)
     with cuda_precision(cfg):
-        if cfg.model in SINGLE:
+        if not fine_tuned(cfg):
             return pretrain(cfg, data, run_dir, quiet=quiet, resume=resume)[1]
         if resume and run_dir is not None and (run_dir / rundir.PRETRAINED).exists():
             # pre-training had finished: fine-tuning goes on from its checkpoint, or starts over
@@ -281,15 +245,16 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     model = build_model(cfg.model_args(), cfg.init_seed).to(device)
     train_x = torch.as_tensor(data.train.x).to(device)  # [n, n_in] float32, the tutorials' shared variable
     n_train_batches = len(train_x) // cfg.batch_size  # whole minibatches, the remainder dropped
-    if n_train_batches == 0 or (cfg.model in STACKS and len(data.valid.x) < cfg.batch_size):
+    if n_train_batches == 0 or (fine_tuned(cfg) and len(data.valid.x) < cfg.batch_size):
         raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training split ({len(train_x)} "
                           f"examples)" + (f" or the validation split ({len(data.valid.x)})"
-                                          if cfg.model in STACKS else ""))
+                                          if fine_tuned(cfg) else ""))
     epochs, lr = schedule(cfg)
-    layers = n_layers(model)
+    trainers = layer_trainers(model, cfg)
+    layers = len(trainers)
     # dA/cA/RBM: [optim] lr_schedule (cosine, onecycle) over n_epochs x n_train_batches updates, as fit's;
     # SdA/DBN pre-train at the constant pretrain_lr, their schedule being fine-tuning's
-    scheduled = cfg.model in SINGLE and cfg.lr_schedule != "constant"
+    scheduled = not fine_tuned(cfg) and cfg.lr_schedule != "constant"
     stateless = _Stateless()
 
     session = Session(run_dir, cfg, say, progress=False)
@@ -319,7 +284,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
                 s.epoch = g + 1
                 s.reset_costs()
                 if epoch == 0:
-                    s.chain = initial_chain(model, cfg, layer, device)
+                    s.chain = trainers[layer].initial_chain(cfg.batch_size, device)
             epoch_x = layer_x[epoch_permutation(cfg.seed, g + 1, len(layer_x)).to(device)] if cfg.shuffle \
                 else layer_x
             for minibatch_index in range(s.next_minibatch, n_train_batches):
@@ -334,12 +299,12 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
                     session.interrupted(interrupt.signum, model, stateless, stateless, s, best(), g + 1,
                                         position(layer, epoch, minibatch_index + 1, n_train_batches))
 
-            line, fields = epoch_line(cfg, layer, epoch, s.epoch_costs())
+            line, fields = trainers[layer].line(layer, epoch, s.epoch_costs())
             say(line)
             session.record(s, phase="pretrain", layer=layer, epoch=epoch, **fields)
             final_cost = fields["cost"]
             if not math.isfinite(fields["cost"]):
-                s.fault, s.stopped, s.done = (f"the {'pre-' * (cfg.model in STACKS)}training cost became "
+                s.fault, s.stopped, s.done = (f"the {'pre-' * fine_tuned(cfg)}training cost became "
                                               f"{fields['cost']} at layer {layer}, epoch {epoch}"), "non-finite", True
             s.reset_costs()
             if session.files is not None and keep_model_file(cfg, epoch, epochs, g):
@@ -354,13 +319,13 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
                 break
         pending = interrupt.signum  # caught after the last epoch: stop once pre-training is saved
     s.elapsed_s = session.elapsed()
-    print(f"The {'pre' * (cfg.model in STACKS)}training code ran for {s.elapsed_s / 60.:.2f}m",
+    print(f"The {'pre' * fine_tuned(cfg)}training code ran for {s.elapsed_s / 60.:.2f}m",
           file=sys.stderr)
 
     if final_cost is None and run_dir is not None:  # resumed after the last epoch's line
         lines = read_pretrain_lines(run_dir)
         final_cost = lines[-1].get("cost") if lines else None
-    if cfg.model in SINGLE:
+    if not fine_tuned(cfg):
         summary = {"phase": "pretrain", "epochs": s.epoch, "final_cost": final_cost,
                    "train_seconds": round(s.elapsed_s, 4), "stopped": s.stopped,
                    "iterations": s.epoch * n_train_batches, "device": str(device), "fault": s.fault}
@@ -388,7 +353,7 @@ def keep_model_file(cfg: TrainConfig, epoch: int, epochs: int, g: int) -> bool:
     """Whether this epoch's model is kept in models/: every epoch of a dA/cA/RBM (the rbm chapter draws the
     filters after each), each layer's last epoch of an SdA/DBN and every `save_every` epochs (an SdA's
     file is ~12 MB; DBN.py's 300 epochs would keep 3.6 GB)."""
-    if cfg.model in SINGLE or epoch == epochs - 1:
+    if not fine_tuned(cfg) or epoch == epochs - 1:
         return True
     return bool(cfg.save_every) and (g + 1) % cfg.save_every == 0
 

@@ -43,4 +43,7 @@ def train(cfg: TrainConfig, data: Any = None, run_dir: str | Path | None = None,
     if data is None:
         data = load_data(cfg, data_dir)
     run = procedure_of(cfg)
-    return run(cfg, data, None if run_dir is None else Path(run_dir), quiet=quiet, resume=resume)
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run(cfg, data, run_dir, quiet=quiet, resume=resume)

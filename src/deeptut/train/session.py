@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import time
@@ -38,7 +39,9 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from deeptut.accel import thread_counts
 from deeptut.config import TrainConfig
+from deeptut.signals import Interrupts  # SIGINT/SIGTERM set a flag; the loop stops at its next step
 from deeptut.store import checkpoint, files, rundir
 from deeptut.train import state as train_state
 from deeptut.train.state import LoopState
@@ -62,49 +65,118 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-class Interrupts:
-    """SIGINT/SIGTERM set a flag (`signum`); the loop stops at its next step boundary and writes a checkpoint.
-    The previous handlers are put back on exit."""
+class _ClearingStream:
+    """stdout while a progress bar is drawn on the terminal: the bar is cleared before each write and drawn
+    again after each finished line, so the loop's printed lines never land on the bar's line."""
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
+    def __init__(self, wrapped: Any, bar: Any) -> None:
+        self.wrapped, self.bar = wrapped, bar
+        self.line_start = True  # the next write starts a line: the bar is on it and must go first
 
-    def __enter__(self) -> "Interrupts":
-        try:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            pass
-        return self
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        if self.line_start:
+            self.bar.clear()
+        n = self.wrapped.write(text)
+        self.line_start = text.endswith("\n")
+        if self.line_start:
+            self.wrapped.flush()
+            self.bar.refresh()
+        return n
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signum = signum
+    def flush(self) -> None:
+        self.wrapped.flush()
 
-    def __exit__(self, *exc: Any) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
 
 
 class Progress:
-    """A one-line progress bar on stderr when it is a terminal, at most ~10 updates a second."""
+    """What a person watching the run sees besides the loop's own lines.
+
+    stderr a terminal: a tqdm bar over the run's minibatch updates (n_epochs x n_train_batches, the upper
+    bound: early stopping may end sooner), with the rate, elapsed time, ETA and, once there is one, the best
+    validation error; while it is drawn, stdout goes through `_ClearingStream`, so each printed line clears
+    the bar first. Otherwise (piped, a notebook, a log file): no bar, and one plain line on stderr per
+    validation (`validated`) with the position, elapsed time and ETA. `enabled` False (quiet): nothing."""
 
     def __init__(self, enabled: bool, total_epochs: int) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.total_epochs, self.last = total_epochs, 0.0
+        self.enabled = enabled
+        self.terminal = enabled and sys.stderr.isatty()
+        self.total_epochs = total_epochs
+        self.bar: Any = None  # tqdm, made at the first show (when the epoch's minibatch count is known)
+        self._stdout: Any = None  # the stdout replaced by a _ClearingStream while the bar is drawn
+        self._epoch = -1
+        self._best = math.inf
+        self._position: tuple[int, int] | None = None  # (done updates, total) at the last show
+        self._start = time.perf_counter()
+        self._first_done: int | None = None  # updates done at the first show (a resumed run's start)
 
     def show(self, epoch: int, minibatch: int, n_batches: int, best: float, prefix: str = "") -> None:
-        """`prefix`: e.g. "layer 1 " for a pre-training phase; `best` a fraction (shown as %)."""
-        now = time.perf_counter()
-        if self.enabled and now - self.last > 0.1:
-            self.last = now
-            sys.stderr.write(f"\r  {prefix}epoch {epoch}/{self.total_epochs} minibatch {minibatch}/{n_batches} "
-                             f"best valid {best * 100:.4f} %\x1b[K")
-            sys.stderr.flush()
+        """After a span of updates: (1-based) `epoch`, `minibatch` updates done of its `n_batches`; `best`
+        the best validation error so far as a fraction (inf before the first validation); `prefix`: e.g.
+        "layer 1 " for a pre-training phase."""
+        if not self.enabled:
+            return
+        done, total = (epoch - 1) * n_batches + minibatch, self.total_epochs * n_batches
+        self._position, self._best = (done, total), best
+        if self._first_done is None:
+            self._first_done, self._start = done - 1, time.perf_counter()  # the first span's update counts
+        if not self.terminal:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            try:  # a terminal that reports no size (0 x 0: a bare pseudo-terminal) gets 80 x 24
+                known = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+            except (OSError, ValueError, AttributeError):
+                known = False
+            self.bar = tqdm(total=total, initial=max(0, done - 1), unit="batch", file=sys.stderr,
+                            dynamic_ncols=known, ncols=None if known else 80, nrows=None if known else 24,
+                            mininterval=0.1, leave=False,
+                            bar_format="  {desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
+            self._stdout, sys.stdout = sys.stdout, _ClearingStream(sys.stdout, self.bar)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self.bar.set_description_str(f"{prefix}epoch {epoch}/{self.total_epochs}", refresh=False)
+        if math.isfinite(best):
+            self.bar.set_postfix_str(f"best valid {best * 100:.2f} %", refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def validated(self, epoch: int, iteration: int, n_batches: int, valid_error: float, best: bool) -> None:
+        """After a validation (Session.record: `iteration` updates done, `valid_error` in %, `best` whether
+        it is a new best): off a terminal, one plain line with the position, the elapsed time, the ETA (at
+        the present rate, to the n_epochs bound) and the best validation error."""
+        if best and math.isfinite(valid_error):
+            self._best = min(self._best, valid_error / 100.0)
+        if not self.enabled or self.terminal:
+            return
+        done, total = iteration, self.total_epochs * n_batches
+        elapsed = time.perf_counter() - self._start
+        rate = (done - (self._first_done or 0)) / elapsed if elapsed > 0 else 0.0
+        eta = f", ETA {_clock((total - done) / rate)}" if rate > 0 else ""
+        best = f", best valid {self._best * 100:.2f} %" if math.isfinite(self._best) else ""
+        sys.stderr.write(f"  [epoch {epoch}/{self.total_epochs}, {done}/{total} minibatches, "
+                         f"{_clock(elapsed)} elapsed{eta}{best}]\n")
+        sys.stderr.flush()
 
     def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
+        """The bar removed and stdout given back (the end of the loop, an interrupt or an error)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self._stdout is not None:
+            sys.stdout, self._stdout = self._stdout, None
+
+
+def _clock(seconds: float) -> str:
+    """12.3 s, 4:05 (m:ss) or 1:02:03 (h:mm:ss)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}" if m < 60 else f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
 class Session:
@@ -149,8 +221,9 @@ class Session:
                     self.say(f"{run_dir}: no checkpoint yet; starting the run over")
                 if self.phase is None:  # a later phase keeps what the first one wrote
                     if not resume or not (run_dir / rundir.CONFIG).exists():
-                        rundir.write_config(run_dir, self.cfg, device)
-                    rundir.save_model(run_dir, model, self.cfg, rundir.INIT, self.normalizer)
+                        rundir.write_config(run_dir, self.cfg, device, data, threads=thread_counts())
+                    rundir.save_model(run_dir, model, self.cfg, rundir.INIT,
+                                      self.normalizer.saved() if self.normalizer is not None else None)
         before = self.phase.lines_before if self.phase is not None else 0
         self.metrics = rundir.MetricsLog(run_dir, keep_lines=before + s.n_validations)
         if run_dir is not None:
@@ -165,6 +238,9 @@ class Session:
         if s.finished and (run_dir / rundir.SUMMARY).exists():
             self.say(f"{run_dir}: the run has already finished; nothing to resume")
             self.finished_summary = files.read_json(run_dir / rundir.SUMMARY)
+        elif not s.done and s.next_minibatch == 0 and s.epoch >= n_epochs:  # stopped after its last update
+            self.say(f"resuming {run_dir}: all {n_epochs} epoch{'s' * (n_epochs != 1)} were trained; "
+                     f"finishing the run (nothing left to train)")
         elif not s.done:
             self.say(f"resuming {run_dir} at epoch {s.epoch + (s.next_minibatch == 0)}, "
                      f"minibatch {s.next_minibatch + 1}/{n_train_batches}")
@@ -179,6 +255,7 @@ class Session:
             try:
                 yield interrupt
             except BaseException:
+                self.progress.clear()  # stdout given back, the bar gone, before the error is printed
                 if self.files is not None:
                     self.files.close()
                 raise
@@ -195,6 +272,9 @@ class Session:
         s.n_validations += 1
         tag = {} if self.phase is None else {"phase": self.phase.name}
         self.metrics.write({**tag, **fields, "elapsed_s": round(self.elapsed(), 4)})
+        if "valid_error" in fields and "iteration" in fields and "n_train_batches" in fields:
+            self.progress.validated(fields.get("epoch", s.epoch), fields["iteration"], fields["n_train_batches"],
+                                    fields["valid_error"], bool(fields.get("best")))
 
     def save_best(self, best_params: dict[str, torch.Tensor]) -> None:
         """best.safetensors (on a new best validation)."""

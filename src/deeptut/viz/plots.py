@@ -22,7 +22,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from deeptut.errors import CheckpointError, DataError  # noqa: E402
-from deeptut.store.rundir import METRICS, Run, load_params, require  # noqa: E402
+from deeptut.models.families import FAMILIES  # noqa: E402
+from deeptut.store.rundir import METRICS, Run, require  # noqa: E402
+from deeptut.store.tensors import load_arrays  # noqa: E402
 from deeptut.viz.tiles import grid_shape, tile_raster_images  # noqa: E402
 
 DPI = 100
@@ -40,8 +42,21 @@ def _square(n: int, path: Path, key: str) -> tuple[int, int]:
 
 # the unsupervised chapters' first layer: W [n_visible, n_hidden] (shared with the sigmoid layer in SdA / DBN),
 # drawn as dA.py / rbm.py draw it: tile_raster_images(W.T, (28, 28), tile_shape=(10, 10), tile_spacing=(1, 1))
-TIED_FIRST_LAYER = {"da": "W", "ca": "W", "rbm": "W", "sda": "sigmoid_layers.0.W", "dbn": "sigmoid_layers.0.W"}
 CHAPTER_TILES = (10, 10)  # the first 100 units (fewer units leave the remaining tiles black, as the chapter's)
+
+
+def first_layer(model: str, path: Path) -> tuple[str, str]:
+    """(style, parameter name) of the family's first-layer picture (its section's `first_layer`)."""
+    cls = FAMILIES.get(model)
+    if cls is None or cls.first_layer is None:
+        raise CheckpointError(f"{path}: unknown model {model!r}" if cls is None else
+                              f"{path}: a {model} run has no first-layer picture")
+    return cls.first_layer
+
+
+def has_filters(model: str) -> bool:
+    cls = FAMILIES.get(model)
+    return cls is not None and cls.first_layer is not None
 
 
 def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
@@ -53,28 +68,29 @@ def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
     lenet: the kernels of both conv layers (layer1: one grid row per output map, one column per input map).
     max_units limits the number of units/kernels drawn; for LeNet it also leaves layer 1 out (the
     pictures over training show layer 0 only)."""
-    if model == "logistic":
-        W = require(params, path, "W", 2)
+    style, key = first_layer(model, path)
+    if style == "templates":
+        W = require(params, path, key, 2)
         rows = W.T[:max_units]
-        return [("filters", "class templates W[:, k]", rows, _square(W.shape[0], path, "W"),
+        return [("filters", f"class templates {key}[:, k]", rows, _square(W.shape[0], path, key),
                  (math.ceil(len(rows) / 5), min(len(rows), 5)))]
-    if model == "mlp":
-        W = require(params, path, "hiddenLayer.W", 2)
+    if style == "units":
+        W = require(params, path, key, 2)
         rows = W.T[:max_units]
-        return [("filters", "first-layer units (hiddenLayer.W.T)", rows,
-                 _square(W.shape[0], path, "hiddenLayer.W"), grid_shape(len(rows)))]
-    if model == "lenet":
-        W0 = require(params, path, "layer0.W", 4)
+        return [("filters", f"first-layer units ({key}.T)", rows, _square(W.shape[0], path, key),
+                 grid_shape(len(rows)))]
+    if style == "kernels":
+        W0 = require(params, path, key, 4)
         kept = W0[:max_units]
         k0 = kept.reshape(len(kept), -1)
         out = [("filters_layer0", "conv layer 0 kernels", k0, tuple(W0.shape[2:]), grid_shape(len(k0), max_cols=10))]
-        if max_units is None:
-            W1 = require(params, path, "layer1.W", 4)
+        second = key.replace("0", "1", 1)  # layer1.W: the next conv layer's kernels
+        if max_units is None and second in params:
+            W1 = require(params, path, second, 4)
             out.append(("filters_layer1", "conv layer 1 kernels (row: output map, column: input map)",
                         W1.reshape(W1.shape[0] * W1.shape[1], -1), tuple(W1.shape[2:]), tuple(W1.shape[:2])))
         return out
-    if model in TIED_FIRST_LAYER:
-        key = TIED_FIRST_LAYER[model]
+    if style == "chapter":
         W = require(params, path, key, 2)  # [n_visible, n_hidden]: one column per hidden unit
         rows = W.T[:CHAPTER_TILES[0] * CHAPTER_TILES[1] if max_units is None else max_units]
         return [("filters", f"first-layer filters ({key}.T)", rows, _square(W.shape[0], path, key),
@@ -107,7 +123,7 @@ def plot_filters(run: Run, out_dir: Path, model: str | None = None, path: Path |
     model = run.model if model is None else model
     path = run.best_path if path is None else path
     written = []
-    for name, _title, rows, img_shape, tile_shape in filter_sets(model, load_params(path), path):
+    for name, _title, rows, img_shape, tile_shape in filter_sets(model, load_arrays(path), path):
         arr = tiles_for(rows, img_shape, tile_shape)
         written.append(save_gray(arr, out_dir / f"{name}{suffix}.png", tile_scale(img_shape, tile_shape)))
     return written
@@ -115,8 +131,8 @@ def plot_filters(run: Run, out_dir: Path, model: str | None = None, path: Path |
 
 # --- filters over training -------------------------------------------------------------------------------
 
-EVOLUTION_UNITS = {"logistic": 10, "mlp": 10, "lenet": 20, **{m: 10 for m in TIED_FIRST_LAYER}}
-GIF_UNITS = {"logistic": None, "mlp": 100, "lenet": None, **{m: None for m in TIED_FIRST_LAYER}}
+EVOLUTION_UNITS = {"templates": 10, "units": 10, "kernels": 20, "chapter": 10}  # by first_layer style
+GIF_UNITS = {"templates": None, "units": 100, "kernels": None, "chapter": None}
 
 
 def _font(size: int) -> Any:
@@ -138,7 +154,7 @@ def evolution_rows(model: str, labelled: list[tuple[str, str, Path]]) -> list[tu
     """(label, one strip row of tiles) per saved model: the first EVOLUTION_UNITS filters in a line."""
     out = []
     for label, _frame_label, p in labelled:
-        name, _t, rows, img_shape, _ts = filter_sets(model, load_params(p), p, EVOLUTION_UNITS[model])[0]
+        name, _t, rows, img_shape, _ts = filter_sets(model, load_arrays(p), p, EVOLUTION_UNITS[first_layer(model, p)[0]])[0]
         out.append((label, tiles_for(rows, img_shape, (1, len(rows)))))
     return out
 
@@ -149,7 +165,7 @@ STRIP_LABEL_W = 110  # pixels of the left column holding "iter N"
 def plot_evolution(run: Run, out_dir: Path, max_rows: int = 10, max_frames: int = 24) -> list[Path]:
     """filters_evolution.png (one row per sampled checkpoint: iteration, then the first filters) and
     filters_evolution.gif (every checkpoint, up to max_frames, as the full filter picture)."""
-    cps = run.checkpoints()
+    cps = run.intermediate_models()
     if not cps:
         return []
     labelled = [(f"iter {it:,}", f"iteration {it:,}", p) for it, p in cps]
@@ -179,7 +195,7 @@ def draw_evolution(model: str, labelled: list[tuple[str, str, Path]], out_dir: P
 
     frames = []
     for _label, frame_label, p in _sample(labelled, max_frames):
-        name, _t, fr, img_shape, tile_shape = filter_sets(model, load_params(p), p, GIF_UNITS[model])[0]
+        name, _t, fr, img_shape, tile_shape = filter_sets(model, load_arrays(p), p, GIF_UNITS[first_layer(model, p)[0]])[0]
         arr = tiles_for(fr, img_shape, tile_shape)
         s = tile_scale(img_shape, tile_shape)
         img = Image.fromarray(arr).resize((arr.shape[1] * s, arr.shape[0] * s), Image.Resampling.NEAREST)
@@ -272,7 +288,7 @@ def plot_confusion(cm: np.ndarray, out_dir: Path) -> Path:
     return _save(fig, out_dir / "confusion.png")
 
 
-def misclassified(y_true: np.ndarray, y_pred: np.ndarray, limit: int) -> np.ndarray:
+def first_misclassified(y_true: np.ndarray, y_pred: np.ndarray, limit: int) -> np.ndarray:
     """Indices of the first `limit` misclassified examples, in test-set order."""
     return np.flatnonzero(y_true != y_pred)[:limit]
 
@@ -280,7 +296,7 @@ def misclassified(y_true: np.ndarray, y_pred: np.ndarray, limit: int) -> np.ndar
 def plot_errors(x: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, out_dir: Path,
                 limit: int = 40, cols: int = 10) -> Path:
     """A gallery of the first misclassified test digits, titled 'true → predicted'."""
-    idx = misclassified(y_true, y_pred, limit)
+    idx = first_misclassified(y_true, y_pred, limit)
     n_wrong = int((y_true != y_pred).sum())
     rows = max(1, math.ceil(len(idx) / cols))
     fig = Figure(figsize=(cols * 0.9, rows * 1.05 + 0.5), layout="constrained")

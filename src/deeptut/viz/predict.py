@@ -44,11 +44,12 @@ def predict(run: Run, x: np.ndarray, batch: int = 2000) -> np.ndarray:
     """Predicted classes of the run's best model for the rows of x (raw pixels, as test_split gives them)."""
     import torch
 
-    from deeptut.store.rundir import load_normalizer
+    from deeptut.data.normalize import Normalizer
+    from deeptut.store.rundir import saved_normalization
 
     model = run.load_module()
     model = model.to("cpu").eval()
-    x = load_normalizer(run.path).apply(x)  # the inputs the model was trained on (model.json normalize)
+    x = Normalizer.from_saved(*saved_normalization(run.path)).apply(x)  # the inputs it was trained on
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):

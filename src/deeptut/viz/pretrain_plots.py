@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from deeptut.models.families import FAMILIES
 from deeptut.store.rundir import PRETRAINED, Run
-from deeptut.viz.plots import Figure, _finite, _save, draw_evolution, filter_sets, load_params, mpl_text, save_gray
+from deeptut.store.tensors import load_arrays
+from deeptut.viz.plots import Figure, _finite, _save, draw_evolution, filter_sets, mpl_text, save_gray
 from deeptut.viz.plots import tile_scale, tiles_for
 
 # rbm.py's printed PL cost per epoch (PCD-15, 500 hidden, lr 0.1, batch 20, 15 epochs), from the chapter
 PUBLISHED_RBM_PL_COST = (-90.6507, -81.2359, -74.9121, -73.0213, -68.4099, -63.2693, -65.9958, -68.1237,
                          -68.3207, -64.2950, -61.5195, -61.6539, -63.5465, -63.3787, -62.7557)
 
-COST_LABELS = {  # y-axis label per family (the cost each chapter prints)
-    "da": "reconstruction cross-entropy (nats)",
-    "sda": "reconstruction cross-entropy (nats)",
-    "ca": "reconstruction cross-entropy (nats)",
+CROSS_ENTROPY = "reconstruction cross-entropy (nats)"  # dA, SdA, cA: lines without a cost_kind
+COST_LABELS = {  # y-axis label per cost kind (the cost each chapter prints)
     "pseudo-likelihood": "pseudo-likelihood cost (n_visible x log p(x_i | x_-i))",
     "reconstruction": "reconstruction log-likelihood (the tutorial's sign)",
 }
@@ -47,6 +47,7 @@ def plot_pretrain_costs(run: Run, out_dir: Path, recs: list[dict[str, Any]], mod
     epoch. cA adds the Jacobian norm (right axis); an rbm run's pseudo-likelihood cost is drawn with the
     published PCD-15 curve on the same axes."""
     layers = by_layer(recs)
+    fam = FAMILIES.get(model)
     n = len(layers)
     cols = min(n, 3)
     rows = -(-n // cols)
@@ -59,7 +60,7 @@ def plot_pretrain_costs(run: Run, out_dir: Path, recs: list[dict[str, Any]], mod
         kind = cost_kind(lrecs)
         ax.plot(epochs, _finite([r["cost"] for r in lrecs]), "o-", ms=3, lw=1.4, color="tab:blue",
                 label="this run")
-        if model == "rbm" and kind == "pseudo-likelihood":
+        if fam is not None and fam.samples and kind == "pseudo-likelihood":  # rbm.py's run
             pub = np.array(PUBLISHED_RBM_PL_COST)
             ax.plot(np.arange(len(pub)), pub, "s--", ms=3, lw=1.2, color="tab:orange",
                     label="published (rbm.py, PCD-15)")
@@ -71,8 +72,9 @@ def plot_pretrain_costs(run: Run, out_dir: Path, recs: list[dict[str, Any]], mod
             ax2.legend(loc="upper center", fontsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (0-based, as printed)")
-        ax.set_ylabel(COST_LABELS.get(kind or model, "cost"), fontsize=8)
-        ax.set_title(f"layer {layer}" if n > 1 or model in ("sda", "dbn") else mpl_text(model), fontsize=10)
+        ax.set_ylabel(COST_LABELS.get(kind, CROSS_ENTROPY), fontsize=8)
+        ax.set_title(f"layer {layer}" if n > 1 or (fam is not None and fam.pretrains) else mpl_text(model),
+                     fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     fig.suptitle(f"{mpl_text(run.config.get('preset', model))}: pre-training cost per epoch", fontsize=11)
@@ -96,7 +98,7 @@ def plot_epoch_filters(run: Run, out_dir: Path, model: str) -> list[Path]:
     """rbm.py's filters_at_epoch_E.png for each saved layer-0 epoch (E 0-based, as the chapter names them)."""
     written = []
     for _layer, epoch, p in run.pretrain_models(layer=0):
-        _n, _t, rows, img_shape, tile_shape = filter_sets(model, load_params(p), p)[0]
+        _n, _t, rows, img_shape, tile_shape = filter_sets(model, load_arrays(p), p)[0]
         written.append(save_gray(tiles_for(rows, img_shape, tile_shape), out_dir / f"filters_at_epoch_{epoch}.png",
                                  tile_scale(img_shape, tile_shape)))
     return written
@@ -116,6 +118,6 @@ def plot_pretrained_filters(run: Run, out_dir: Path, model: str) -> list[Path]:
     path = run.path / PRETRAINED
     if not path.is_file():
         return []
-    _n, _t, rows, img_shape, tile_shape = filter_sets(model, load_params(path), path)[0]
+    _n, _t, rows, img_shape, tile_shape = filter_sets(model, load_arrays(path), path)[0]
     return [save_gray(tiles_for(rows, img_shape, tile_shape), out_dir / "filters_pretrained.png",
                       tile_scale(img_shape, tile_shape))]

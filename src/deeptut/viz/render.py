@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from deeptut.models.families import FAMILIES
 from deeptut.store import rundir
-from deeptut.store.rundir import PRETRAINED, PRETRAINED_FAMILIES, UNSUPERVISED, Run
+from deeptut.store.rundir import PRETRAINED, Metrics, Run
 import deeptut.viz.plots as plots  # names the submodule, not the viz package (which imports this module)
 import deeptut.viz.pretrain_plots as pretrain_plots
 from deeptut.viz.predict import confusion_matrix, predict, test_split
@@ -20,8 +21,6 @@ def family_pictures(model: str) -> Any:
     families drawn below. `fn(run, out_dir, data) -> list[Path]`."""
     import importlib
 
-    from deeptut.models.families import FAMILIES
-
     target = getattr(FAMILIES.get(model), "pictures", None)
     if target is None:
         return None
@@ -29,10 +28,17 @@ def family_pictures(model: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def _metrics(run: Run) -> Metrics:
+    """metrics.jsonl's lines; a family that draws its own pictures may write none (hmc: no validations)."""
+    if family_pictures(run.model) is not None and not (run.path / rundir.METRICS).exists():
+        return Metrics()
+    return run.metrics()
+
+
 def planned_pictures(run: Run) -> list[str]:
     """The names render_all writes for this run, from the files it has (what `report` checks for staleness)."""
     model = run.model
-    metrics = run.metrics()
+    metrics = _metrics(run)
     names = []
     if family_pictures(model) is not None:  # a family that draws its own (the later chapters)
         return ["learning_curves.png"] if metrics.supervised else []
@@ -40,17 +46,18 @@ def planned_pictures(run: Run) -> list[str]:
         names.append("learning_curves.png")
     if metrics.pretrain:
         names.append("pretrain_costs.png")
-    names += ["filters_layer0.png", "filters_layer1.png"] if model == "lenet" else ["filters.png"]
-    if model in PRETRAINED_FAMILIES and (run.path / PRETRAINED).is_file():
+    style = plots.first_layer(model, run.path)[0]
+    names += ["filters_layer0.png", "filters_layer1.png"] if style == "kernels" else ["filters.png"]
+    if FAMILIES[model].pretrains and (run.path / PRETRAINED).is_file():
         names.append("filters_pretrained.png")
     epochs = run.pretrain_models(layer=0)
-    if model == "rbm":
+    if FAMILIES[model].samples:  # rbm.py draws the filters after every epoch
         names += [f"filters_at_epoch_{e}.png" for _l, e, _p in epochs]
     if epochs:
         names += ["pretrain_filters_evolution.png", "pretrain_filters_evolution.gif"]
-    if model not in UNSUPERVISED:
+    if FAMILIES[model].classifier:
         names += ["confusion.png", "confusion.json", "errors.png"]
-        if run.checkpoints():
+        if run.intermediate_models():
             names += ["filters_evolution.png", "filters_evolution.gif"]
     return names
 
@@ -58,7 +65,7 @@ def planned_pictures(run: Run) -> list[str]:
 def picture_sources(run: Run) -> list[Path]:
     """The files the pictures are drawn from (a newer one makes plots/ stale)."""
     sources = [run.path / n for n in (rundir.METRICS, rundir.BEST, rundir.CONFIG, PRETRAINED)]
-    sources += [p for _, p in run.checkpoints()] + [p for _l, _e, p in run.pretrain_models()]
+    sources += [p for _, p in run.intermediate_models()] + [p for _l, _e, p in run.pretrain_models()]
     return [p for p in sources if p.exists()]
 
 
@@ -77,7 +84,7 @@ def render_all(run_dir: str | Path, data: Any = None) -> list[Path]:
     or an (x_test, y_test) pair; not read for da, ca, rbm."""
     run = Run.open(run_dir)
     model = run.model
-    metrics = run.metrics()
+    metrics = _metrics(run)
     out = run.path / "plots"
     written = []
     if metrics.supervised:
@@ -88,18 +95,18 @@ def render_all(run_dir: str | Path, data: Any = None) -> list[Path]:
     if metrics.pretrain:
         written.append(pretrain_plots.plot_pretrain_costs(run, out, metrics.pretrain, model))
     written += plots.plot_filters(run, out, model)
-    if model in PRETRAINED_FAMILIES:
+    if FAMILIES[model].pretrains:
         written += pretrain_plots.plot_pretrained_filters(run, out, model)
-    if model == "rbm":
+    if FAMILIES[model].samples:
         written += pretrain_plots.plot_epoch_filters(run, out, model)
     written += pretrain_plots.plot_pretrain_evolution(run, out, model)
-    if model in UNSUPERVISED:  # no classifier: nothing to predict
+    if not FAMILIES[model].classifier:  # no classifier: nothing to predict
         return written
     x, y = test_split(run, data)
     pred = predict(run, x)
     cm = confusion_matrix(y, pred, int(run.config.get("n_out", 10) or 10))
     written.append(plots.plot_confusion(cm, out))
-    wrong = plots.misclassified(y, pred, ERRORS_SHOWN)
+    wrong = plots.first_misclassified(y, pred, ERRORS_SHOWN)
     (out / "confusion.json").write_text(json.dumps({
         "n": int(len(y)), "errors": int((y != pred).sum()), "error_percent": 100.0 * float((y != pred).mean()),
         "confusion": cm.tolist(), "shown_misclassified": [int(i) for i in wrong],

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import deeptut
+import deeptut.viz.pretrain_plots as pretrain_plots
 from deeptut.errors import DataError
+from deeptut.models.families import FAMILIES
 from deeptut.store import files
 from deeptut.store.rundir import Run
-from deeptut.viz import plots as plots_mod
-from deeptut.viz import pretrain_plots
 from deeptut.viz.render import picture_sources, planned_pictures, render_all
 from deeptut.viz.text import fmt
 
@@ -78,18 +78,19 @@ def _stale(run: Run) -> bool:
     if not all(p.is_file() for p in needed):
         return True
     newest = max((p.stat().st_mtime for p in picture_sources(run)), default=0.0)
-    return min(p.stat().st_mtime for p in needed) < newest
+    return min((p.stat().st_mtime for p in needed), default=0.0) < newest  # none planned (hmc): draw
 
 
 def _pretraining(run: Run, model: str) -> list[str]:
     """The pre-training cost curves and, for an rbm run's pseudo-likelihood, the table against rbm.py's."""
     plots = run.path / "plots"
-    out = ["<h2>Pre-training</h2>" if model in ("sda", "dbn") else "<h2>Training cost</h2>"]
+    fam = FAMILIES.get(model)
+    out = ["<h2>Pre-training</h2>" if fam is not None and fam.pretrains else "<h2>Training cost</h2>"]
     out.append(_img(plots / "pretrain_costs.png", "pre-training cost per epoch",
                     "The cost printed after each (pre-)training epoch (metrics.jsonl lines with phase "
                     "\"pretrain\"), one panel per layer, against the 0-based epoch as the tutorial prints it."
-                    + (" The published curve is rbm.py's PCD-15 run." if model == "rbm" else "")))
-    table = pretrain_plots.pl_table(run.metrics().pretrain) if model == "rbm" else []
+                    + (" The published curve is rbm.py's PCD-15 run." if fam is not None and fam.samples else "")))
+    table = pretrain_plots.pl_table(run.metrics().pretrain) if fam is not None and fam.samples else []
     if table:
         out.append("<table><tr><th>epoch</th><th>this run</th><th>published (rbm.py)</th><th>difference</th></tr>")
         for e, c, pub, d in table:
@@ -154,6 +155,7 @@ def build_html(run: Run) -> str:
     plots = run.path / "plots"
     cfg = run.config
     model = run.model
+    stacked = model in FAMILIES and FAMILIES[model].pretrains  # pre-trained, then fine-tuned (SdA, DBN)
     title = f"deeptut run {run.name}"
     parts = [
         "<!DOCTYPE html>",
@@ -179,7 +181,7 @@ def build_html(run: Run) -> str:
     if (plots / "pretrain_costs.png").is_file():
         parts += _pretraining(run, model)
     if (plots / "learning_curves.png").is_file():
-        parts.append("<h2>Learning curves" + (" (fine-tuning)" if model in ("sda", "dbn") else "") + "</h2>")
+        parts.append("<h2>Learning curves" + (" (fine-tuning)" if stacked else "") + "</h2>")
         parts.append(_img(plots / "learning_curves.png", "learning curves",
                           "Top: the training cost (mean negative log-likelihood of the minibatches since the "
                           "previous validation, as recorded). Bottom: validation error and, where it was "
@@ -187,15 +189,16 @@ def build_html(run: Run) -> str:
                           "validation error."))
 
     parts.append("<h2>Filters</h2>")
+    style = (FAMILIES[model].first_layer or ("", ""))[0] if model in FAMILIES else ""
     captions = {
         "filters.png": "Class templates: column k of W as a 28x28 image, for k = 0..9 (rows of 5); each scaled to "
                        "its own min..max (black = most negative, white = most positive)."
-        if model == "logistic" else
-        ("First-layer filters " + ("after fine-tuning (best.safetensors)" if model in ("sda", "dbn") else
+        if style == "templates" else
+        ("First-layer filters " + ("after fine-tuning (best.safetensors)" if stacked else
                                    "of the trained model") +
          ": tile_raster_images of W.T, the first 100 hidden units' weights as 28x28 images on a 10x10 grid, "
          "1 pixel apart, each scaled to its own min..max (as the chapter draws them).")
-        if model in plots_mod.TIED_FIRST_LAYER else
+        if style == "chapter" else
         "First-layer units: each row of hiddenLayer.W.T (the weights into one hidden unit) as a 28x28 image, "
         "each scaled to its own min..max.",
         "filters_pretrained.png": "First-layer filters when pre-training ended, before fine-tuning "
@@ -203,7 +206,7 @@ def build_html(run: Run) -> str:
         "filters_layer0.png": "Convolution layer 0: each 5x5 kernel, scaled to its own min..max.",
         "filters_layer1.png": "Convolution layer 1: one row per output feature map, one column per input map.",
     }
-    alts = {"filters.png": "class templates" if model == "logistic" else "first-layer filters",
+    alts = {"filters.png": "class templates" if style == "templates" else "first-layer filters",
             "filters_pretrained.png": "first-layer filters after pre-training",
             "filters_layer0.png": "convolution layer 0 kernels", "filters_layer1.png": "convolution layer 1 kernels"}
     for name, cap in captions.items():

@@ -60,7 +60,7 @@ def draw_samples(run_dir: str | Path, data: Any = None, *, seed: int | None = No
 
     device = check_device(device)
     run = Run.open(run_dir)
-    rbm = run.require_model("rbm", "sampling").to(device)
+    rbm = run.require_trait("samples", "sampling").to(device)
     x = split_images(data, "test", str(run.config.get("dataset", "mnist")))
     if x.shape[1] != rbm.n_visible:
         raise DataError(f"test images have {x.shape[1]} pixels, the RBM of {run.path} {rbm.n_visible} visible units")

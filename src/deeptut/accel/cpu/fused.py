@@ -41,7 +41,7 @@ from deeptut.accel.cpu import ckernels
 from deeptut.accel.cpu.evaluate import cpu_evaluator
 from deeptut.accel.cpu.packed import PackCache
 from deeptut.config import TrainConfig
-from deeptut.train.step import EagerStep
+from deeptut.steps import EagerStep
 
 aten = torch.ops.aten
 MEAN = 1  # at::Reduction::Mean

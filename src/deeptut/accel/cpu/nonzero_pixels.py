@@ -24,7 +24,7 @@ from deeptut.accel.cpu import ckernels
 from deeptut.accel.cpu.fused import MLPFusedStep, _Threads
 from deeptut.accel.cpu.packed import PackCache
 from deeptut.config import TrainConfig
-from deeptut.train.step import EagerStep
+from deeptut.steps import EagerStep
 
 
 def supports(model: nn.Module, cfg: TrainConfig, device: torch.device) -> bool:

@@ -238,29 +238,19 @@ class RBMFusedUpdate:
         return cost, (None if persistent is None else h)
 
 
-def make_update(model: nn.Module, cfg: Any, layer: int, lr: float, reference: Update) -> Update:
-    """The fused update for this model's `layer` (CPU, float32, plain SGD), else the reference at one thread
-    (small minibatches) or as given."""
+def make_update(trainer: Any, cfg: Any, lr: float, reference: Update) -> Update:
+    """The fused update for this layer trainer's unit and rule (CPU, float32, plain SGD), else the reference
+    at one thread (small minibatches) or as given. Chosen by the unit's type and the trainer's rule
+    (models/trainers.py), never by the family: a family's own rule ("kind") gets its reference update."""
     threads = 1 if cfg.batch_size <= SMALL_BATCH else cfg.threads
     plain_sgd = not (getattr(cfg, "momentum", 0) or getattr(cfg, "weight_decay", 0)
                      or getattr(cfg, "nesterov", False))
-    unit = _unit(model, cfg, layer)
-    if plain_sgd and isinstance(unit, DA) and unit.W.dtype == torch.float32:
-        level = cfg.corruption_level if cfg.model == "da" else cfg.corruption_levels[layer]
-        return DAFusedUpdate(unit, level, lr, threads)
-    if plain_sgd and isinstance(unit, CA) and unit.floor_division and unit.W.dtype == torch.float32:
-        return CAFloorFusedUpdate(unit, cfg.contraction_level, lr, threads)
-    if plain_sgd and isinstance(unit, RBM) and unit.W.dtype == torch.float32:
-        return RBMFusedUpdate(unit, lr, cfg.k, cfg.persistent, threads)
+    unit, kind, options = trainer.unit, trainer.kind, trainer.options
+    if plain_sgd and kind == "denoising" and type(unit) is DA and unit.W.dtype == torch.float32:
+        return DAFusedUpdate(unit, options["corruption_level"], lr, threads)
+    if plain_sgd and kind == "contractive" and type(unit) is CA and unit.floor_division \
+            and unit.W.dtype == torch.float32:
+        return CAFloorFusedUpdate(unit, options["contraction_level"], lr, threads)
+    if plain_sgd and kind == "cd" and type(unit) is RBM and unit.W.dtype == torch.float32:
+        return RBMFusedUpdate(unit, lr, options["k"], options["persistent"], threads)
     return one_thread(reference) if threads == 1 else reference
-
-
-def _unit(model: nn.Module, cfg: Any, layer: int) -> nn.Module | None:
-    """The layer's dA or RBM (what the reference update trains), or None for another family."""
-    if cfg.model in ("da", "ca", "rbm"):
-        return model
-    if cfg.model == "sda":
-        return model.dA_layers[layer]
-    if cfg.model == "dbn":
-        return model.rbm_layers[layer]
-    return None

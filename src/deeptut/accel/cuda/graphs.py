@@ -36,7 +36,9 @@ from deeptut.config import TrainConfig
 from deeptut.data import stream
 from deeptut.data.device import DeviceSplit
 from deeptut.models.lenet import LeNet5
-from deeptut.train.step import AutogradStep
+from deeptut.models.logistic import LogisticRegression
+from deeptut.models.mlp import MLP
+from deeptut.steps import AutogradStep
 
 MIN_GRAPH_STEPS = 4  # shorter blocks run eagerly (capture would cost more than it saves)
 MAX_GRAPHS = 24  # distinct (buffer, offset, length) graphs kept; further blocks run eagerly
@@ -101,7 +103,7 @@ class GraphStep:
     def _make_update(self) -> tuple[Any, str]:
         cfg = self.cfg
         plain = (cfg.momentum == 0 and cfg.weight_decay == 0 and cfg.lr_schedule == "constant"
-                 and cfg.amp == "off" and cfg.model in ("logistic", "mlp") and cfg.activation in _ACTIVATIONS)
+                 and cfg.amp == "off" and type(self.model) in (LogisticRegression, MLP) and cfg.activation in _ACTIVATIONS)
         if plain:
             layers = dense_layers(self.model)
             weights = list(self.model.weights()) if hasattr(self.model, "weights") else None
@@ -110,7 +112,7 @@ class GraphStep:
                 k = DenseUpdate(self.model, layers, cfg, weights)
                 if self._forward_matches(k):
                     return k, "dense"
-        if cfg.model == "lenet":
+        if isinstance(self.model, LeNet5):
             k = self._lenet_update()
             if k is not None:
                 return k, "lenet-" + "-".join(k.layers)

@@ -37,7 +37,7 @@ from deeptut.accel.fallback import warn
 from deeptut.config import TrainConfig
 from deeptut.models.lenet import FILTER, IMAGE, POOL, LeNet5
 from deeptut.models.mlp import ACTIVATIONS as _ACT
-from deeptut.train.step import AutogradStep
+from deeptut.steps import AutogradStep
 
 LAYER_KINDS = ("cudnn", "triton")
 _POOL = ([2, 2], [2, 2], [0, 0], [1, 1], False)  # kernel, stride, padding, dilation, ceil_mode

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from deeptut.config import TrainConfig
-from deeptut.train.step import AutogradStep
+from deeptut.steps import AutogradStep
 
 MAX_SPAN = 4096  # updates per span (and per captured graph)
 

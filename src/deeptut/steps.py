@@ -1,5 +1,8 @@
-"""The training step, the tutorials' arithmetic: `step(x, y, learning_rate) -> cost` for one minibatch,
-`step.run(split, first, count, lr_at) -> cost` for `count` consecutive minibatches.
+"""The step protocol and the reference step, the tutorials' arithmetic: `step(x, y, learning_rate) -> cost`
+for one minibatch, `step.run(split, first, count, lr_at) -> cost` for `count` consecutive minibatches.
+
+Below both the loops (train/) and the accelerators (accel/): the loop calls a step, accel/ builds faster
+ones on `EagerStep` and falls back to `AutogradStep`; neither imports the other's modules for it.
 
 `AutogradStep` is the reference: cost = NLL + L1_reg * L1 + L2_reg * L2_sqr, gradients by autograd,
 update by torch.optim.SGD (momentum, Nesterov and weight decay for the fast presets). Faster steps that
@@ -15,7 +18,7 @@ import torch
 from torch import nn
 
 from deeptut.config import TrainConfig
-from deeptut.train.losses import L1, L2_sqr, negative_log_likelihood
+from deeptut.losses import L1, L2_sqr, negative_log_likelihood
 
 
 class EagerStep:
