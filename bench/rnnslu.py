@@ -47,7 +47,7 @@ def plain_epoch(model: ElmanSLU, corpus, order: np.ndarray, lr: float) -> float:
             for p, g in zip(params, grads):
                 p -= lr * g
             model.emb /= model.emb.pow(2).sum(1, keepdim=True).sqrt()
-        total += float(cost)
+        total += float(cost.detach())
     return total / len(order)
 
 

@@ -242,3 +242,37 @@ def test_a_text_file_posing_as_the_pickle(tmp_path, capsys):
     assert "mnist.pkl.gz: not a valid tutorial pickle: neither gzip nor a pickle (it starts with text " \
            "'<html>404 not fo'" in err
     assert "Error" not in err and not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_resume_after_the_last_update_says_so(tmp_path, monkeypatch, capsys):
+    """A 1-epoch run interrupted after its last update: --resume finishes it, and says that (it used to say
+    "resuming ... at epoch 2")."""
+    import os
+    import signal
+
+    from deeptut.config import TrainConfig
+    from deeptut.train import loop
+    from deeptut.train.runner import train
+    from synthetic import tiny_splits
+
+    cfg = TrainConfig(model="logistic", batch_size=20, n_epochs=1, learning_rate=0.1, threads=1)
+    data = tiny_splits(n_train=200, n_valid=100, n_test=100)
+    real, sent = loop.learning_rate_at, []
+
+    def lr(c, it, total):
+        if it == total - 1 and not sent:  # the last update of the last epoch
+            sent.append(it)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(c, it, total)
+
+    monkeypatch.setattr(loop, "learning_rate_at", lr)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, run, quiet=True)
+    monkeypatch.setattr(loop, "learning_rate_at", real)
+    capsys.readouterr()
+    summary = train(cfg, data, run, resume=True)
+    out = capsys.readouterr().out
+    assert f"resuming {run}: its last epoch (1 of 1) was trained to the end; finishing the run (nothing left to train)" in out
+    assert "at epoch 2" not in out and summary["epochs"] == 1

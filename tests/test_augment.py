@@ -121,11 +121,13 @@ def test_a_run_trains_on_the_moved_images(monkeypatch):
     data = tiny_splits(400, 100, 100)
     base = {"device": "cpu", "n_epochs": 2, "batch_size": 50, "n_hidden": 8, "patience": 10_000, "seed": 3}
 
-    build = loop.build_model
+    import deeptut.models as models
+
+    build = models.build_model  # what train/runner.py prepare builds the run's module with
 
     def params(**kw):
         captured = {}
-        monkeypatch.setattr(loop, "build_model", lambda *a: captured.setdefault("m", build(*a)))
+        monkeypatch.setattr(models, "build_model", lambda *a: captured.setdefault("m", build(*a)))
         fit(config.resolve("mlp", None, {**base, **kw}), data, None, quiet=True)
         return [p.detach().clone() for p in captured["m"].parameters()]
 

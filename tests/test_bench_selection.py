@@ -106,10 +106,39 @@ def test_bench_scripts_start(script):
     assert "usage" in r.stdout
 
 
-def test_sweep_scripts_use_the_shared_rule():
-    for script in ("gpu_sweep.py", "gpu_lenet.py"):
-        text = (ROOT / "bench" / script).read_text()
-        assert "selection.report(" in text, script
+def test_gpu_sweep_chooses_by_validation_on_tiny_runs(tmp_path, monkeypatch):
+    """bench/gpu_sweep.py end to end with its training replaced by scripted summaries: the setting with the
+    best mean validation error is chosen (not the one with the best test error), a setting that diverged at
+    one seed is not, and every run's figures are kept in the JSON as the runs gave them."""
+    sweep = _load("gpu_sweep")
+    grid = {"best valid": {"learning_rate": 0.01}, "best test": {"learning_rate": 0.02},
+            "diverges": {"learning_rate": 0.03}}
+    monkeypatch.setitem(sweep.GRIDS, "lenet-fast", grid)
+    from deeptut.errors import TrainingError
+    from deeptut.train import loop
+
+    def fake_fit(cfg, data, quiet=False, **kw):
+        v, t = {0.01: (1.0, 0.9), 0.02: (1.2, 0.5), 0.03: (0.1, 0.1)}[cfg.learning_rate]
+        s = {"best_validation_error": v + cfg.seed / 100, "test_error": t, "train_seconds": 0.5,
+             "stopped": "n_epochs"}
+        if cfg.learning_rate == 0.03 and cfg.seed == 2:
+            e = TrainingError("diverged")
+            e.summary = {**s, "stopped": "diverged"}
+            raise e
+        return s
+
+    monkeypatch.setattr(loop, "fit", fake_fit)
+    out = tmp_path / "sweep.json"
+    assert sweep.main(["--preset", "lenet-fast", "--device", "cpu", "--quick", "--seeds", "2",
+                       "--datasets", "mnist", "--out", str(out)]) == 0
+    import json
+    res = json.loads(out.read_text())
+    assert res["chosen"] == "best valid"
+    runs = res["grid"]["mnist"]
+    assert [r["valid"] for r in runs["best valid"]["runs"]] == [1.01, 1.02]
+    assert [r["test"] for r in runs["best test"]["runs"]] == [0.5, 0.5]
+    assert [r["failed"] for r in runs["diverges"]["runs"]] == [False, True]
+    assert res["summary"]["mnist"]["best valid"]["mean_valid"] == pytest.approx(1.015)
 
 
 def test_rank_across_datasets_weighs_each_dataset_equally_and_drops_failures():

@@ -239,6 +239,7 @@ def _flags(**kw) -> list[str]:
     return [a for k, v in kw.items() if k != "model" for a in (f"--{k}", str(v))]
 
 
+@pytest.mark.slow  # ~5 s on an idle machine (the CLI, matplotlib's import, three pictures)
 def test_deeptut_train_then_sample_writes_midi_and_png(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     from deeptut.cli import main
@@ -263,6 +264,8 @@ def test_deeptut_train_then_sample_writes_midi_and_png(tmp_path, monkeypatch, ca
     assert 0 < len(roll) <= 200 and roll.sum() > 0
     info = json.loads((run / "plots" / "sample.json").read_text())
     assert info["seed"] == 5 and info["frames"] == 200
+    assert main(["viz", str(run)]) == 0  # the family's pictures: a generated piece and the cost per epoch
+    assert (run / "plots" / "costs.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # --- SIGKILL and resume --------------------------------------------------------------------------------
@@ -315,8 +318,26 @@ def _record(run_dir: Path) -> dict:
     return {"best": (run_dir / "best.safetensors").read_bytes(), "summary": summary, "lines": lines}
 
 
-@pytest.mark.slow  # ~6 s: five child processes
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
+@pytest.fixture
+def fast_dir(tmp_path):
+    """A tmpfs when there is one (fsync is free there; a process kill is a process kill anywhere)."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        import shutil
+        import tempfile
+
+        d = Path(tempfile.mkdtemp(prefix="deeptut-rnnrbm-", dir=shm))
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        yield tmp_path
+
+
+@pytest.mark.slow  # ~8 s on an idle 2-core machine: nine forked child runs
+def test_sigkill_then_resume_is_bit_identical(fast_dir):
+    import torch._dynamo  # noqa: F401 - torch.optim imports it on first use: once here, not in every child
+
+    tmp_path = fast_dir
     ref = tmp_path / "ref"
     assert _run(ref) == 0
     want = _record(ref)

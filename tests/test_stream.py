@@ -184,20 +184,20 @@ def _splits(n_train: int = 1200, n_eval: int = 300) -> Splits:
 
 def _params(cfg: config.TrainConfig, data: Splits) -> tuple[dict, dict]:
     """The trained (best) parameters and the summary of a run."""
-    from deeptut.train import loop
+    import deeptut.models as models  # train/runner.py prepare builds the run's module with it
 
     captured = {}
-    real = loop.build_model
+    real = models.build_model
 
     def spy(*a, **k):
         captured["model"] = real(*a, **k)
         return captured["model"]
 
-    loop.build_model = spy
+    models.build_model = spy
     try:
         summary = fit(cfg, data, None, quiet=True)
     finally:
-        loop.build_model = real
+        models.build_model = real
     return {k: v.clone() for k, v in captured["model"].state_dict().items()}, summary
 
 

@@ -96,7 +96,8 @@ def discard_if_unstarted(run_dir: Path, created: bool) -> Iterator[None]:
 
 
 def train(preset_or_config: Any, *, data_dir: str | Path | None = None, run_dir: str | Path | None = None,
-          runs_dir: str | Path = "runs", quiet: bool = False, **overrides: Any) -> "RunResult":
+          runs_dir: str | Path = "runs", quiet: bool = False, logger: str | None = None,
+          **overrides: Any) -> "RunResult":
     """Train a preset (or a config) as `deeptut train` does, and return the finished run.
 
     preset_or_config: a preset name ("logistic", "mlp", "lenet-fast", ...; `deeptut presets` lists them),
@@ -109,18 +110,48 @@ def train(preset_or_config: Any, *, data_dir: str | Path | None = None, run_dir:
     run_dir: train into this folder (made if needed; it must not hold a run yet); default: a new
         `runs_dir`/<preset>-<stamp>/.
     quiet: no per-validation lines and no progress.
+    logger: "tensorboard": also RUN_DIR/tensorboard/, the scalars of metrics.jsonl and the filters
+        (deeptut/viz/tracking.py; the `tensorboard` extra).
     Returns a RunResult (see `load`). Ctrl-C stops at the next step with a checkpoint (KeyboardInterrupt);
     `deeptut train --resume RUN_DIR` continues it."""
     from deeptut.train import runner
 
     cfg = make_config(preset_or_config, overrides)
+    check_logger(logger)
     data = runner.load_data(cfg, data_dir)
     path, created = open_run_dir(cfg.preset, run_dir, runs_dir)
     if not quiet:
         print(f"run directory: {path}  (data: {getattr(data, 'source', cfg.dataset)})")
-    with discard_if_unstarted(path, created):
+    with tracked(path, logger, quiet), discard_if_unstarted(path, created):
         runner.train(cfg, data, path, quiet=quiet)
     return load(path)
+
+
+def check_logger(logger: str | None) -> None:
+    """None / "none" or "tensorboard" (its package present), before anything is trained."""
+    if logger in (None, "none"):
+        return
+    if logger != "tensorboard":
+        raise ConfigError(f"logger must be one of none, tensorboard; got {logger!r}")
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise DeeptutError("logger tensorboard needs the tensorboard package: pip install 'deeptut[tensorboard]'")
+
+
+@contextlib.contextmanager
+def tracked(run_dir: Path, logger: str | None, quiet: bool = False) -> Iterator[None]:
+    """Around a run: with logger "tensorboard", RUN_DIR/tensorboard/ written when it ends or is
+    interrupted (from what it saved: deeptut/viz/tracking.py)."""
+    try:
+        yield
+    finally:
+        if logger == "tensorboard" and run_dir.is_dir() and (run_dir / "metrics.jsonl").is_file():
+            from deeptut.viz.tracking import write_tensorboard
+
+            out = write_tensorboard(run_dir)
+            if not quiet:
+                print(f"tensorboard: {out} (tensorboard --logdir {run_dir.parent})")
 
 
 def load(run_dir: str | Path) -> "RunResult":
@@ -326,17 +357,19 @@ def _nan(v: Any) -> float:
     return float(v) if _finite(v) else float("nan")
 
 
-def small_mnist(folder: str | Path, n_train: int = 2400, n_test: int = 400, data_dir: str | Path | None = None) -> Path:
+def small_mnist(folder: str | Path | None = None, n_train: int = 2400, n_test: int = 400,
+                data_dir: str | Path | None = None) -> Path:
     """A slice of MNIST for a quick look (the notebooks with FULL = False): its first `n_train` training and
-    first `n_test` test images written as the four IDX files in `folder` (made if needed; kept if already
-    there). Train on it with dataset="idx", data_dir=folder (the last sixth of the training images then
-    validate, as MNIST's last 10,000 of 60,000 do)."""
+    first `n_test` test images written as the four IDX files in `folder` (default: the user cache,
+    ~/.cache/deeptut/small-mnist-<n_train>-<n_test>/; made if needed, kept if already there). Train on it
+    with dataset="idx", data_dir=folder (the last sixth of the training images then validate, as MNIST's
+    last 10,000 of 60,000 do)."""
     import numpy as np
 
-    from deeptut.data.datasets import IDX_FILES, load_dataset
+    from deeptut.data.datasets import IDX_FILES, cache_dir, load_dataset
     from deeptut.data.idx import write_idx
 
-    folder = Path(folder)
+    folder = cache_dir(f"small-mnist-{n_train}-{n_test}") if folder is None else Path(folder)
     if all((folder / f).is_file() for f in IDX_FILES):
         return folder
     data = load_dataset("mnist", data_dir)

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                    "instead of a new RUNS_DIR/<preset>-<stamp>/ (deeptut sweep names its trials so)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--quiet", "-q", action="store_true", help="print only the final result")
+    t.add_argument("--logger", choices=["none", "tensorboard"], default="none",
+                   help="tensorboard: also RUN_DIR/tensorboard/ (metrics.jsonl's scalars and the filters; "
+                        "pip install 'deeptut[tensorboard]')")
     t.add_argument("--sample", choices=["true", "false"], default="true",
                    help="rbm runs: end by drawing rbm.py's samples.png into RUN_DIR/plots/, as the tutorial "
                         "does (default true; deeptut sample RUN_DIR draws it later)")
@@ -55,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--ais-steps", type=int, help="AIS steps (default: the paper's ladder, 14,500)")
     e.add_argument("--seed", type=int, default=0, help="seed of the AIS noise (default 0)")
     e.add_argument("--device", default="cpu", help="where the AIS runs (cpu, cuda; default cpu)")
+    e.add_argument("--binarize", choices=["round", "stochastic"], default="round",
+                   help="--log-likelihood: the test digits as 0/1: round (pixel >= 0.5, rbm.py's; default) or "
+                        "stochastic (each pixel drawn once from Bernoulli(intensity), a fixed seed: the "
+                        "literature's binarised MNIST); recorded in the result")
+    e.add_argument("--check-ladder", action="store_true",
+                   help="--log-likelihood: also run a ladder ten times longer and record whether log Z agrees "
+                        "within 0.5 nats")
 
     s = sub.add_parser("sample", help="rbm runs: draw rbm.py's samples.png into RUN_DIR/plots/; rnnrbm runs: "
                                       "a generated sample.mid and sample.png")
@@ -168,7 +178,7 @@ def _flag_value(v: object) -> str:
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from deeptut import config
-    from deeptut.api import discard_if_unstarted, open_run_dir
+    from deeptut.api import check_logger, discard_if_unstarted, open_run_dir, tracked
     from deeptut.store import rundir
     from deeptut.train.runner import load_data, train
 
@@ -180,17 +190,21 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise DeeptutError(f"{run_dir}: not a run directory (no config.json); nothing to resume"
                                if run_dir.is_dir() else f"{run_dir}: no such run directory")
         cfg = rundir.load_config(run_dir)
+        check_logger(args.logger)
         data = load_data(cfg, args.data_dir or rundir.remembered_data_dir(run_dir))
-        summary = train(cfg, data, run_dir, quiet=args.quiet, resume=True)
+        with tracked(run_dir, args.logger, args.quiet):
+            summary = train(cfg, data, run_dir, quiet=args.quiet, resume=True)
     else:
         if not args.preset and not args.config:
             raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
         cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
+        check_logger(args.logger)
         data = load_data(cfg, args.data_dir)
         run_dir, created = open_run_dir(cfg.preset, args.run_dir, args.runs_dir)
         if not args.quiet:
             print(f"run directory: {run_dir}  (data: {getattr(data, 'source', cfg.dataset)})")
-        with discard_if_unstarted(run_dir, created):  # a failed start leaves no empty run folder behind
+        with tracked(run_dir, args.logger, args.quiet), discard_if_unstarted(run_dir, created):  # a failed start
+            # leaves no empty run folder behind
             summary = train(cfg, data, run_dir, quiet=args.quiet)
     if cfg.net.samples and args.sample == "true":  # rbm.py ends by drawing its samples
         _rbm_samples(run_dir, data, args.quiet)
@@ -247,7 +261,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from deeptut.train.loglik import format_result, write_log_likelihood
 
         path, result = write_log_likelihood(args.run_dir, args.data_dir, n_runs=args.ais_runs,
-                                            ais_steps=args.ais_steps, seed=args.seed, device=args.device)
+                                            ais_steps=args.ais_steps, seed=args.seed, device=args.device,
+                                            binarize_mode=args.binarize, check_ladder=args.check_ladder)
         print(format_result(result))
         print(f"-> {path}")
         return 0

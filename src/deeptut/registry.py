@@ -26,7 +26,7 @@ PROCEDURES: dict[str, str | Callable[..., Any]] = {
     "pretrain": "deeptut.train.pretrain:train",  # unsupervised layers (da, ca, rbm), then fine-tuning (sda, dbn)
     "sequence": "deeptut.train.sequence:train",  # minibatches of variable-length sequences (lstm)
     "cg": "deeptut.train.cg:train",  # scipy's conjugate gradient on the whole training set (logistic-cg)
-    "hmc": "deeptut.train.hmc:sample",  # Hybrid Monte-Carlo sampling of an energy (hmc)
+    "mcmc": "deeptut.train.hmc:sample",  # Hybrid Monte-Carlo sampling of an energy (hmc)
     "rnnrbm": "deeptut.train.rnnrbm:train",  # the RNN-RBM on piano-rolls, CD-k through an RNN (rnnrbm)
     "rnnslu": "deeptut.train.rnnslu:train",  # one sentence per update, F1 each epoch, rate decay (rnnslu)
 }

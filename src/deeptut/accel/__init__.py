@@ -6,8 +6,8 @@ torch.optim.SGD). Everything here computes the same function faster on some hard
 only through the names below (tests/test_architecture.py checks that).
 
     make_train_step(model, cfg, device) -> step   the fastest step with the reference arithmetic
-    make_pretrain_update(model, cfg, layer, lr,   the fastest unsupervised update of a dA / cA / RBM /
-        device, reference) -> update                 SdA or DBN layer (train/pretrain.py's signature)
+    make_pretrain_update(trainer, cfg, lr,        the fastest form of a layer trainer's update (models/
+        device, reference) -> update                 trainers.py: by the unit's type and rule)
     span_length(step, it, ...) -> int             how many updates the loop may hand `step.run` at once
     cpu_evaluator(model) -> evaluator | None      evaluation in the arithmetic of the CPU steps
     set_threads(n), thread_counts()               torch's and numpy's BLAS thread counts

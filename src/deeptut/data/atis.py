@@ -287,7 +287,12 @@ def load_atis(fold: int = 3, data_dir: str | Path | None = None, *, download: bo
                             f"Get it with the tutorial's data/download.sh ({ATIS_URL}) and point --data-dir "
                             f"or $DEEPTUT_DATA at its folder.")
         print(f"deeptut: {fold_file(fold)} not found; downloading it into {cache_dir('atis')}", file=sys.stderr)
-        path = download_atis(cache_dir("atis"), fold, opener=opener)
+        try:
+            path = download_atis(cache_dir("atis"), fold, opener=opener)
+        except DataError as e:
+            raise DataError(f"{e}\nIf you have the file (the tutorial's data/download.sh fetches it), point "
+                            f"--data-dir or $DEEPTUT_DATA at its folder, or set $DEEPTUT_ATIS_URL to a mirror; "
+                            f"offline, train on the generated corpus: deeptut train rnnslu-slots") from None
     return read_atis(path)
 
 

@@ -356,7 +356,7 @@ class LogisticCGArgs(LogisticArgs):
     [optim] n_epochs (50) CG iterations (train/cg.py)."""
 
     procedure: ClassVar[str] = "cg"
-    pictures: ClassVar[str | None] = "deeptut.viz.cg:draw"  # logistic's pictures (class templates, confusion)
+    # pictures: logistic regression's own (first_layer "templates" from LogisticArgs, confusion, errors)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -372,7 +372,7 @@ class HMCArgs(ModelArgs):
     draws. The defaults are hmc.py's new_from_shared_positions; the momenta come from a torch.Generator seeded
     with [run] seed (train/hmc.py). build() gives the target's energy."""
 
-    procedure: ClassVar[str] = "hmc"
+    procedure: ClassVar[str] = "mcmc"  # train/hmc.py sample
     classifier: ClassVar[bool] = False
     pictures: ClassVar[str | None] = "deeptut.viz.hmc:draw"  # trace and scatter of the draws
 
@@ -484,6 +484,7 @@ class RNNSLUArgs(ModelArgs):
 
     procedure: ClassVar[str] = "rnnslu"
     classifier: ClassVar[bool] = False  # tags words, no digit classifier: `deeptut eval` / `predict` do not apply
+    pictures: ClassVar[str | None] = "deeptut.train.rnnslu:pictures"  # validation and test F1 per epoch
 
     n_words: int = 0  # vocabulary (rnnslu.py's ne; ATIS: 572); 0 = the corpus's
     n_out: int = 0  # slot tags (nc; ATIS: 127 with O); 0 = the corpus's

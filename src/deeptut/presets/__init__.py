@@ -41,6 +41,20 @@ ABOUT: dict[str, tuple[str, str]] = {
     "rbm-fast": ("fast", "the RBM: PCD-5, 100 chains, cosine decay over 15 epochs"),
     "hmc": ("tutorial", "test_hmc.py: hmc.py's sampler on a 5-d Gaussian, 3 chains, 1,000 burn-in + 1,000 kept"),
     "logistic-cg": ("tutorial", "logistic_cg.py: logistic regression by scipy's fmin_cg, at most 50 iterations"),
+    "lstm": ("tutorial", "lstm.py on IMDB: embedding + LSTM of 128, mean pooling, dropout, Adadelta, batch 16, "
+             "maxlen 100, patience 10 (needs imdb.pkl in --data-dir)"),
+    "lstm-mnist": ("fast", "the LSTM chapter's network reading MNIST row by row: 64 units, Adam at 2e-3, "
+                   "batch 128, 6 epochs"),
+    "rnnslu": ("tutorial", "rnnslu.py on ATIS fold 3: Elman network, window 7, one sentence per update at 0.0971, "
+               "60 epochs (needs atis.fold3.pkl.gz)"),
+    "rnnslu-slots": ("tutorial", "rnnslu.py's settings on the generated ATIS-like slot corpus (offline)"),
+    "rnnslu-fast": ("fast", "the rnnslu network on 16 padded sentences per update at 1.6, 12 epochs (slot corpus)"),
+    "rnnrbm": ("tutorial", "rnnrbm.py on Nottingham: 150 RBM / 100 RNN units, CD-15, SGD at 0.001, subsequences of "
+               "100 frames, 200 epochs (needs Nottingham.zip in --data-dir)"),
+    "rnnrbm-chorales": ("tutorial", "rnnrbm.py's model and training on music21's Bach chorales (offline; in C, "
+                        "eighth-note frames)"),
+    "rnnrbm-fast": ("fast", "the RNN-RBM on the chorales: 16 padded subsequences per update, Adam at 0.001, "
+                    "gradient norm clipped at 5"),
 }
 NO_FIGURE = "no figure yet"
 

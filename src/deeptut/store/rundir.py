@@ -61,9 +61,6 @@ PRETRAINED = "pretrained.safetensors"
 MAX_METRICS_BYTES = 1 * 2**30  # one ~300-byte line per validation: millions of validations fit
 ITER_RE = re.compile(r"^iter-(\d{8,})\.safetensors$")
 PRETRAIN_RE = re.compile(r"^pretrain-layer(\d+)-epoch(\d{4,})\.safetensors$")  # pretrain_model_name's files
-KNOWN_MODELS = tuple(FAMILIES)  # every registered family (models/families.py)
-UNSUPERVISED = tuple(n for n, c in FAMILIES.items() if not c.classifier)  # da, ca, rbm: no classifier
-PRETRAINED_FAMILIES = tuple(n for n, c in FAMILIES.items() if c.pretrains)  # sda, dbn: then fine-tuned
 
 
 def pretrain_model_name(layer: int, epoch: int) -> str:

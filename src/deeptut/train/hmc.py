@@ -96,7 +96,7 @@ def diagnostics_block(rhat: np.ndarray, ess: np.ndarray, seconds: float) -> str:
 
 def _manifest(cfg: TrainConfig, n_draws: int, done: bool, seconds: float) -> dict[str, Any]:
     return {"format": checkpoint.CHECKPOINT_FORMAT, "deeptut": deeptut.__version__, "config": cfg.to_dict(),
-            "loop": {"kind": "hmc", "draw": n_draws, "done": done, "sample_seconds": seconds}}
+            "loop": {"kind": "sampler", "draw": n_draws, "done": done, "sample_seconds": seconds}}
 
 
 def _restore(run_dir: Path, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
@@ -106,7 +106,7 @@ def _restore(run_dir: Path, cfg: TrainConfig) -> tuple[dict[str, Any], dict[str,
     manifest, name, sha = checkpoint.read_manifest(run_dir)
     where = run_dir / checkpoint.CKPT_DIR / checkpoint.MANIFEST
     loop = manifest.get("loop")
-    if not isinstance(loop, dict) or loop.get("kind") != "hmc":
+    if not isinstance(loop, dict) or loop.get("kind") != "sampler":
         raise CheckpointError(f"{where}: not an HMC checkpoint")
     if manifest.get("config") != cfg.to_dict():
         raise CheckpointError(f"{where}: written for another config than {run_dir / rundir.CONFIG}'s")

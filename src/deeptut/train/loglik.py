@@ -48,17 +48,40 @@ def paper_shaped_betas(n_steps: int) -> np.ndarray:
                            np.linspace(0.9, 1.0, c + 1)])
 
 
-def binarize(x: np.ndarray) -> np.ndarray:
-    """x >= 0.5 as 0/1 float64 (T.round of a value in [0, 1), halves away from zero)."""
-    return (np.asarray(x) >= 0.5).astype(np.float64)
+BINARIZATIONS = ("round", "stochastic")
+BINARIZE_SEED = 0  # the stochastic binarisation's numpy seed: one fixed draw of every pixel, recorded
+
+
+def binarize(x: np.ndarray, mode: str = "round", rng: np.random.Generator | None = None) -> np.ndarray:
+    """0/1 float64 images. round: x >= 0.5 (T.round of a value in [0, 1), halves away from zero; rbm.py's
+    cost). stochastic: each pixel drawn once from Bernoulli(x) with `rng` (the literature's binarised MNIST:
+    Salakhutdinov and Murray 2008)."""
+    x = np.asarray(x)
+    if mode == "round":
+        return (x >= 0.5).astype(np.float64)
+    if mode == "stochastic":
+        if rng is None:
+            raise ConfigError("binarize: the stochastic binarisation needs its random generator")
+        return (rng.random(x.shape) < x).astype(np.float64)
+    raise ConfigError(f"--binarize must be one of {', '.join(BINARIZATIONS)} (got {mode!r})")
+
+
+def binarization_note(mode: str) -> str:
+    return ("pixel >= 0.5 -> 1 (rbm.py's T.round)" if mode == "round" else
+            f"stochastic: each pixel drawn once from Bernoulli(intensity), numpy default_rng({BINARIZE_SEED}), "
+            "the training split first, then the test split")
 
 
 def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: int = DEFAULT_AIS_RUNS,
                             ais_steps: int | None = None, seed: int = DEFAULT_AIS_SEED,
-                            device: str = "cpu") -> dict[str, Any]:
+                            device: str = "cpu", binarize_mode: str = "round",
+                            check_ladder: bool = False) -> dict[str, Any]:
     """The AIS estimate of log Z of the run's RBM and its mean test log-probability (nats), with +-3 sigma
     intervals, as a JSON-ready dict. ais_steps None: the paper's ladder (14,500 steps); else a ladder of
-    that many steps of the same shape. `data` as for deeptut.viz.samples (None: the run's dataset)."""
+    that many steps of the same shape. `data` as for deeptut.viz.samples (None: the run's dataset).
+    binarize_mode: "round" or "stochastic" (see binarize). check_ladder: also estimate log Z with a ladder ten
+    times longer (other AIS noise) and record the difference: AIS tends to underestimate log Z, which makes a
+    model look better, so a short ladder that is too low shows as a large difference."""
     import torch
 
     from deeptut.train.ais import ais_log_partition, base_rate_vbias, mean_log_probability
@@ -71,8 +94,9 @@ def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: in
         raise ConfigError(f"--ais-runs must be >= 2 to report a spread (got {n_runs})")
     steps = PAPER_STEPS if ais_steps is None else int(ais_steps)
     betas = paper_shaped_betas(steps)
-    x_train = torch.from_numpy(binarize(split_images(data, "train", dataset)))
-    x_test = torch.from_numpy(binarize(split_images(data, "test", dataset)))
+    rng = np.random.default_rng(BINARIZE_SEED) if binarize_mode == "stochastic" else None
+    x_train = torch.from_numpy(binarize(split_images(data, "train", dataset), binarize_mode, rng))
+    x_test = torch.from_numpy(binarize(split_images(data, "test", dataset), binarize_mode, rng))
     generator = torch.Generator(device=device)
     generator.manual_seed(int(seed))
     t0 = time.perf_counter()
@@ -81,13 +105,21 @@ def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: in
     neg_fe = mean_lp + ais.log_z  # mean(-FE(v)) over the test set
     low = neg_fe - ais.log_z_high
     high = neg_fe - ais.log_z_low if math.isfinite(ais.log_z_low) else math.inf
+    check = None
+    if check_ladder:
+        generator.manual_seed(int(seed) + 1)
+        longer = ais_log_partition(rbm, base_rate_vbias(x_train), paper_shaped_betas(10 * steps), n_runs, generator)
+        diff = float(ais.log_z - longer.log_z)
+        check = {"ais_steps": 10 * steps, "log_z": float(longer.log_z), "difference": diff,
+                 "agree_within_0.5_nats": bool(abs(diff) <= 0.5)}
     return {
         "log_z": ais.log_z, "log_z_low": ais.log_z_low, "log_z_high": ais.log_z_high,
         "log_z_base": ais.log_z_base,
         "test_log_probability": mean_lp, "test_log_probability_low": low, "test_log_probability_high": high,
         "interval": "+-3 sigma of the mean AIS weight (Salakhutdinov & Murray 2008)",
         "unit": "nats per test image", "n_test": int(x_test.shape[0]), "n_train_for_base_rate": int(x_train.shape[0]),
-        "binarization": "pixel >= 0.5 -> 1 (rbm.py's T.round)",
+        "binarize": binarize_mode, "binarization": binarization_note(binarize_mode),
+        **({"ladder_check": check} if check is not None else {}),
         "ais_runs": n_runs, "ais_steps": steps, "ladder": "paper-shaped (500:4000:10000 up to 0.5, 0.9, 1)",
         "seed": int(seed), "device": str(device), "seconds": time.perf_counter() - t0,
         "log_weights_std": float(np.std(ais.log_weights)),
@@ -97,7 +129,9 @@ def estimate_log_likelihood(run_dir: str | Path, data: Any = None, *, n_runs: in
 def write_log_likelihood(run_dir: str | Path, data: Any = None, **kwargs: Any) -> tuple[Path, dict[str, Any]]:
     """estimate_log_likelihood, written to RUN_DIR/log_likelihood.json (infinite ends as null)."""
     result = estimate_log_likelihood(run_dir, data, **kwargs)
-    path = Path(run_dir) / LOG_LIKELIHOOD_JSON
+    name = LOG_LIKELIHOOD_JSON if result["binarize"] == "round" else \
+        LOG_LIKELIHOOD_JSON.replace(".json", f"-{result['binarize']}.json")
+    path = Path(run_dir) / name
     files.atomic_write_json(path, {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                                    for k, v in result.items()})
     return path, result
@@ -112,4 +146,8 @@ def format_result(r: dict[str, Any]) -> str:
             f"{r['ais_runs']} runs, {r['ais_steps']:,} steps, {r['seconds']:.1f} s)\n"
             f"mean test log-probability = {f(r['test_log_probability'])} nats "
             f"(+-3 sigma: [{f(r['test_log_probability_low'])}, {f(r['test_log_probability_high'])}]; "
-            f"{r['n_test']:,} test images)")
+            f"{r['n_test']:,} test images, binarised: {r.get('binarize', 'round')})"
+            + (f"\nladder check: {r['ladder_check']['ais_steps']:,} steps give log Z = "
+               f"{f(r['ladder_check']['log_z'])} (difference {r['ladder_check']['difference']:+.4f}: "
+               f"{'within' if r['ladder_check']['agree_within_0.5_nats'] else 'NOT within'} 0.5 nats)"
+               if r.get("ladder_check") else ""))

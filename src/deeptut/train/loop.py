@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from deeptut.accel import make_train_step, set_threads, span_length
+from deeptut.accel import make_train_step, span_length
 from deeptut.config import TrainConfig, image_side, parse_bytes
 from deeptut.data import augment
 from deeptut.data.datasets import Splits
@@ -31,18 +32,11 @@ from deeptut.data.device import DeviceSplit
 from deeptut.data.normalize import Normalizer, fit_normalizer, normalized_splits
 from deeptut.data.stream import make_split, row_chunks
 from deeptut.errors import ConfigError, TrainingError
-from deeptut.models import build_model
 from deeptut.train import divergence, state as train_state
+from deeptut.train.runner import prepare, resolve_device  # noqa: F401  (resolve_device: read from here too)
+from deeptut.train.stopping import Stop, StoppingRules
 from deeptut.train.session import Interrupted, Phase, Session  # noqa: F401  (Interrupted: fit raises it)
 from deeptut.train.early_stopping import EarlyStopping
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch sees no CUDA device (use --device cpu or auto)")
-    return torch.device(name)
 
 
 def learning_rate_at(cfg: TrainConfig, it: int, total_steps: int) -> float:
@@ -164,14 +158,94 @@ def epoch_split(cfg: TrainConfig, train: DeviceSplit, epoch: int, normalizer: No
     return epoch_data
 
 
+@dataclass
+class Training:
+    """What one supervised run holds while it trains: the parts fixed at its start and the state that moves
+    (`s`, train/state.py LoopState, which the checkpoints save and a resume restores; `best_params`, the
+    selected model). The loop below and its two helpers share it."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    step: Any  # deeptut.accel's step: step.run(split, first, count, lr_at) -> summed cost
+    stopper: EarlyStopping
+    rules: StoppingRules
+    session: Session
+    s: train_state.LoopState
+    best_params: dict[str, torch.Tensor]
+    train: DeviceSplit
+    valid: DeviceSplit
+    test: DeviceSplit
+    evaluator: Any  # the step's own evaluation (CUDA graphs, the CPU steps' arithmetic), or None
+    normalizer: Normalizer
+    device: torch.device
+    n_train_batches: int
+    validation_frequency: int
+    total_steps: int  # n_epochs x n_train_batches: what a schedule spans
+    say: Any
+
+    def lr(self, it: int) -> float:
+        return learning_rate_at(self.cfg, it, self.total_steps)
+
+    def stop(self, stop: Stop | None) -> bool:
+        """Record a stopping decision in the state (done, reason, fault); True if there was one."""
+        if stop is None:
+            return False
+        self.s.done, self.s.stopped = True, stop.reason
+        if stop.fault:
+            self.s.fault = stop.fault
+        return True
+
+    def checkpoint_parts(self) -> tuple[Any, ...]:
+        return self.model, self.step, self.stopper, self.s, self.best_params
+
+
 def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, resume: bool,
          phase: Phase | None = None) -> dict[str, Any]:
+    t = _start(cfg, data, run_dir, quiet=quiet, resume=resume, phase=phase)
+    if isinstance(t, dict):  # --resume of a run that had finished: its summary
+        return t
+    s, session = t.s, t.session
+    with session.running(s) as interrupt:
+        while not s.done and (s.next_minibatch > 0 or s.epoch < cfg.n_epochs):
+            if s.next_minibatch == 0:
+                s.epoch += 1
+            epoch_data = epoch_split(cfg, t.train, s.epoch, t.normalizer)
+            minibatch_index = s.next_minibatch - 1
+            while minibatch_index + 1 < t.n_train_batches:
+                # An eager step does one minibatch per pass; a graph step (deeptut.accel) a whole span,
+                # up to the next validation, epoch end or patience stop, where this loop looks again.
+                first, it0 = minibatch_index + 1, (s.epoch - 1) * t.n_train_batches + minibatch_index + 1
+                count = span_length(t.step, it0, t.n_train_batches - first, t.validation_frequency,
+                                    t.stopper.patience)
+                minibatch_index, it = first + count - 1, it0 + count - 1
+                cost = t.step.run(epoch_data, first, count, lambda k: t.lr(it0 + k))
+                s.cost_sum += cost
+                s.cost_count += count
+                s.next_minibatch = (minibatch_index + 1) % t.n_train_batches
+                if t.stop(t.rules.after_span(cost, it, s.epoch)):
+                    break
+                validating = (it + 1) % t.validation_frequency == 0
+                if validating and _validate(t, it, minibatch_index):
+                    break  # a fault: stopped before these parameters could be validated or kept
+                t.stop(t.rules.after_iteration(it))
+                if validating and session.checkpoint_due(s):
+                    session.checkpoint(*t.checkpoint_parts(), it + 1)
+                session.progress.show(s.epoch, minibatch_index + 1, t.n_train_batches, s.best_validation_loss)
+                if s.done or interrupt.signum is not None:
+                    break
+            if interrupt.signum is not None and not s.done:  # a checkpoint, then Interrupted
+                session.interrupted(interrupt.signum, *t.checkpoint_parts(),
+                                    (s.epoch - 1) * t.n_train_batches + (s.next_minibatch or t.n_train_batches))
+    session.progress.clear()
+    return _finish(t, run_dir)
+
+
+def _start(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, resume: bool,
+           phase: Phase | None) -> Training | dict[str, Any]:
+    """The run prepared once (train/runner.py prepare: device, threads, seeds, model), its data on the device,
+    its step, early stopping and session opened (resumed: where the run stopped, train/state.py)."""
     say = (lambda *a: None) if quiet else print
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        set_threads(cfg.threads)  # results depend on the thread count in the last bits
-    train_state.seed_everything(cfg.seed)
-    model = build_model(cfg.model_args(), cfg.init_seed).to(device)
+    device, model = prepare(cfg)
     if phase is not None and phase.init_params is not None:
         model.load_state_dict(phase.init_params)  # the pre-trained parameters
     # input normalisation (data/normalize.py): the training split's statistics; with image moves the
@@ -181,13 +255,10 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
                                        device)
     n_train_batches = train.n_batches(cfg.batch_size)
     step = make_train_step(model, cfg, device)
-    evaluator = getattr(step, "evaluator", None)  # CUDA-graph evaluation, when the step brings one
     stopper = EarlyStopping(cfg.patience, cfg.patience_increase, cfg.improvement_threshold, cfg.improvement,
                             cfg.mcnemar_alpha)
     validation_frequency = cfg.validation_frequency or EarlyStopping.validation_frequency(
         n_train_batches, cfg.patience)
-    total_steps = cfg.n_epochs * n_train_batches
-
     # The run directory, metrics.jsonl, checkpoints, signals, progress (train/session.py). Resumed, `s` is
     # where the run stopped (train/state.py), and model, step, stopper and the RNGs are as they were then.
     session = Session(run_dir, cfg, say, progress=not quiet, phase=phase, normalizer=normalizer)
@@ -197,87 +268,56 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
     best_params = s.best_params or {k: v.detach().clone() for k, v in model.state_dict().items()}
     if cfg.improvement == "mcnemar" and s.best_iter >= 0 and s.best_params:  # resumed: the best's mistakes
         stopper.best_wrong = _mistakes_of(model, best_params, valid, cfg)
-    rule = divergence_rule(cfg, s)  # None with `divergence = "off"`
+    rules = StoppingRules(cfg, model, stopper, divergence_rule(cfg, s))  # no divergence rule with "off"
+    return Training(cfg, model, step, stopper, rules, session, s, best_params, train, valid, test,
+                    getattr(step, "evaluator", None), normalizer, device, n_train_batches, validation_frequency,
+                    cfg.n_epochs * n_train_batches, say)
 
-    with session.running(s) as interrupt:
-        while not s.done and (s.next_minibatch > 0 or s.epoch < cfg.n_epochs):
-            if s.next_minibatch == 0:
-                s.epoch += 1
-            epoch_data = epoch_split(cfg, train, s.epoch, normalizer)
-            minibatch_index = s.next_minibatch - 1
-            while minibatch_index + 1 < n_train_batches:
-                # An eager step does one minibatch per pass; a graph step (deeptut.accel) a whole span,
-                # up to the next validation, epoch end or patience stop, where this loop looks again.
-                first, it0 = minibatch_index + 1, (s.epoch - 1) * n_train_batches + minibatch_index + 1
-                count = span_length(step, it0, n_train_batches - first, validation_frequency, stopper.patience)
-                minibatch_index, it = first + count - 1, it0 + count - 1
-                cost = step.run(epoch_data, first, count, lambda k: learning_rate_at(cfg, it0 + k, total_steps))
-                s.cost_sum += cost
-                s.cost_count += count
-                s.next_minibatch = (minibatch_index + 1) % n_train_batches
-                if isinstance(cost, float) and not math.isfinite(cost):
-                    s.fault = f"the training cost became {cost} at iteration {it + 1} (epoch {s.epoch})"
-                    s.done, s.stopped = True, "non-finite"
-                    break
 
-                if (it + 1) % validation_frequency == 0:
-                    # NaN/Inf or divergence: stop before these parameters can be validated or kept
-                    train_cost = float(s.cost_sum) / s.cost_count
-                    s.fault, reason = train_state.health(model, train_cost, it, cfg.max_cost)
-                    if s.fault:
-                        s.done, s.stopped = True, reason
-                        break
-                    if rule is not None:  # the period's mean cost far above where it started: diverged
-                        verdict = rule.update(train_cost, it)
-                        s.divergence = rule.state_dict()
-                        if verdict.diverged:
-                            s.fault = f"{verdict.message()}, at learning rate " \
-                                      f"{learning_rate_at(cfg, it, total_steps):g}"
-                            s.done, s.stopped = True, "diverged"
-                            break
-                    model.eval()
-                    mistakes: list | None = [] if cfg.improvement == "mcnemar" else None
-                    this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation, evaluator,
-                                                    mistakes)
-                    s.cost_sum, s.cost_count = 0.0, 0
-                    say(f"epoch {s.epoch}, minibatch {minibatch_index + 1}/{n_train_batches}, "
-                        f"validation error {this_validation_loss * 100.:f} %")
-                    decision = stopper.update(it, this_validation_loss, mistakes[0] if mistakes else None)
-                    test_error = None
-                    if decision.improved:
-                        s.best_validation_loss, s.best_iter = this_validation_loss, it
-                        s.test_score = test_error = evaluate(model, test, cfg.batch_size, cfg.evaluation,
-                                                             evaluator)
-                        best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                        say(f"     epoch {s.epoch}, minibatch {minibatch_index + 1}/{n_train_batches}, "
-                            f"test error of best model {s.test_score * 100.:f} %")
-                    model.train()
-                    session.record(s, epoch=s.epoch, minibatch=minibatch_index + 1, n_train_batches=n_train_batches,
-                                   iteration=it + 1, train_cost=train_cost, valid_error=this_validation_loss * 100.,
-                                   test_error=None if test_error is None else test_error * 100.,
-                                   best=decision.improved, patience=decision.patience,
-                                   learning_rate=learning_rate_at(cfg, it, total_steps))
-                    if decision.improved:
-                        session.save_best(best_params)
-                    session.save_intermediate(model, s, it + 1)
-                if stopper.should_stop(it):
-                    s.done, s.stopped = True, "patience"
-                if (it + 1) % validation_frequency == 0 and session.checkpoint_due(s):
-                    session.checkpoint(model, step, stopper, s, best_params, it + 1)
-                session.progress.show(s.epoch, minibatch_index + 1, n_train_batches, s.best_validation_loss)
-                if s.done or interrupt.signum is not None:
-                    break
-            if interrupt.signum is not None and not s.done:  # a checkpoint, then Interrupted
-                session.interrupted(interrupt.signum, model, step, stopper, s, best_params,
-                                    (s.epoch - 1) * n_train_batches + (s.next_minibatch or n_train_batches))
-    session.progress.clear()
-    s.elapsed_s = session.elapsed()
+def _validate(t: Training, it: int, minibatch_index: int) -> bool:
+    """The validation after 0-based iteration `it`, as the tutorials do it: the validation error, the
+    early-stopping rule, and on a new best the parameters kept and the test error measured. True if the run
+    stopped on a fault before validating (non-finite, diverged)."""
+    s, cfg = t.s, t.cfg
+    train_cost = float(s.cost_sum) / s.cost_count
+    stop = t.rules.at_validation(train_cost, it, t.lr(it))
+    if t.rules.divergence_updated:
+        s.divergence = t.rules.divergence.state_dict()
+    if t.stop(stop):
+        return True
+    t.model.eval()
+    mistakes: list | None = [] if cfg.improvement == "mcnemar" else None
+    this_validation_loss = evaluate(t.model, t.valid, cfg.batch_size, cfg.evaluation, t.evaluator, mistakes)
+    s.cost_sum, s.cost_count = 0.0, 0
+    where = f"epoch {s.epoch}, minibatch {minibatch_index + 1}/{t.n_train_batches}"
+    t.say(f"{where}, validation error {this_validation_loss * 100.:f} %")
+    decision = t.stopper.update(it, this_validation_loss, mistakes[0] if mistakes else None)
+    test_error = None
+    if decision.improved:
+        s.best_validation_loss, s.best_iter = this_validation_loss, it
+        s.test_score = test_error = evaluate(t.model, t.test, cfg.batch_size, cfg.evaluation, t.evaluator)
+        t.best_params = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
+        t.say(f"     {where}, test error of best model {s.test_score * 100.:f} %")
+    t.model.train()
+    t.session.record(s, epoch=s.epoch, minibatch=minibatch_index + 1, n_train_batches=t.n_train_batches,
+                     iteration=it + 1, train_cost=train_cost, valid_error=this_validation_loss * 100.,
+                     test_error=None if test_error is None else test_error * 100.,
+                     best=decision.improved, patience=decision.patience, learning_rate=t.lr(it))
+    if decision.improved:
+        t.session.save_best(t.best_params)
+    t.session.save_intermediate(t.model, s, it + 1)
+    return False
 
-    model.load_state_dict(best_params)
-    summary = run_summary(cfg, s, n_train_batches, valid, test, device)
-    if phase is not None:
-        summary.update(phase.summary)
-    session.finish(model, step, stopper, s, best_params, summary)
+
+def _finish(t: Training, run_dir: Path | None) -> dict[str, Any]:
+    """The selected model, summary.json, the last checkpoint; the tutorial's closing lines (or the fault)."""
+    s, cfg = t.s, t.cfg
+    s.elapsed_s = t.session.elapsed()
+    t.model.load_state_dict(t.best_params)
+    summary = run_summary(cfg, s, t.n_train_batches, t.valid, t.test, t.device)
+    if t.session.phase is not None:
+        summary.update(t.session.phase.summary)
+    t.session.finish(*t.checkpoint_parts(), summary)
     if s.fault:
         best = (f"validation {s.best_validation_loss * 100.:f} %" if s.best_iter >= 0 else
                 "none validated yet: the initial ones")
@@ -286,11 +326,11 @@ def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, r
                               + fault_hint(cfg, s.stopped))
         error.summary = summary  # type: ignore[attr-defined]
         raise error
-    say(f"Optimization complete with best validation score of {s.best_validation_loss * 100.:f} %, "
-        f"with test performance {s.test_score * 100.:f} % (obtained at iteration {s.best_iter + 1}; "
-        f"{cfg.evaluation} evaluation on {summary['evaluated_examples']['test']} test examples)")
-    say(f"The code run for {s.epoch} epochs, with {summary['epochs_per_second']:f} epochs/sec "
-        f"({s.elapsed_s:.2f} s of training)")
+    t.say(f"Optimization complete with best validation score of {s.best_validation_loss * 100.:f} %, "
+          f"with test performance {s.test_score * 100.:f} % (obtained at iteration {s.best_iter + 1}; "
+          f"{cfg.evaluation} evaluation on {summary['evaluated_examples']['test']} test examples)")
+    t.say(f"The code run for {s.epoch} epochs, with {summary['epochs_per_second']:f} epochs/sec "
+          f"({s.elapsed_s:.2f} s of training)")
     return summary
 
 

@@ -55,7 +55,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,11 +65,10 @@ from deeptut import accel
 from deeptut.config import TrainConfig
 from deeptut.data.datasets import Splits
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
-from deeptut.models import build_model
 from deeptut.models.trainers import LayerTrainer, Update
 from deeptut.store import checkpoint, rundir, tensors as store_tensors
-from deeptut.train import state as train_state
-from deeptut.train.loop import cuda_precision, epoch_permutation, fit, learning_rate_at, resolve_device
+from deeptut.train.loop import cuda_precision, epoch_permutation, fit, learning_rate_at
+from deeptut.train.runner import prepare
 from deeptut.train.session import Interrupted, Phase, Session
 from deeptut.train.state import LoopState
 
@@ -238,11 +237,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     """The unsupervised phase. da/ca/rbm: (model, summary), the run finished; sda/dbn: (model, state) with
     pretrained.safetensors written, for fine-tuning to follow."""
     say = (lambda *a: None) if quiet else print
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        accel.set_threads(cfg.threads)
-    train_state.seed_everything(cfg.seed)
-    model = build_model(cfg.model_args(), cfg.init_seed).to(device)
+    device, model = prepare(cfg)  # train/runner.py: device, threads, seeds, the module
     train_x = torch.as_tensor(data.train.x).to(device)  # [n, n_in] float32, the tutorials' shared variable
     n_train_batches = len(train_x) // cfg.batch_size  # whole minibatches, the remainder dropped
     if n_train_batches == 0 or (fine_tuned(cfg) and len(data.valid.x) < cfg.batch_size):
@@ -299,22 +294,8 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
                     session.interrupted(interrupt.signum, model, stateless, stateless, s, best(), g + 1,
                                         position(layer, epoch, minibatch_index + 1, n_train_batches))
 
-            line, fields = trainers[layer].line(layer, epoch, s.epoch_costs())
-            say(line)
-            session.record(s, phase="pretrain", layer=layer, epoch=epoch, **fields)
-            final_cost = fields["cost"]
-            if not math.isfinite(fields["cost"]):
-                s.fault, s.stopped, s.done = (f"the {'pre-' * fine_tuned(cfg)}training cost became "
-                                              f"{fields['cost']} at layer {layer}, epoch {epoch}"), "non-finite", True
-            s.reset_costs()
-            if session.files is not None and keep_model_file(cfg, epoch, epochs, g):
-                session.files.save_params(rundir.pretrain_model_name(layer, epoch), model.state_dict())
-            if session.checkpoint_due(s) or g + 1 == layers * epochs:
-                session.checkpoint(model, stateless, stateless, s, best(), g + 1,
-                                   position(layer, epoch, n_train_batches, n_train_batches))
-            if interrupt.signum is not None and g + 1 < layers * epochs:
-                session.interrupted(interrupt.signum, model, stateless, stateless, s, best(), g + 1,
-                                    position(layer, epoch, n_train_batches, n_train_batches))
+            final_cost = _end_of_epoch(cfg, trainers[layer], model, session, s, say, g, epochs,
+                                       layers * epochs, n_train_batches, interrupt.signum)
             if s.done:
                 break
         pending = interrupt.signum  # caught after the last epoch: stop once pre-training is saved
@@ -322,6 +303,40 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     print(f"The {'pre' * fine_tuned(cfg)}training code ran for {s.elapsed_s / 60.:.2f}m",
           file=sys.stderr)
 
+    return _finish_pretraining(cfg, model, session, s, run_dir, final_cost, n_train_batches, device, pending)
+
+
+def _end_of_epoch(cfg: TrainConfig, trainer: LayerTrainer, model: nn.Module, session: Session, s: PretrainState,
+                  say: Any, g: int, epochs: int, total_epochs: int, n_train_batches: int,
+                  signum: int | None) -> float:
+    """After (0-based global) epoch g: the tutorial's printed line, one metrics.jsonl line, the model file, the
+    checkpoint; a NaN/Inf cost stops the run; a caught signal (SIGINT/SIGTERM) checkpoints and raises
+    Interrupted, except after the last epoch (the caller saves pre-training first). Returns the cost."""
+    layer, epoch = divmod(g, epochs)
+    line, fields = trainer.line(layer, epoch, s.epoch_costs())
+    say(line)
+    session.record(s, phase="pretrain", layer=layer, epoch=epoch, **fields)
+    if not math.isfinite(fields["cost"]):
+        s.fault, s.stopped, s.done = (f"the {'pre-' * fine_tuned(cfg)}training cost became "
+                                      f"{fields['cost']} at layer {layer}, epoch {epoch}"), "non-finite", True
+    s.reset_costs()
+    if session.files is not None and keep_model_file(cfg, epoch, epochs, g):
+        session.files.save_params(rundir.pretrain_model_name(layer, epoch), model.state_dict())
+    stateless, where = _Stateless(), position(layer, epoch, n_train_batches, n_train_batches)
+    if session.checkpoint_due(s) or g + 1 == total_epochs:
+        session.checkpoint(model, stateless, stateless, s, dict(model.state_dict()), g + 1, where)
+    if signum is not None and g + 1 < total_epochs:
+        session.interrupted(signum, model, stateless, stateless, s, dict(model.state_dict()), g + 1, where)
+    return fields["cost"]
+
+
+def _finish_pretraining(cfg: TrainConfig, model: nn.Module, session: Session, s: PretrainState,
+                        run_dir: Path | None, final_cost: float | None, n_train_batches: int,
+                        device: torch.device, pending: int | None) -> tuple[nn.Module, PretrainState | dict[str, Any]]:
+    """da/ca/rbm: summary.json and the final checkpoint, (model, summary); sda/dbn: pretrained.safetensors
+    (the marker that pre-training is over), (model, state). A fault raises TrainingError; a signal caught
+    after the last epoch raises Interrupted once pre-training is saved."""
+    stateless = _Stateless()
     if final_cost is None and run_dir is not None:  # resumed after the last epoch's line
         lines = read_pretrain_lines(run_dir)
         final_cost = lines[-1].get("cost") if lines else None
@@ -329,7 +344,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
         summary = {"phase": "pretrain", "epochs": s.epoch, "final_cost": final_cost,
                    "train_seconds": round(s.elapsed_s, 4), "stopped": s.stopped,
                    "iterations": s.epoch * n_train_batches, "device": str(device), "fault": s.fault}
-        session.finish(model, stateless, stateless, s, best(), summary)
+        session.finish(model, stateless, stateless, s, dict(model.state_dict()), summary)
         if s.fault:
             raise TrainingError(f"{s.fault}; stopped")
         return model, summary

@@ -278,3 +278,37 @@ def train(cfg: TrainConfig, data: SlotCorpus, run_dir: Path | None = None, *, qu
         raise TrainingError(f"{s.fault}; stopped")
     return summary
 
+
+
+def pictures(run: Any, out_dir: Path, data: Any) -> list[Path]:
+    """`deeptut viz`: beyond the generic learning curves, the chapter's measure per epoch: validation and
+    test F1 (f1.png), the epochs where the rate was halved marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the viz extra is not installed
+        return []
+    lines = [r for r in run.metrics().supervised if "valid_f1" in r]
+    if not lines:
+        return []
+    epochs = [int(r["epoch"]) for r in lines]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(epochs, [r["valid_f1"] for r in lines], marker="o", ms=3, label="validation F1")
+    ax.plot(epochs, [r.get("test_f1") for r in lines], marker="s", ms=3, label="test F1")
+    rates = [r.get("learning_rate") for r in lines]
+    for e, a, b in zip(epochs[1:], rates, rates[1:]):
+        if a is not None and b is not None and b < a:
+            ax.axvline(e - 0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("chunk F1 (%)")
+    ax.set_title(f"{run.name}: conlleval F1 (dotted: rate halved)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "f1.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]

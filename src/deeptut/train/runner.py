@@ -12,11 +12,40 @@ families, and one per later chapter). No code here or in the CLI names a family.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeptut import registry
 from deeptut.config import TrainConfig
 from deeptut.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def resolve_device(name: str) -> "torch.device":
+    """cpu | cuda | auto (cuda when torch sees one) -> the device; cuda without one is a clear error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def prepare(cfg: TrainConfig) -> tuple["torch.device", Any]:
+    """What every procedure does first, once: the device, the thread count (results depend on it in the
+    last bits), the seeds of torch, numpy and random, and the family's module built with the tutorial's
+    initialisation, on the device. -> (device, model)."""
+    from deeptut.accel import set_threads
+    from deeptut.models import build_model
+    from deeptut.train import state as train_state
+
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        set_threads(cfg.threads)
+    train_state.seed_everything(cfg.seed)
+    return device, build_model(cfg.model_args(), cfg.init_seed).to(device)
 
 
 def load_data(cfg: TrainConfig, data_dir: str | Path | None = None) -> Any:

@@ -239,7 +239,7 @@ class Session:
             self.say(f"{run_dir}: the run has already finished; nothing to resume")
             self.finished_summary = files.read_json(run_dir / rundir.SUMMARY)
         elif not s.done and s.next_minibatch == 0 and s.epoch >= n_epochs:  # stopped after its last update
-            self.say(f"resuming {run_dir}: all {n_epochs} epoch{'s' * (n_epochs != 1)} were trained; "
+            self.say(f"resuming {run_dir}: its last epoch ({n_epochs} of {n_epochs}) was trained to the end; "
                      f"finishing the run (nothing left to train)")
         elif not s.done:
             self.say(f"resuming {run_dir} at epoch {s.epoch + (s.next_minibatch == 0)}, "

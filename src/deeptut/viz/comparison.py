@@ -13,7 +13,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from deeptut.errors import DataError
 from deeptut.store import rundir
-from deeptut.store.rundir import UNSUPERVISED, Run
+from deeptut.models.families import FAMILIES
+from deeptut.store.rundir import Run
 from deeptut.viz.plots import Figure, _finite, _save, mpl_text
 from deeptut.viz.text import fmt
 
@@ -97,9 +98,9 @@ def compare(run_dirs: Iterable[str | Path], out_dir: str | Path | None = None) -
         raise DataError("compare needs at least one run directory")
     runs = [Run.open(d) for d in dirs]
     for r in runs:
-        if r.model in UNSUPERVISED:
+        if not FAMILIES[r.model].classifier:
             raise DataError(f"{r.path}: a {r.model} run has no validation error to compare (compare compares "
-                            f"classifiers: every family but {', '.join(UNSUPERVISED)})")
+                            f"classifiers: every family but {', '.join(n for n, c in FAMILIES.items() if not c.classifier)})")
     table = format_table([_row(r) for r in runs])
     if out_dir is None:
         out_dir = Path(os.path.commonpath([str(r.path.resolve().parent) for r in runs]))
