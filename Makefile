@@ -41,7 +41,7 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/deeptut train logistic
 
-# Everything (what CI runs): ~2.5 min on 2 CPU cores.
+# Everything (what CI runs); its time on 2 CPU cores: see BENCHMARKS.md (measured by the lead).
 test: install-test test-deps
 	$(PY) -m pytest -q
 

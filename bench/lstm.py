@@ -148,7 +148,7 @@ def main() -> None:
     after = machine()
     table = {k: {"wall_s": statistics.median(v["wall_s"] for v in vs),
                  "cpu_s": statistics.median(v["cpu_s"] for v in vs), "rounds": vs} for k, vs in results.items()}
-    print(f"\n| case | way | device | s/epoch wall | s/epoch CPU |\n|---|---|---|---|---|")
+    print("\n| case | way | device | s/epoch wall | s/epoch CPU |\n|---|---|---|---|---|")
     for k, v in table.items():
         name, way, device = k.split()
         print(f"| {name} | {way} | {device} | {v['wall_s']:.1f} | {v['cpu_s']:.1f} |")

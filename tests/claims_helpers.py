@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # a number as printed: thousands commas, a sign unless it follows a digit (the "23" and "29" of "23-29"); not
 # the digits of a name ("H200", "float32")
-NUMBER = re.compile(r"(?<![\w.,])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+NUMBER = re.compile(r"(?<![\w.,])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?")
 # a figure with a unit, as the scan of the documents sees it (ranges "23-29 s" and ratios "6.0x", "x5.11")
 FIGURE = re.compile(r"(?<![\w.])(?:x\d+(?:\.\d+)?(?![\w.])|-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
                     r"(?:\s?(?:-|/)\s?-?\d+(?:\.\d+)?)*(?:x(?![\w])|\s?%|\s(?:s|ms|us|nats?|min)(?![\w])))")
@@ -40,13 +40,16 @@ def parse_number(s: str) -> float:
 
 
 def decimals(s: str) -> int:
-    return len(s.split(".", 1)[1]) if "." in s else 0
+    """The printed number's last digit as a power of ten, negated (1.65 -> 2; 1.1e-08 -> 9)."""
+    mantissa, _, exp = s.lower().partition("e")
+    d = len(mantissa.split(".", 1)[1]) if "." in mantissa else 0
+    return d - int(exp) if exp else d
 
 
 def rounds_to(value: float, printed: str) -> bool:
-    """Whether `value` prints as `printed` at its decimals (either way at an exact half)."""
+    """Whether `value` prints as `printed` at its last digit (either way at an exact half)."""
     target, d = parse_number(printed), decimals(printed)
-    return math.isfinite(value) and abs(value - target) <= 0.5 * 10.0 ** -d * (1 + 1e-9) + 1e-12
+    return math.isfinite(value) and abs(value - target) <= 0.5 * 10.0 ** -d * (1 + 1e-9) + 1e-12 * 10.0 ** -max(d, 0)
 
 
 def _walk(node, path: list, where: str) -> list:

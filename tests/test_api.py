@@ -276,3 +276,16 @@ def test_resume_after_the_last_update_says_so(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"resuming {run}: its last epoch (1 of 1) was trained to the end; finishing the run (nothing left to train)" in out
     assert "at epoch 2" not in out and summary["epochs"] == 1
+
+
+def test_busy_machine_warning(monkeypatch):
+    from deeptut import api
+    from deeptut.config import TrainConfig
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 3.0))
+    w = api.busy_warning(TrainConfig(threads=0, device="cpu"))
+    assert w.startswith("warning: the machine is busy (load 3.5 on 2 cores)") and "--threads 1" in w
+    assert api.busy_warning(TrainConfig(threads=1, device="cpu")) is None  # a chosen count: no warning
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.4, 0.3, 0.3))
+    assert api.busy_warning(TrainConfig(threads=0, device="cpu")) is None  # idle

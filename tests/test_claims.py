@@ -132,6 +132,7 @@ def test_checker_refuses_a_drifted_figure_a_missing_file_and_a_wrong_path(tmp_pa
     with pytest.raises(ClaimError, match="matches nothing"):
         check_figure("1", {"file": "r.log", "regex": r"USER ([0-9.]+)"}, tmp_path)
     assert not rounds_to(0.9449, "0.95") and rounds_to(0.9451, "0.95") and rounds_to(1034.75, "1,035")
+    assert rounds_to(1.14e-08, "1.1e-08") and not rounds_to(1.16e-08, "1.1e-08") and not rounds_to(1.1, "1.1e-08")
 
 
 def test_scan_finds_units_ranges_and_ratios():

@@ -91,6 +91,63 @@ class SaltPepperDAArgs(DAArgs):
                              {"corruption_level": self.corruption_level})]
 
 
+# --- the sequence family, defined here only ----------------------------------------------------------------
+
+
+class TinyGRU(torch.nn.Module):
+    """Embedding -> GRU -> the last valid step's state -> logits: a recurrent classifier of token sequences.
+    forward(x [n, T] int64, mask [n, T] float) -> logits [n, n_out]; cost as the sequence procedure asks."""
+
+    def __init__(self, n_words: int, dim: int, n_out: int, init_seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(init_seed)  # the module's own initialisation, a function of init_seed
+        self.emb = torch.nn.Embedding(n_words, dim)
+        self.gru = torch.nn.GRU(dim, dim, batch_first=True)
+        self.out = torch.nn.Linear(dim, n_out)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            maybe_die(self.calls - 1)
+        h, _ = self.gru(self.emb(x))  # [n, T, dim]
+        last = mask.sum(1).long() - 1  # [n]: a padded step after the last is never read
+        return self.out(h[torch.arange(len(x)), last])
+
+    def cost(self, logits: torch.Tensor, y: torch.Tensor, decay_c: float = 0.0) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, y)
+
+
+@dataclass(frozen=True)
+class TinyGRUArgs(families.LSTMArgs):
+    """The LSTM chapter's fields and procedure ("sequence"), another network: the procedure is the family's
+    choice, the module its own."""
+
+    def build(self, init_seed: int | None = None):
+        return TinyGRU(self.n_words, self.dim_proj, self.n_out, 0 if init_seed is None else init_seed)
+
+
+def seam_sequences(cfg: Any, data_dir: Any = None):
+    """The dataset "seam-sequences": token sequences of 3..9 tokens from 1..7; the label says whether the first
+    and the last token are equal (a bag of words cannot tell which is first or last)."""
+    from deeptut.data.sequences import SequenceSets, SequenceSplit
+
+    rng = np.random.default_rng(7)
+
+    def split(n: int) -> SequenceSplit:
+        seqs, labels = [], []
+        for i in range(n):
+            seq = list(rng.integers(1, 8, rng.integers(3, 10)))
+            if i % 2:
+                seq[-1] = seq[0]
+            seqs.append(seq)
+            labels.append(int(seq[-1] == seq[0]))
+        return SequenceSplit.from_lists(seqs, labels, "seam-sequences")
+
+    return SequenceSets(split(320), split(80), split(80), source="generated", name="seam-sequences",
+                        n_classes=2, vocabulary=8)
+
+
 def seam_images(cfg: Any, data_dir: Any = None):
     """The dataset "seam-images": 8x8 synthetic images in 4 classes, 200 training rows (10 minibatches of 20)."""
     return synthetic.tiny_splits(n_train=200, n_valid=40, n_test=40, n_in=64, n_out=4)
@@ -98,7 +155,9 @@ def seam_images(cfg: Any, data_dir: Any = None):
 
 def register() -> None:
     families.register_family("spda", SaltPepperDAArgs)
+    families.register_family("tinygru", TinyGRUArgs)
     registry.register_dataset("seam-images", seam_images)
+    registry.register_dataset("seam-sequences", seam_sequences)
 
 
 if PLUGIN in os.environ.get(registry.PLUGINS_ENV, "").split(","):  # imported as a plug-in by a subprocess
@@ -109,8 +168,10 @@ if PLUGIN in os.environ.get(registry.PLUGINS_ENV, "").split(","):  # imported as
 def registered():
     register()
     yield
-    families.unregister_family("spda")
-    registry.DATASETS.pop("seam-images", None)
+    for name in ("spda", "tinygru"):
+        families.unregister_family(name)
+    for name in ("seam-images", "seam-sequences"):
+        registry.DATASETS.pop(name, None)
 
 
 SPDA_TOML = """model = "spda"
@@ -222,6 +283,70 @@ def test_the_pretraining_family_trains_is_killed_resumes_and_is_drawn(tmp_path, 
     assert drawn.returncode == 0, drawn.stderr
     names = {Path(p).name for p in drawn.stdout.split()}
     assert {"pretrain_costs.png", "filters.png"} <= names
+
+
+GRU_TOML = """model = "tinygru"
+init_seed = 3
+
+[tinygru]
+n_words = 8
+dim_proj = 16
+n_out = 2
+use_dropout = false
+optimizer = "adam"
+
+[optim]
+learning_rate = 0.03
+batch_size = 32
+n_epochs = 15
+
+[early_stopping]
+patience = 10
+
+[data]
+dataset = "seam-sequences"
+
+[run]
+preset = "tinygru"
+threads = 1
+device = "cpu"
+"""
+
+
+@pytest.mark.slow
+def test_the_sequence_family_trains_is_killed_resumes_and_is_drawn(tmp_path, registered):
+    """A recurrent classifier of variable-length sequences, through the chapter's sequence procedure: deeptut
+    train whole, and SIGKILLed in epoch 3 then --resume, bit for bit; the Python API's run is the CLI's;
+    deeptut viz draws its learning curves; it learns what a bag of words cannot."""
+    (tmp_path / "gru.toml").write_text(GRU_TOML)
+    whole = cli(["train", "--config", "gru.toml", "--run-dir", "whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    summary = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    assert summary["best_validation_error"] < 35.0  # chance: 50 %
+
+    marker = tmp_path / "killed.marker"
+    env = {KILL_ENV: "1", MARKER_ENV: str(marker)}  # 10 minibatches an epoch: dies in epoch 3
+    killed = cli(["train", "--config", "gru.toml", "--run-dir", "killed"], tmp_path, **env)
+    assert killed.returncode == -signal.SIGKILL and marker.exists(), killed.stderr
+    resumed = cli(["train", "--resume", "killed"], tmp_path, **env)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = tiny.run_record(tmp_path / "killed"), tiny.run_record(tmp_path / "whole")
+    for record in (a, b):  # the procedure's own timings
+        for key in ("seconds_per_epoch", "final_train_error_seconds", "result"):  # "result" ends with the time
+            record["summary"].pop(key, None)
+    assert tiny.differences(a, b) == [], {k: (a["summary"][k], b["summary"].get(k)) for k in a["summary"]
+                                         if a["summary"][k] != b["summary"].get(k)}
+
+    from deeptut import config
+    from deeptut.train import runner
+
+    api = runner.train(config.resolve(None, tmp_path / "gru.toml"), run_dir=tmp_path / "api", quiet=True)
+    assert api["best_validation_error"] == summary["best_validation_error"]
+    assert (tmp_path / "api" / "best.safetensors").read_bytes() == (tmp_path / "whole" / "best.safetensors").read_bytes()
+
+    drawn = cli(["viz", "whole"], tmp_path)
+    assert drawn.returncode == 0, drawn.stderr
+    assert "learning_curves.png" in {Path(p).name for p in drawn.stdout.split()}
 
 
 def test_the_rule_is_the_familys_not_an_accelerators(registered):

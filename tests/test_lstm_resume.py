@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch._dynamo  # noqa: F401  (torch.optim imports it on first use: seconds each child would pay again)
+import torch._dynamo  # noqa: F401 (torch.optim imports it on first use: seconds each child would pay again)
 
 from deeptut.config import TrainConfig
 from test_lstm import toy_sets

@@ -96,9 +96,9 @@ def test_presets_are_written_in_the_configs_tables():
         assert config.from_dict(data) == config.resolve(name).replace(preset="logistic"), name
 
 
-def test_cli_presets_table_for_people(capsys):
-    """`deeptut presets`: a row per preset with its model, kind, purpose and result with the machine; a preset
-    without a figure says so."""
+def test_cli_presets_table_for_people(capsys, monkeypatch):
+    """`deeptut presets`: a row per preset with its model, kind, purpose and result with the machine; the
+    result is the registry's line (deeptut/claims.toml) with its figures; a preset without one says so."""
     from deeptut import cli, presets
 
     assert cli.main(["presets"]) == 0
@@ -107,15 +107,33 @@ def test_cli_presets_table_for_people(capsys):
     assert list(rows) == config.preset_names()
     for name, row in rows.items():
         assert row[1] == config.resolve(name).model and row[2] == ("fast" if "fast" in name else "tutorial")
-    assert "MNIST 0.98 %, Fashion-MNIST 10.69 % test" in out and "7.489583 %" in out and "AMD EPYC" in out and "H200" in out
-    assert presets.about("logistic")[2].startswith("published")
-    assert presets.about("mlp-fast")[2].startswith(presets.XEON)
-    saved = presets.ABOUT.pop("mlp")
-    try:  # a preset nobody has measured yet (e.g. a new one): listed, without a figure
-        assert presets.about("mlp") == ("tutorial", "The tutorial's mlp.py: published 1.69 % validation at "
-                                        "iteration 2,070,000, 1.65 % test."[:80], presets.NO_FIGURE)
-    finally:
-        presets.ABOUT["mlp"] = saved
+    registry = presets.measured()
+    for name in config.preset_names():
+        assert presets.about(name)[2] in out
+        if name in registry:
+            assert presets.about(name)[2] == presets.result(name, registry) != presets.NO_FIGURE
+    assert "AMD EPYC" in out and "H200" in out
+    # the figures printed are the registry's values, each checked against its raw result
+    assert "MNIST " + registry["mlp-fast"]["figures"]["mnist"]["value"] + " %" in out
+    # a preset without a registry line: listed, without a figure
+    monkeypatch.setattr(presets, "measured", lambda: {k: v for k, v in registry.items() if k != "mlp"})
+    assert presets.about("mlp") == ("tutorial", presets.ABOUT["mlp"][1], presets.NO_FIGURE)
+
+
+def test_presets_registry_figures_are_their_raw_results(monkeypatch):
+    """Every figure `deeptut presets` prints is its raw result under bench/results/, rounded as printed; a
+    figure edited in the registry without new evidence fails."""
+    from claims_helpers import ClaimError, check_figure
+    from deeptut import presets
+
+    registry = presets.measured()
+    figures = [(n, k, f) for n, e in registry.items() for k, f in e.get("figures", {}).items()]
+    assert len(figures) >= 30
+    for name, key, fig in figures:
+        check_figure(fig["value"], fig)
+    name, key, fig = next(x for x in figures if x[0] == "mlp-fast" and x[1] == "mnist")
+    with pytest.raises(ClaimError):
+        check_figure("0.97", fig)  # the drifted figure a hand edit would leave
 
 
 def test_cli_presets_name_marks_the_defaults(capsys):

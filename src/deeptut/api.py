@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -118,6 +119,9 @@ def train(preset_or_config: Any, *, data_dir: str | Path | None = None, run_dir:
 
     cfg = make_config(preset_or_config, overrides)
     check_logger(logger)
+    warning = busy_warning(cfg)
+    if warning and not quiet:
+        print(warning, file=sys.stderr)
     data = runner.load_data(cfg, data_dir)
     path, created = open_run_dir(cfg.preset, run_dir, runs_dir)
     if not quiet:
@@ -125,6 +129,26 @@ def train(preset_or_config: Any, *, data_dir: str | Path | None = None, run_dir:
     with tracked(path, logger, quiet), discard_if_unstarted(path, created):
         runner.train(cfg, data, path, quiet=quiet)
     return load(path)
+
+
+def busy_warning(cfg: TrainConfig) -> str | None:
+    """A warning when the CPU is busy and the thread count is torch's default (threads = 0: every core), or
+    None. On the 2-core machine at load ~12 (2026-12-06, bench/threads.py,
+    bench/results/threads-20261206/) one epoch of mlp-fast took 5-6x longer with 2 threads or the default
+    than with 1 (the same errors): spinning threads wait on each other when others hold the cores."""
+    import os
+
+    if cfg.threads != 0 or cfg.device == "cuda":
+        return None
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except OSError:
+        return None
+    if cores > 1 and load >= cores:
+        return (f"warning: the machine is busy (load {load:.1f} on {cores} cores) and threads = 0 (torch's "
+                f"default: {cores} threads); on a busy machine --threads 1 (threads=1) was measured several "
+                f"times faster (README: 'Threads')")
+    return None
 
 
 def check_logger(logger: str | None) -> None:

@@ -178,7 +178,7 @@ def _flag_value(v: object) -> str:
 
 def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from deeptut import config
-    from deeptut.api import check_logger, discard_if_unstarted, open_run_dir, tracked
+    from deeptut.api import busy_warning, check_logger, discard_if_unstarted, open_run_dir, tracked
     from deeptut.store import rundir
     from deeptut.train.runner import load_data, train
 
@@ -199,6 +199,9 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
             raise DeeptutError("name a preset (deeptut presets lists them) or give --config FILE")
         cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
         check_logger(args.logger)
+        warning = busy_warning(cfg)
+        if warning and not args.quiet:
+            print(warning, file=sys.stderr)
         data = load_data(cfg, args.data_dir)
         run_dir, created = open_run_dir(cfg.preset, args.run_dir, args.runs_dir)
         if not args.quiet:

@@ -482,7 +482,7 @@ class RNNSLUArgs(ModelArgs):
     preset), at most n_epochs (60), halving the rate after 10 epochs without a better validation F1; init_seed
     and [run] seed 345. n_words and n_out are set from the data when left at 0."""
 
-    procedure: ClassVar[str] = "rnnslu"
+    procedure: ClassVar[str] = "slot-filling"
     classifier: ClassVar[bool] = False  # tags words, no digit classifier: `deeptut eval` / `predict` do not apply
     pictures: ClassVar[str | None] = "deeptut.train.rnnslu:pictures"  # validation and test F1 per epoch
 

@@ -134,11 +134,7 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
     say = (lambda *a: None) if quiet else print
     if cfg.threads:
         accel.set_threads(cfg.threads)
-    if data.train.x.shape[1] != cfg.n_in:
-        raise ConfigError(f"n_in is {cfg.n_in} but the data's images have {data.train.x.shape[1]} pixels")
-    if max(int(data.train.y.max()), int(data.valid.y.max()), int(data.test.y.max())) >= cfg.n_out:
-        raise ConfigError(f"n_out is {cfg.n_out} but the data has labels up to "
-                          f"{max(int(data.train.y.max()), int(data.valid.y.max()), int(data.test.y.max()))}")
+    _check_data(cfg, data)
     device = torch.device("cpu")  # SciPy's CG runs on the host; the objective is a few BLAS calls per pass
     say("... building the model")
     model = build_model(cfg.model_args(), cfg.init_seed)  # logistic_sgd.py's LogisticRegression, zeros
@@ -148,43 +144,12 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
         if split.n_batches(cfg.batch_size) == 0 and cfg.evaluation == "tutorial":
             raise ConfigError(f"batch_size {cfg.batch_size} is larger than the {name} split ({len(split)} "
                               f"examples)")
-    n_params = cfg.n_in * cfg.n_out + cfg.n_out
-    theta0 = np.zeros(n_params, dtype=np.float64)
-    st: dict[str, Any] = {"iteration": 0, "best_validation_loss": float("inf"), "test_score": 0.0,
-                          "best_iteration": 0, "train_seconds": 0.0, "done": False}
-    best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
     run_dir = None if run_dir is None else Path(run_dir)
-    restored = None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            rundir.clean_run_dir(run_dir)
-            restored = _restore(run_dir, cfg, n_params)
-        if restored is None:
-            rundir.write_config(run_dir, cfg, device, data, threads=accel.thread_counts())
-            (run_dir / rundir.MODEL_JSON).unlink(missing_ok=True)  # a resumed run without a checkpoint
-            rundir.save_model(run_dir, model, cfg, name=rundir.INIT)
-    if restored is not None:
-        loop, t = restored
-        st.update({k: loop[k] for k in st if k in loop})
-        theta0 = t["theta"].numpy().astype(np.float64)
-        best_params = {k[len("best/"):]: v for k, v in t.items() if k.startswith("best/")}
-        say(f"resuming {run_dir} after CG iteration {st['iteration']} (fmin_cg restarts from its parameters)")
-    metrics = rundir.MetricsLog(run_dir, keep_lines=st["iteration"] if restored is not None else 0)
-
-    def set_params(theta: np.ndarray) -> None:
-        W, b = objective.unpack(theta)
-        with torch.no_grad():
-            model.W.copy_(W.to(model.W.dtype))
-            model.b.copy_(b.to(model.b.dtype))
+    st, theta0, best_params, restored = _open(cfg, data, model, device, run_dir, resume, say)
+    metrics = rundir.MetricsLog(run_dir, keep_lines=st["iteration"] if restored else 0)
 
     def save_checkpoint(theta: np.ndarray) -> None:
-        if run_dir is None:
-            return
-        blob = tensors.serialize_tensors({"theta": torch.from_numpy(np.array(theta, dtype=np.float64)),
-                                          **{f"best/{k}": v for k, v in best_params.items()}})
-        metrics.sync()
-        checkpoint.write_checkpoint(run_dir / checkpoint.CKPT_DIR, blob, _manifest(cfg, st), st["iteration"])
+        _save_checkpoint(run_dir, cfg, st, theta, best_params, metrics)
 
     last_theta = [theta0]  # the parameters after the latest CG iteration
     t_start = time.perf_counter()
@@ -194,7 +159,7 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
         """The tutorial's: the validation error after each CG iteration; on a new best, the test error."""
         st["iteration"] += 1
         last_theta[0] = np.array(theta, dtype=np.float64, copy=True)
-        set_params(theta)
+        _set_params(model, objective, theta)
         model.eval()
         this_validation_loss = evaluate(model, valid, cfg.batch_size, cfg.evaluation)
         say(f"validation error {this_validation_loss * 100.:f} %")
@@ -231,7 +196,73 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
         f"test performance {st['test_score'] * 100.:f} %")
     if not quiet:
         print(f"The code for file logistic_cg.py ran for {seconds:.1f}s", file=sys.stderr)
-    summary: dict[str, Any] = {
+    summary = _summary(cfg, st, stopped, seconds, valid, test, objective, device)
+    if run_dir is not None:
+        tensors.save_tensors(run_dir / rundir.BEST, best_params, metadata=rundir.model_metadata(cfg))
+        files.atomic_write_json(run_dir / rundir.SUMMARY, summary)
+        save_checkpoint(last_theta[0])  # "done": a resume of the finished run trains no further
+    return summary
+
+
+def _set_params(model: torch.nn.Module, objective: Any, theta: np.ndarray) -> None:
+    """CG's flat float64 parameters into the model's W [n_in, n_out] and b [n_out]."""
+    W, b = objective.unpack(theta)
+    with torch.no_grad():
+        model.W.copy_(W.to(model.W.dtype))
+        model.b.copy_(b.to(model.b.dtype))
+
+
+def _save_checkpoint(run_dir: Path | None, cfg: TrainConfig, st: dict[str, Any], theta: np.ndarray,
+                     best_params: dict[str, torch.Tensor], metrics: Any) -> None:
+    """The `last` checkpoint: the parameters after this CG iteration, the best so far, the loop's state."""
+    if run_dir is None:
+        return
+    blob = tensors.serialize_tensors({"theta": torch.from_numpy(np.array(theta, dtype=np.float64)),
+                                      **{f"best/{k}": v for k, v in best_params.items()}})
+    metrics.sync()
+    checkpoint.write_checkpoint(run_dir / checkpoint.CKPT_DIR, blob, _manifest(cfg, st), st["iteration"])
+
+
+def _check_data(cfg: TrainConfig, data: Any) -> None:
+    if data.train.x.shape[1] != cfg.n_in:
+        raise ConfigError(f"n_in is {cfg.n_in} but the data's images have {data.train.x.shape[1]} pixels")
+    top = max(int(data.train.y.max()), int(data.valid.y.max()), int(data.test.y.max()))
+    if top >= cfg.n_out:
+        raise ConfigError(f"n_out is {cfg.n_out} but the data has labels up to {top}")
+
+
+def _open(cfg: TrainConfig, data: Any, model: torch.nn.Module, device: torch.device, run_dir: Path | None,
+          resume: bool, say: Any) -> tuple[dict[str, Any], np.ndarray, dict[str, torch.Tensor], bool]:
+    """The CG state to start from: fresh (zeros; config.json, init.safetensors written) or, resumed, the last
+    checkpoint's (the parameters after its last CG iteration, the best so far). -> (state, theta0,
+    best_params, restored)."""
+    n_params = cfg.n_in * cfg.n_out + cfg.n_out
+    theta0 = np.zeros(n_params, dtype=np.float64)
+    st: dict[str, Any] = {"iteration": 0, "best_validation_loss": float("inf"), "test_score": 0.0,
+                          "best_iteration": 0, "train_seconds": 0.0, "done": False}
+    best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    restored = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            rundir.clean_run_dir(run_dir)
+            restored = _restore(run_dir, cfg, n_params)
+        if restored is None:
+            rundir.write_config(run_dir, cfg, device, data, threads=accel.thread_counts())
+            (run_dir / rundir.MODEL_JSON).unlink(missing_ok=True)  # a resumed run without a checkpoint
+            rundir.save_model(run_dir, model, cfg, name=rundir.INIT)
+    if restored is not None:
+        loop, t = restored
+        st.update({k: loop[k] for k in st if k in loop})
+        theta0 = t["theta"].numpy().astype(np.float64)
+        best_params = {k[len("best/"):]: v for k, v in t.items() if k.startswith("best/")}
+        say(f"resuming {run_dir} after CG iteration {st['iteration']} (fmin_cg restarts from its parameters)")
+    return st, theta0, best_params, restored is not None
+
+
+def _summary(cfg: TrainConfig, st: dict[str, Any], stopped: str, seconds: float, valid: DeviceSplit,
+             test: DeviceSplit, objective: Any, device: torch.device) -> dict[str, Any]:
+    return {
         "best_validation_error": st["best_validation_loss"] * 100.,
         "test_error": st["test_score"] * 100. if st["best_iteration"] else None,
         "best_iteration": st["best_iteration"],
@@ -247,9 +278,4 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
         "device": str(device),
         "fault": None,
     }
-    if run_dir is not None:
-        tensors.save_tensors(run_dir / rundir.BEST, best_params, metadata=rundir.model_metadata(cfg))
-        files.atomic_write_json(run_dir / rundir.SUMMARY, summary)
-        save_checkpoint(last_theta[0])  # "done": a resume of the finished run trains no further
-    return summary
 

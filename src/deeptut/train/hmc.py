@@ -196,6 +196,20 @@ def sample(cfg: TrainConfig, data: Any = None, run_dir: Path | None = None, *, q
         raise
     seconds += time.perf_counter() - t0
 
+    summary = _summary(cfg, energy, sampler, draws, seconds, device, say)
+    if run_dir is not None:
+        tensors.save_tensors(run_dir / SAMPLES, {"draws": draws.cpu(), "stepsize": stepsizes.cpu(),
+                                                 "avg_acceptance_rate": rates.cpu()},
+                             metadata={"model": cfg.model, "burnin": str(cfg.burnin)})
+        files.atomic_write_json(run_dir / rundir.SUMMARY, summary)
+        save_checkpoint(done=True)
+    return summary
+
+
+def _summary(cfg: TrainConfig, energy: Any, sampler: Any, draws: torch.Tensor, seconds: float,
+             device: torch.device, say: Any) -> dict[str, Any]:
+    """The chapter's printed block and the diagnostics, and summary.json: the kept draws' mean and covariance
+    against the target's, the sampler's final step size and acceptance rate, split-R-hat and ESS."""
     mu, cov = energy.mu.cpu().numpy(), energy.cov.cpu().numpy()
     kept = draws[cfg.burnin:].cpu().numpy()  # [n_samples, n_chains, dim]
     flat = kept.T.reshape(cfg.dim, -1).T  # [n_samples * n_chains, dim], test_hmc.py's flattening
@@ -224,10 +238,4 @@ def sample(cfg: TrainConfig, data: Any = None, run_dir: Path | None = None, *, q
                    f"max |cov error| {cov_err:.4f}; R-hat <= {np.nanmax(rhat):.3f}, ESS >= {np.nanmin(ess):.0f} "
                    f"({seconds:.2f} s)"),
     }
-    if run_dir is not None:
-        tensors.save_tensors(run_dir / SAMPLES, {"draws": draws.cpu(), "stepsize": stepsizes.cpu(),
-                                                 "avg_acceptance_rate": rates.cpu()},
-                             metadata={"model": cfg.model, "burnin": str(cfg.burnin)})
-        files.atomic_write_json(run_dir / rundir.SUMMARY, summary)
-        save_checkpoint(done=True)
     return summary

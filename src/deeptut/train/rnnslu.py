@@ -1,4 +1,4 @@
-"""rnnslu.py's training (procedure "rnnslu"): the Elman network of models/rnnslu.py on a slot-filling corpus
+"""rnnslu.py's training (procedure "slot-filling"): the Elman network of models/rnnslu.py on a slot-filling corpus
 (data/atis.py's SlotCorpus: dataset "atis" or "slots"), read top to bottom as the chapter's `main`:
 
     for each epoch e (at most n_epochs):
@@ -176,7 +176,7 @@ def _scores(v: ChunkScore, t: ChunkScore) -> dict[str, float]:
 
 def train(cfg: TrainConfig, data: SlotCorpus, run_dir: Path | None = None, *, quiet: bool = False,
           resume: bool = False) -> dict[str, Any]:
-    """registry.PROCEDURES["rnnslu"]. Returns the summary (summary.json)."""
+    """registry.PROCEDURES["slot-filling"]. Returns the summary (summary.json)."""
     if not isinstance(data, SlotCorpus):
         raise ConfigError(f"model rnnslu trains on a slot-filling corpus (dataset atis or slots), not on "
                           f"{type(data).__name__} (dataset {cfg.dataset})")
@@ -229,38 +229,8 @@ def train(cfg: TrainConfig, data: SlotCorpus, run_dir: Path | None = None, *, qu
             train_s = time.perf_counter() - tic
             session.progress.clear()
 
-            v, t = score(model, data, data.valid, device), score(model, data, data.test, device)
-            scores = _scores(v, t)
-            cost = s.cost_sum / max(s.cost_count, 1)
-            new_best = scores["valid_f1"] > s.best_valid_f1
-            lr_used = s.clr
-            if new_best:
-                best = {k: p.detach().clone() for k, p in model.state_dict().items()}  # copy.deepcopy(rnn)
-                s.best_valid_f1, s.best_epoch, s.best_scores, s.best_is_model = scores["valid_f1"], e, scores, False
-                s.best_iter = (e + 1) * n_batches - 1
-                session.save_best(best)
-                say(f"NEW BEST: epoch {e} valid F1 {scores['valid_f1']} best test F1 {scores['test_f1']}")
-            say(f"[learning] epoch {e} >> 100.00% completed in {train_s:.2f} (sec) <<  train cost {cost:.4f}  "
-                f"valid F1 {scores['valid_f1']:.2f}  lr {lr_used:.6g}")
-            if not math.isfinite(cost):
-                s.fault, s.stopped, s.done = f"the training cost became {cost} in epoch {e}", "non-finite", True
-            session.record(s, epoch=e, iteration=(e + 1) * n_batches, train_cost=cost,
-                           valid_error=1 - scores["valid_f1"] / 100, test_error=1 - scores["test_f1"] / 100,
-                           **scores, learning_rate=lr_used, best=new_best, epoch_train_s=round(train_s, 4))
-            if cfg.decay and abs(s.best_epoch - e) >= DECAY_AFTER:  # learning rate decay if no improvement
-                s.clr *= 0.5
-                if not s.best_is_model:  # rnn = best_rnn
-                    model.load_state_dict(best)
-                    s.best_is_model = True
-            if s.clr < MIN_LR:
-                s.done, s.stopped = True, "patience"
-            if e + 1 == cfg.n_epochs:
-                s.done = True
-            if session.checkpoint_due(s) or s.done:
-                session.checkpoint(model, stateless, stateless, s, best, (e + 1) * n_batches, f"end of epoch {e}")
-            if interrupt.signum is not None and not s.done:
-                session.interrupted(interrupt.signum, model, stateless, stateless, s, best, (e + 1) * n_batches,
-                                    f"end of epoch {e}")
+            best = _end_of_epoch(cfg, model, data, device, session, s, best, e, n_batches, train_s, say,
+                                 interrupt.signum)
     s.elapsed_s = session.elapsed()
     bs = s.best_scores or {}
     result = (f"BEST RESULT: epoch {s.best_epoch} valid F1 {bs.get('valid_f1')} best test F1 {bs.get('test_f1')} "
@@ -277,6 +247,47 @@ def train(cfg: TrainConfig, data: SlotCorpus, run_dir: Path | None = None, *, qu
     if s.fault:
         raise TrainingError(f"{s.fault}; stopped")
     return summary
+
+
+def _end_of_epoch(cfg: TrainConfig, model: Any, data: SlotCorpus, device: torch.device, session: Session,
+                  s: "SLUState", best: dict[str, torch.Tensor], e: int, n_batches: int, train_s: float, say: Any,
+                  signum: int | None) -> dict[str, torch.Tensor]:
+    """After 0-based epoch e: validation and test F1, a new best kept, the printed lines, one metrics line,
+    the chapter's rate decay (halved, and the best model restored, after DECAY_AFTER epochs without a new
+    best), the stop below MIN_LR, the checkpoint; a caught signal checkpoints and raises. -> the best."""
+    v, t = score(model, data, data.valid, device), score(model, data, data.test, device)
+    scores = _scores(v, t)
+    cost = s.cost_sum / max(s.cost_count, 1)
+    new_best = scores["valid_f1"] > s.best_valid_f1
+    lr_used = s.clr
+    if new_best:
+        best = {k: p.detach().clone() for k, p in model.state_dict().items()}  # copy.deepcopy(rnn)
+        s.best_valid_f1, s.best_epoch, s.best_scores, s.best_is_model = scores["valid_f1"], e, scores, False
+        s.best_iter = (e + 1) * n_batches - 1
+        session.save_best(best)
+        say(f"NEW BEST: epoch {e} valid F1 {scores['valid_f1']} best test F1 {scores['test_f1']}")
+    say(f"[learning] epoch {e} >> 100.00% completed in {train_s:.2f} (sec) <<  train cost {cost:.4f}  "
+        f"valid F1 {scores['valid_f1']:.2f}  lr {lr_used:.6g}")
+    if not math.isfinite(cost):
+        s.fault, s.stopped, s.done = f"the training cost became {cost} in epoch {e}", "non-finite", True
+    session.record(s, epoch=e, iteration=(e + 1) * n_batches, train_cost=cost,
+                   valid_error=1 - scores["valid_f1"] / 100, test_error=1 - scores["test_f1"] / 100,
+                   **scores, learning_rate=lr_used, best=new_best, epoch_train_s=round(train_s, 4))
+    if cfg.decay and abs(s.best_epoch - e) >= DECAY_AFTER:  # learning rate decay if no improvement
+        s.clr *= 0.5
+        if not s.best_is_model:  # rnn = best_rnn
+            model.load_state_dict(best)
+            s.best_is_model = True
+    if s.clr < MIN_LR:
+        s.done, s.stopped = True, "patience"
+    if e + 1 == cfg.n_epochs:
+        s.done = True
+    if session.checkpoint_due(s) or s.done:
+        session.checkpoint(model, _Stateless(), _Stateless(), s, best, (e + 1) * n_batches, f"end of epoch {e}")
+    if signum is not None and not s.done:
+        session.interrupted(signum, model, _Stateless(), _Stateless(), s, best, (e + 1) * n_batches,
+                            f"end of epoch {e}")
+    return best
 
 
 

@@ -194,6 +194,11 @@ def _stateless(opt: Any) -> bool:
         return False
 
 
+def _as_saved(value: Any) -> Any:
+    """A hyperparameter as the checkpoint's JSON holds it: tuples (Adam's betas) as lists."""
+    return [_as_saved(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
 def _check_optimizer(loaded: Any, fresh: dict[str, Any], params: list[torch.Tensor], where: str) -> None:
     """`loaded` must have the layout of this run's optimizer: same groups and hyperparameters (the step size
     aside, which the schedule sets), state only for its parameters, tensors of their shapes and dtypes."""
@@ -216,7 +221,7 @@ def _check_optimizer(loaded: Any, fresh: dict[str, Any], params: list[torch.Tens
             if k == "lr":
                 if type(g[k]) not in (int, float) or not math.isfinite(g[k]):
                     raise bad("learning rate")
-            elif g[k] != v or type(g[k]) is not type(v):
+            elif _as_saved(g[k]) != _as_saved(v) or type(_as_saved(g[k])) is not type(_as_saved(v)):
                 raise bad(f"{k} is {str(g[k])[:40]}, this run's is {v}")
     ids = {i for f in fresh_groups for i in f["params"]}
     if not isinstance(loaded["state"], dict) or not set(loaded["state"]) <= ids:
