@@ -1,6 +1,6 @@
 """The family seam (docs/ARCHITECTURE.md "Adding a model family"), proved from outside src/: families defined in
 this file only, registered through the public functions, trained end to end by `deeptut train` (a subprocess
-that imports this module as a plug-in through $DEEPTUT_PLUGINS) and by the Python API, killed with SIGKILL
+that imports this module as a plug-in through $DEEPTUT_PLUGINS) and by the Python API (deeptut.train), killed with SIGKILL
 and resumed bit-identically, and drawn by `deeptut viz`. Also: no family's name as a string outside models/
 and presets/.
 
@@ -271,12 +271,11 @@ def test_the_pretraining_family_trains_is_killed_resumes_and_is_drawn(tmp_path, 
     assert resumed.returncode == 0, resumed.stderr
     assert tiny.differences(tiny.run_record(tmp_path / "killed"), tiny.run_record(tmp_path / "whole")) == []
 
-    from deeptut import config
-    from deeptut.train import runner
+    import deeptut
 
-    cfg = config.resolve(None, tmp_path / "spda.toml")
-    summary = runner.train(cfg, run_dir=tmp_path / "api", quiet=True)
-    assert summary["final_cost"] == pytest.approx(costs[-1], rel=1e-12)
+    run = deeptut.train(str(tmp_path / "spda.toml"), run_dir=tmp_path / "api", quiet=True)
+    assert run.summary["final_cost"] == pytest.approx(costs[-1], rel=1e-12)
+    assert run.model.W.shape == (64, 12) and run.config.model == "spda"
     assert (tmp_path / "api" / "best.safetensors").read_bytes() == (tmp_path / "whole" / "best.safetensors").read_bytes()
 
     drawn = cli(["viz", "whole"], tmp_path)
@@ -337,11 +336,13 @@ def test_the_sequence_family_trains_is_killed_resumes_and_is_drawn(tmp_path, reg
     assert tiny.differences(a, b) == [], {k: (a["summary"][k], b["summary"].get(k)) for k in a["summary"]
                                          if a["summary"][k] != b["summary"].get(k)}
 
-    from deeptut import config
-    from deeptut.train import runner
+    import deeptut
 
-    api = runner.train(config.resolve(None, tmp_path / "gru.toml"), run_dir=tmp_path / "api", quiet=True)
-    assert api["best_validation_error"] == summary["best_validation_error"]
+    run = deeptut.train(str(tmp_path / "gru.toml"), run_dir=tmp_path / "api", quiet=True)
+    assert run.summary["best_validation_error"] == summary["best_validation_error"]
+    assert isinstance(run.model, TinyGRU) and not run.model.training
+    assert len(run.history) == len((tmp_path / "whole" / "metrics.jsonl").read_text().splitlines())  # a row
+    #   per validation
     assert (tmp_path / "api" / "best.safetensors").read_bytes() == (tmp_path / "whole" / "best.safetensors").read_bytes()
 
     drawn = cli(["viz", "whole"], tmp_path)
@@ -400,3 +401,38 @@ def test_the_literal_check_can_fail(tmp_path):
     (tmp_path / "models" / "ok.py").write_text('NAME = "rbm"\n')
     (tmp_path / "viz.py").write_text('if model == "rbm":\n    pass\nprint("an rbm run")\n')
     assert family_name_literals(tmp_path, {"rbm"}) == [("viz.py", 1, "rbm")]
+
+
+# --- the loops read top to bottom ---------------------------------------------------------------------------
+
+
+def _functions(path: Path) -> dict[str, tuple[int, int]]:
+    """name -> (lines, deepest nesting of for/while/if/with/try) of each function in a file."""
+    def depth(node: ast.AST, d: int = 0) -> int:
+        deepest = d
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.For, ast.While, ast.If, ast.With, ast.Try)):
+                deepest = max(deepest, depth(child, d + 1))
+            elif not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                deepest = max(deepest, depth(child, d))
+        return deepest
+    return {n.name: (n.end_lineno - n.lineno + 1, depth(n)) for n in ast.walk(ast.parse(path.read_text()))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_the_training_loops_fit_on_a_screen():
+    """fit's and pre-training's loops: at most 70 lines, nested at most 4 deep; no function in train/ over 80."""
+    for module, name in (("loop.py", "_fit"), ("pretrain.py", "pretrain")):
+        lines, nesting = _functions(SRC / "train" / module)[name]
+        assert lines <= 70 and nesting <= 4, (module, name, lines, nesting)
+    long = {f"{p.name}:{n}": lines for p in (SRC / "train").glob("*.py")
+            for n, (lines, _) in _functions(p).items() if lines > 80}
+    assert long == {}
+
+
+def test_the_length_check_can_fail(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(85))
+    (tmp_path / "f.py").write_text(f"def f():\n{body}\n    for a in b:\n        if a:\n            while a:\n"
+                                   f"                with a:\n                    if a:\n                        pass\n")
+    lines, nesting = _functions(tmp_path / "f.py")["f"]
+    assert lines > 80 and nesting == 5

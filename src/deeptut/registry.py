@@ -27,7 +27,7 @@ PROCEDURES: dict[str, str | Callable[..., Any]] = {
     "sequence": "deeptut.train.sequence:train",  # minibatches of variable-length sequences (lstm)
     "cg": "deeptut.train.cg:train",  # scipy's conjugate gradient on the whole training set (logistic-cg)
     "mcmc": "deeptut.train.hmc:sample",  # Hybrid Monte-Carlo sampling of an energy (hmc)
-    "rnnrbm": "deeptut.train.rnnrbm:train",  # the RNN-RBM on piano-rolls, CD-k through an RNN (rnnrbm)
+    "piano-roll": "deeptut.train.rnnrbm:train",  # the RNN-RBM on piano-rolls, CD-k through an RNN (rnnrbm)
     "slot-filling": "deeptut.train.rnnslu:train",  # one sentence per update, F1 each epoch, rate decay (rnnslu)
 }
 

@@ -53,6 +53,8 @@ class ModelArgs:
     # "chapter" (the unsupervised chapters' 10 x 10 grid of W.T); None: no such picture
     first_layer: ClassVar[tuple[str, str] | None] = None
     convolutional: ClassVar[bool] = False  # the [accel] conv field applies (LeNet's conv-pool layers)
+    dense: ClassVar[bool] = False  # its module is dense layers (W [n_in, n_out], b) that the CUDA graph step
+    #   may update with its fused DenseUpdate (accel/cuda/updates.py), checked against autograd at the start
     samples: ClassVar[bool] = False  # an RBM that samples (rbm.py): samples.png after training, `deeptut sample`,
     #   `eval --log-likelihood` (AIS), its filters after every epoch and the published PL curve
 
@@ -81,6 +83,7 @@ class LogisticArgs(ModelArgs):
     """logistic_sgd.py's LogisticRegression (W and b start at zero: no seed is used)."""
 
     first_layer: ClassVar[tuple[str, str] | None] = ("templates", "W")
+    dense: ClassVar[bool] = True
 
     n_in: int = 784  # inputs: 28x28 pixels
     n_out: int = 10  # classes
@@ -99,6 +102,7 @@ class MLPArgs(ModelArgs):
     """mlp.py's MLP: one hidden layer, then logistic regression."""
 
     first_layer: ClassVar[tuple[str, str] | None] = ("units", "hiddenLayer.W")
+    dense: ClassVar[bool] = True
 
     n_in: int = 784  # inputs: 28x28 pixels
     n_hidden: int = 500  # hidden units (mlp.py: 500)
@@ -525,7 +529,7 @@ class RnnRbmArgs(ModelArgs):
     batch_size is the tutorial's: frames per training subsequence (100), learning_rate its lr (0.001),
     n_epochs its num_epochs (200); init_seed 0xbeef (48879) its numpy.random.seed."""
 
-    procedure: ClassVar[str] = "rnnrbm"
+    procedure: ClassVar[str] = "piano-roll"
     classifier: ClassVar[bool] = False
     pictures: ClassVar[str | None] = "deeptut.viz.music:draw"  # a generated piano-roll, the cost per epoch
     # what `deeptut sample RUN_DIR` calls for a run of this family: fn(run_dir, *, seed, device) -> [Path]

@@ -44,7 +44,7 @@ ABOUT: dict[str, tuple[str, str]] = {
     "lstm": ("tutorial", "lstm.py on IMDB: embedding + LSTM of 128, mean pooling, dropout, Adadelta, batch 16, "
              "maxlen 100, patience 10 (needs imdb.pkl in --data-dir)"),
     "lstm-mnist": ("tutorial", "the LSTM chapter's network reading MNIST row by row (not a tutorial script): 64 "
-                   "units, Adam at 2e-3, batch 128, 6 epochs"),
+                   "units, Adam at 2e-3, batch 128, 14 epochs"),
     "rnnslu": ("tutorial", "rnnslu.py on ATIS fold 3: Elman network, window 7, one sentence per update at 0.0971, "
                "60 epochs (needs atis.fold3.pkl.gz)"),
     "rnnslu-slots": ("tutorial", "rnnslu.py's settings on the generated ATIS-like slot corpus (offline)"),

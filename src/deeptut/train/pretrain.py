@@ -240,10 +240,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     device, model = prepare(cfg)  # train/runner.py: device, threads, seeds, the module
     train_x = torch.as_tensor(data.train.x).to(device)  # [n, n_in] float32, the tutorials' shared variable
     n_train_batches = len(train_x) // cfg.batch_size  # whole minibatches, the remainder dropped
-    if n_train_batches == 0 or (fine_tuned(cfg) and len(data.valid.x) < cfg.batch_size):
-        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training split ({len(train_x)} "
-                          f"examples)" + (f" or the validation split ({len(data.valid.x)})"
-                                          if fine_tuned(cfg) else ""))
+    _check_batch_size(cfg, len(train_x), len(data.valid.x))
     epochs, lr = schedule(cfg)
     trainers = layer_trainers(model, cfg)
     layers = len(trainers)
@@ -263,9 +260,7 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     if s.chain is not None:
         s.chain = s.chain.to(device)
 
-    def best() -> dict[str, torch.Tensor]:  # the checkpoint's "best" slot: no selection here, the model
-        return dict(model.state_dict())
-
+    best = model.state_dict  # the checkpoint's "best" slot: no selection here, the model as it stands
     final_cost = None
     with session.running(s) as interrupt:
         layer_x, layer_of_x = None, -1
@@ -306,6 +301,12 @@ def pretrain(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: boo
     return _finish_pretraining(cfg, model, session, s, run_dir, final_cost, n_train_batches, device, pending)
 
 
+def _check_batch_size(cfg: TrainConfig, n_train: int, n_valid: int) -> None:
+    if n_train // cfg.batch_size == 0 or (fine_tuned(cfg) and n_valid < cfg.batch_size):
+        raise ConfigError(f"batch_size {cfg.batch_size} is larger than the training split ({n_train} examples)"
+                          + (f" or the validation split ({n_valid})" if fine_tuned(cfg) else ""))
+
+
 def _end_of_epoch(cfg: TrainConfig, trainer: LayerTrainer, model: nn.Module, session: Session, s: PretrainState,
                   say: Any, g: int, epochs: int, total_epochs: int, n_train_batches: int,
                   signum: int | None) -> float:
@@ -338,7 +339,7 @@ def _finish_pretraining(cfg: TrainConfig, model: nn.Module, session: Session, s:
     after the last epoch raises Interrupted once pre-training is saved."""
     stateless = _Stateless()
     if final_cost is None and run_dir is not None:  # resumed after the last epoch's line
-        lines = read_pretrain_lines(run_dir)
+        lines = rundir.read_pretrain_lines(run_dir)
         final_cost = lines[-1].get("cost") if lines else None
     if not fine_tuned(cfg):
         summary = {"phase": "pretrain", "epochs": s.epoch, "final_cost": final_cost,
@@ -380,14 +381,9 @@ def position(layer: int, epoch: int, minibatch: int, n_batches: int) -> str:
 # --- resuming the fine-tuning phase -------------------------------------------------------------------
 
 
-def read_pretrain_lines(run_dir: Path) -> list[dict[str, Any]]:
-    """The pre-training lines at the head of metrics.jsonl (store/rundir.py reads them)."""
-    return rundir.read_pretrain_lines(run_dir)
-
-
 def finetune_phase(run_dir: Path) -> Phase:
     """The fine-tuning phase of a run whose pre-training finished (pretrained.safetensors written)."""
-    lines = read_pretrain_lines(run_dir)
+    lines = rundir.read_pretrain_lines(run_dir)
     if not lines:
         raise CheckpointError(f"{run_dir / rundir.METRICS}: no pre-training lines, yet "
                               f"{rundir.PRETRAINED} exists")

@@ -27,6 +27,7 @@ AIS's 3-sigma bounds. AIS is biased low, so this estimates the log-likelihood fr
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass, field
@@ -36,14 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeptut import accel
 from deeptut.config import TrainConfig
 from deeptut.data.music import Music, PianoRolls
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
 from deeptut.models.rnnrbm import RnnRbm, init_rng
 from deeptut.train import ais
-from deeptut.train import state as train_state
-from deeptut.train.loop import resolve_device
+from deeptut.store import rundir
+from deeptut.train.runner import prepare
 from deeptut.train.session import Session
 from deeptut.train.state import LoopState
 
@@ -59,7 +59,7 @@ class RnnRbmState(LoopState):
     pieces before this epoch's shuffle and the shuffling RandomState then (so a mid-epoch resume redraws the
     same order), the Gibbs generator, and the costs of the epoch so far."""
 
-    phase: str = "rnnrbm"  # tells this checkpoint from the other loops'
+    phase: str = "piano-roll"  # tells this checkpoint from the other loops'
     order: np.ndarray | None = field(default=None, repr=False)  # piece indices before this epoch's shuffle
     shuffle_state: tuple | None = field(default=None, repr=False)  # RandomState.get_state() then
     generator: torch.Generator | None = field(default=None, repr=False)
@@ -254,11 +254,7 @@ def train(cfg: TrainConfig, data: Music, run_dir: Path | None, *, quiet: bool = 
     """Train cfg's RNN-RBM on `data` into run_dir; returns the summary (summary.json)."""
     say = (lambda *a: None) if quiet else print
     data = _check_data(data, cfg)
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        accel.set_threads(cfg.threads)
-    train_state.seed_everything(cfg.seed)
-    model = cfg.net.build(cfg.init_seed).to(device)
+    device, model = prepare(cfg)  # train/runner.py: device, threads, seeds, the module
     step = Step(model, cfg)
     x = torch.as_tensor(data.train.x).to(device)                    # [n_frames, n_visible] float32
     per_batch = cfg.sequences_per_batch
@@ -279,12 +275,8 @@ def train(cfg: TrainConfig, data: Music, run_dir: Path | None, *, quiet: bool = 
     if s.restored_generator is not None:
         s.generator.set_state(s.restored_generator)
 
-    def best() -> dict[str, torch.Tensor]:  # no model selection in the chapter: the model as it stands
-        return dict(model.state_dict())
-
-    def position(epoch: int, minibatch: int) -> str:
-        return f"epoch {epoch}, update {minibatch}/{n_train_batches}"
-
+    best = model.state_dict  # no model selection in the chapter: the model as it stands
+    position = functools.partial(_position, n_train_batches=n_train_batches)
     stopped = "n_epochs"
     cost = valid_cost = None
     with session.running(s) as interrupt:
@@ -324,17 +316,30 @@ def train(cfg: TrainConfig, data: Music, run_dir: Path | None, *, quiet: bool = 
                 break
     s.elapsed_s = session.elapsed()
     if cost is None and run_dir is not None:  # resumed after the last epoch's line
-        lines = train_state_lines(run_dir)
+        lines = rundir.read_pretrain_lines(run_dir)
         cost, valid_cost = (lines[-1].get("cost"), lines[-1].get("valid_cost")) if lines else (None, None)
     if s.fault:
         if session.files is not None:
             session.files.finish()
         raise TrainingError(f"{s.fault}; stopped")
 
+    summary = _summary(cfg, model, data, s, stopped, cost, valid_cost, n_train_batches, device)
+    session.finish(model, step, stateless, s, best(), summary)
+    return summary
+
+
+def _position(epoch: int, minibatch: int, n_train_batches: int) -> str:
+    return f"epoch {epoch}, update {minibatch}/{n_train_batches}"
+
+
+def _summary(cfg: TrainConfig, model: Any, data: Music, s: "RnnRbmState", stopped: str, cost: Any, valid_cost: Any,
+             n_train_batches: int, device: torch.device) -> dict[str, Any]:
+    """summary.json: the chapter's last printed cost, the validation cost, why it stopped and, with
+    ais_frames, the per-frame log-likelihood of the validation and test pieces (AIS); its "result" line."""
     if s.epoch < cfg.n_epochs and s.stopped == "n_epochs":
         stopped = "max_train_seconds"
     summary: dict[str, Any] = {
-        "phase": "rnnrbm", "epochs": s.epoch, "final_cost": cost, "valid_cost": valid_cost,
+        "phase": "piano-roll", "epochs": s.epoch, "final_cost": cost, "valid_cost": valid_cost,
         "cost_kind": COST_KIND, "train_seconds": round(s.elapsed_s, 4),
         "stopped": stopped if s.stopped == "n_epochs" else s.stopped,
         "iterations": s.epoch * n_train_batches, "device": str(device), "fault": s.fault, "data": data.source,
@@ -351,15 +356,8 @@ def train(cfg: TrainConfig, data: Music, run_dir: Path | None, *, quiet: bool = 
         result += (f"; test log-likelihood {t['log_likelihood']:.3f} +- {t['stderr']:.3f} nats/frame (AIS, "
                    f"{t['n_frames']} frames)")
     summary["result"] = result
-    session.finish(model, step, stateless, s, best(), summary)
     return summary
 
 
 def _num(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, (int, float)) else "?"
-
-
-def train_state_lines(run_dir: Path) -> list[dict[str, Any]]:
-    from deeptut.store import rundir
-
-    return rundir.read_pretrain_lines(run_dir)

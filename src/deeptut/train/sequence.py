@@ -37,13 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeptut.accel import set_threads
 from deeptut.config import TrainConfig
 from deeptut.data.sequences import DeviceSequences, SequenceSets, batches, bucketed, by_length
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
-from deeptut.models import build_model
 from deeptut.train import state as train_state
-from deeptut.train.loop import epoch_permutation, resolve_device
+from deeptut.train.loop import epoch_permutation
+from deeptut.train.runner import prepare
 from deeptut.train.session import Session
 from deeptut.train.state import LoopState
 
@@ -232,11 +231,7 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
           resume: bool = False) -> dict[str, Any]:
     say = (lambda *a: None) if quiet else print
     data = check_data(cfg, data)
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        set_threads(cfg.threads)  # results depend on the thread count in the last bits
-    train_state.seed_everything(cfg.seed)
-    model = build_model(cfg.model_args(), cfg.init_seed).to(device)
+    device, model = prepare(cfg)  # train/runner.py: device, threads (results depend on them), seeds, module
     train_set, valid, test = (s.to(device) for s in (data.train, data.valid, data.test))
     n_train_batches = len(batches(len(train_set), cfg.batch_size))  # the same count when bucketed
     opt = make_optimizer(cfg, list(model.parameters()))
@@ -276,35 +271,10 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
 
             # the epoch's validation (lstm.py: every validFreq updates; here once per epoch)
             it = s.epoch * n_train_batches - 1
-            train_cost = s.cost_sum / max(1, s.cost_count)
-            s.fault, reason = train_state.health(model, train_cost, it, cfg.max_cost)
+            best_params = _validate(cfg, model, opt, rule, session, s, best_params, valid, test, it,
+                                    n_train_batches, say)
             if s.fault:
-                s.done, s.stopped = True, reason
                 break
-            valid_error = error_rate(model, valid, cfg.valid_batch_size)
-            s.cost_sum, s.cost_count = 0.0, 0
-            s.history.append(valid_error)
-            improved, stop = rule.update(s.history)
-            test_error = None
-            if improved:
-                s.best_validation_loss, s.best_iter = valid_error, it
-                s.test_score = test_error = error_rate(model, test, cfg.valid_batch_size)
-                best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            session.progress.clear()
-            say(f"epoch {s.epoch}, update {it + 1}, cost {train_cost:.6f}, valid {valid_error * 100:.4f} %"
-                + (f", test {test_error * 100:.4f} % (new best)" if improved else f" (bad {rule.bad_counter})"))
-            session.record(s, epoch=s.epoch, minibatch=n_train_batches, n_train_batches=n_train_batches,
-                           iteration=it + 1, train_cost=train_cost, valid_error=valid_error * 100.,
-                           test_error=None if test_error is None else test_error * 100., best=improved,
-                           bad_counter=rule.bad_counter, learning_rate=cfg.learning_rate)
-            if improved:
-                session.save_best(best_params)
-            session.save_intermediate(model, s, it + 1)
-            if stop:
-                say("Early Stop!")
-                s.done, s.stopped = True, "patience"
-            if session.checkpoint_due(s):
-                session.checkpoint(model, opt, rule, s, best_params, it + 1)
             if interrupt.signum is not None and not s.done:
                 session.interrupted(interrupt.signum, model, opt, rule, s, best_params, it + 1)
     session.progress.clear()
@@ -324,6 +294,44 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
         f"Test {summary['test_error']:.4f} % (best at epoch {summary['best_epoch']})")
     say(f"The code run for {s.epoch} epochs, with {summary['seconds_per_epoch']:f} sec/epochs")
     return summary
+
+
+def _validate(cfg: TrainConfig, model: torch.nn.Module, opt: Any, rule: PatienceRule, session: Session,
+              s: SequenceState, best_params: dict[str, torch.Tensor], valid: DeviceSequences,
+              test: DeviceSequences, it: int, n_train_batches: int, say: Any) -> dict[str, torch.Tensor]:
+    """The end of an epoch: the health check (a fault stops the run: s.fault), the validation error, lstm.py's
+    patience rule, on a new best the test error and the parameters kept, the printed line, one metrics line,
+    the checkpoint. Returns the best parameters."""
+    train_cost = s.cost_sum / max(1, s.cost_count)
+    s.fault, reason = train_state.health(model, train_cost, it, cfg.max_cost)
+    if s.fault:
+        s.done, s.stopped = True, reason
+        return best_params
+    valid_error = error_rate(model, valid, cfg.valid_batch_size)
+    s.cost_sum, s.cost_count = 0.0, 0
+    s.history.append(valid_error)
+    improved, stop = rule.update(s.history)
+    test_error = None
+    if improved:
+        s.best_validation_loss, s.best_iter = valid_error, it
+        s.test_score = test_error = error_rate(model, test, cfg.valid_batch_size)
+        best_params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    session.progress.clear()
+    say(f"epoch {s.epoch}, update {it + 1}, cost {train_cost:.6f}, valid {valid_error * 100:.4f} %"
+        + (f", test {test_error * 100:.4f} % (new best)" if improved else f" (bad {rule.bad_counter})"))
+    session.record(s, epoch=s.epoch, minibatch=n_train_batches, n_train_batches=n_train_batches,
+                   iteration=it + 1, train_cost=train_cost, valid_error=valid_error * 100.,
+                   test_error=None if test_error is None else test_error * 100., best=improved,
+                   bad_counter=rule.bad_counter, learning_rate=cfg.learning_rate)
+    if improved:
+        session.save_best(best_params)
+    session.save_intermediate(model, s, it + 1)
+    if stop:
+        say("Early Stop!")
+        s.done, s.stopped = True, "patience"
+    if session.checkpoint_due(s):
+        session.checkpoint(model, opt, rule, s, best_params, it + 1)
+    return best_params
 
 
 def run_summary(cfg: TrainConfig, s: SequenceState, n_train_batches: int, device: torch.device,

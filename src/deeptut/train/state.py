@@ -285,6 +285,31 @@ def check_position(s: LoopState, n_train_batches: int, n_epochs: int, where: str
                               f"does not fit this run ({n_epochs} epochs of {n_train_batches} minibatches)")
 
 
+def _check_loop(loop: Any, state_type: type[LoopState], where: str) -> dict[str, Any]:
+    """The manifest's loop state: every field of `state_type` (optional ones aside) of its type and range, a
+    known stop reason, a divergence state the rule reads. -> loop."""
+    scalar_types = state_type.scalar_types()
+    if not isinstance(loop, dict) or not set(scalar_types) - _OPTIONAL_SCALARS <= set(loop) \
+            or not set(loop) <= set(scalar_types):
+        raise CheckpointError(f"{where}: malformed loop state")
+    for k, t in scalar_types.items():
+        if k not in loop:
+            continue
+        v = loop[k]
+        ok = (type(v) in (int, float)) if t is float else (type(v) is t if isinstance(t, type)
+                                                            else type(v) in t)
+        if not ok or (t is int and v < (-1 if k == "best_iter" else 0)):
+            raise CheckpointError(f"{where}: loop state {k} = {str(v)[:40]} is invalid")
+    if loop["stopped"] not in STOP_REASONS or len(loop["fault"] or "") > 10_000:
+        raise CheckpointError(f"{where}: loop state stop reason is invalid")
+    if loop.get("divergence") is not None:
+        try:
+            DivergenceRule().load_state_dict(loop["divergence"])  # every field there and a number
+        except ValueError as e:
+            raise CheckpointError(f"{where}: loop state divergence: {e}") from None
+    return loop
+
+
 def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cfg: Any = None,
               data_fp: str | None = None, state_type: type[LoopState] = LoopState) -> LoopState:
     """Check the `last` checkpoint of `run_dir` in full, then restore it into model, step, stopper and the
@@ -306,26 +331,7 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
         threads = m.get("threads")
         if type(threads) is not int or not 1 <= threads <= MAX_THREADS:
             raise CheckpointError(f"{where}: bad thread count {str(threads)[:40]}")
-        loop = m.get("loop")
-        scalar_types = state_type.scalar_types()
-        if not isinstance(loop, dict) or not set(scalar_types) - _OPTIONAL_SCALARS <= set(loop) \
-                or not set(loop) <= set(scalar_types):
-            raise CheckpointError(f"{where}: malformed loop state")
-        for k, t in scalar_types.items():
-            if k not in loop:
-                continue
-            v = loop[k]
-            ok = (type(v) in (int, float)) if t is float else (type(v) is t if isinstance(t, type)
-                                                                else type(v) in t)
-            if not ok or (t is int and v < (-1 if k == "best_iter" else 0)):
-                raise CheckpointError(f"{where}: loop state {k} = {str(v)[:40]} is invalid")
-        if loop["stopped"] not in STOP_REASONS or len(loop["fault"] or "") > 10_000:
-            raise CheckpointError(f"{where}: loop state stop reason is invalid")
-        if loop.get("divergence") is not None:
-            try:
-                DivergenceRule().load_state_dict(loop["divergence"])  # every field there and a number
-            except ValueError as e:
-                raise CheckpointError(f"{where}: loop state divergence: {e}") from None
+        loop = _check_loop(m.get("loop"), state_type, where)
         es = m.get("early_stopping")
         fresh_es = stopper.state_dict()
         if not isinstance(es, dict) or set(es) != set(fresh_es) or \

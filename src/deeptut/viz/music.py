@@ -53,7 +53,7 @@ def generate(run: Run, seed: int | None = None, device: str = "cpu") -> tuple[np
     """A generated piano-roll [generate_frames, n_visible] of a saved rnnrbm run and what made it."""
     import torch
 
-    model = run.require_model("rnnrbm", "sampling a piece").to(device)
+    model = run.require_trait("sampler", "sampling a piece").to(device)
     cfg = run.config
     seed = model.sample_seed if seed is None else int(seed)
     g = torch.Generator(device=device).manual_seed(seed)

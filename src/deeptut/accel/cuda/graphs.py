@@ -36,8 +36,6 @@ from deeptut.config import TrainConfig
 from deeptut.data import stream
 from deeptut.data.device import DeviceSplit
 from deeptut.models.lenet import LeNet5
-from deeptut.models.logistic import LogisticRegression
-from deeptut.models.mlp import MLP
 from deeptut.steps import AutogradStep
 
 MIN_GRAPH_STEPS = 4  # shorter blocks run eagerly (capture would cost more than it saves)
@@ -103,7 +101,7 @@ class GraphStep:
     def _make_update(self) -> tuple[Any, str]:
         cfg = self.cfg
         plain = (cfg.momentum == 0 and cfg.weight_decay == 0 and cfg.lr_schedule == "constant"
-                 and cfg.amp == "off" and type(self.model) in (LogisticRegression, MLP) and cfg.activation in _ACTIVATIONS)
+                 and cfg.amp == "off" and cfg.net.dense and cfg.activation in _ACTIVATIONS)
         if plain:
             layers = dense_layers(self.model)
             weights = list(self.model.weights()) if hasattr(self.model, "weights") else None
