@@ -60,7 +60,7 @@ WORKLOADS: dict[str, tuple[str, list[list[str]] | None, str | None]] = {
     "hmc": ("hmc (test_hmc.py)", None, None),
 }
 NO_COUNTERPART = {"logistic_cg": "deeptut has no conjugate-gradient trainer",
-                  "hmc": "deeptut has no HMC family (yet)"}
+                  "hmc": "not wired into this script yet (deeptut has an hmc preset since 2026-12-06)"}
 
 VALID = re.compile(r"epoch (\d+), minibatch \d+/\d+, (validation error|test error of best model) ([0-9.]+) %")
 DA_COST = re.compile(r"Training epoch (\d+), cost\s+([-0-9.e+]+)")

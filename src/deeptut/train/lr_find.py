@@ -186,18 +186,13 @@ def range_test(cfg: Any, data: Any, out_dir: str | Path | None = None, *, n_step
     (cfg.normalize; the images are not moved), in an order drawn from `cfg.seed`. The model starts from the
     config's initialisation (init_seed). With `out_dir`: config.json, lr_find.json (the result) and
     lr_find.png written there."""
-    from deeptut.accel import make_train_step, set_threads, thread_counts
+    from deeptut.accel import make_train_step, thread_counts
     from deeptut.data.normalize import fit_normalizer, normalized_splits
-    from deeptut.models import build_model
     from deeptut.store import files, rundir
-    from deeptut.train import state as train_state
-    from deeptut.train.loop import cuda_precision, device_splits, resolve_device
+    from deeptut.train.loop import cuda_precision, device_splits
+    from deeptut.train.runner import prepare
 
-    device = resolve_device(cfg.device)
-    if cfg.threads:
-        set_threads(cfg.threads)
-    train_state.seed_everything(cfg.seed)
-    model = build_model(cfg.model_args(), cfg.init_seed).to(device)
+    device, model = prepare(cfg)  # as every run starts: device, threads, seeds, the family's module
     normalizer = fit_normalizer(data, cfg.normalize, cfg.normalize_per_pixel)
     train, _valid, _test = device_splits(cfg, normalized_splits(data, normalizer), device)
     with cuda_precision(cfg):
