@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from deeptut.data.datasets import _fetch as fetch_bounded  # one bounded download for every dataset
 from deeptut.data.idx import DATA_FILE, GZIP_MAGIC, gunzip_bounded
 from deeptut.data.legacy_pickle import _RestrictedUnpickler
 from deeptut.data.sequences import SequenceSets, SequenceSplit
@@ -287,19 +288,8 @@ def download_imdb(dest: str | Path, *, mirrors: list[str] | tuple[str, ...] | No
 
 
 def _fetch(url: str, tmp: Path, opener: Opener, max_bytes: int) -> None:
-    print(f"deeptut: downloading {url}", file=sys.stderr, flush=True)
-    done = 0
-    with opener(url, TIMEOUT_S) as resp, open(tmp, "wb") as out:
-        total = int(getattr(resp, "headers", {}).get("Content-Length") or 0)
-        if total > max_bytes:
-            raise DataError(f"{total} bytes announced, more than the {max_bytes}-byte limit")
-        while chunk := resp.read(1 << 20):
-            done += len(chunk)
-            if done > max_bytes:
-                raise DataError(f"more than the {max_bytes}-byte limit")
-            out.write(chunk)
-    if total and done != total:
-        raise DataError(f"got {done} of the {total} bytes announced")
+    """MNIST's bounded download (data/datasets.py), then the pickle gzipped if the server sent it bare."""
+    fetch_bounded(url, tmp, opener, max_bytes)
     with open(tmp, "rb") as f:  # the server's .gz: a gzip file, or (a mirror of imdb.py's URL) a bare pickle
         head = f.read(2)
     if head != GZIP_MAGIC:
