@@ -41,7 +41,7 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/deeptut train logistic
 
-# Everything (what CI runs); its time on 2 CPU cores: see BENCHMARKS.md (measured by the lead).
+# Everything (what CI runs): 13 min 41 s on an idle 2-core AMD EPYC (BENCHMARKS.md "The test suite's time").
 test: install-test test-deps
 	$(PY) -m pytest -q
 
