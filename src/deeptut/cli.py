@@ -327,16 +327,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _family_sampler(run_dir: str):  # -> fn(run_dir, *, seed, device) -> [Path] | None
     """The `sampler` ("module:function") of the run's family section, or None (the RBM's samples.png)."""
-    import importlib
-
     from deeptut.models.families import family
+    from deeptut.registry import load_target
     from deeptut.store.rundir import Run
 
     target = getattr(family(Run.open(run_dir).model), "sampler", None)
-    if target is None:
-        return None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return None if target is None else load_target(target)
 
 
 def cmd_lr_find(args: argparse.Namespace, extra: list[str]) -> int:

@@ -529,14 +529,6 @@ class Run:
     def load_module(self, name: str = BEST) -> nn.Module:
         return load_module(self.path, name)
 
-    def require_model(self, model: str, what: str) -> nn.Module:
-        """The run's module (best.safetensors) if the run is a `model` run, else WrongModelError naming the
-        run and its model (`deeptut sample` of a dA run)."""
-        have = self.model
-        if have != model:
-            raise WrongModelError(f"{self.path}: {what} needs an {model} run; this is a {have} run")
-        return self.load_module()
-
     def require_trait(self, trait: str, what: str) -> nn.Module:
         """The run's module if its family's section sets the ClassVar `trait` ("samples": an RBM that
         samples), else WrongModelError naming the run, its model and the families that would do."""

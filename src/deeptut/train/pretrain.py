@@ -151,10 +151,6 @@ def layer_trainers(model: nn.Module, cfg: TrainConfig) -> list[LayerTrainer]:
     return cfg.net.layer_trainers(model, cfg.batch_size)
 
 
-def n_layers(model: nn.Module, cfg: TrainConfig) -> int:
-    return len(layer_trainers(model, cfg))
-
-
 def schedule(cfg: TrainConfig) -> tuple[int, float]:
     """(epochs per layer, step size) of the unsupervised phase."""
     if fine_tuned(cfg):
@@ -194,13 +190,6 @@ def layer_inputs(model: nn.Module, layer: int, x: torch.Tensor) -> torch.Tensor:
     if layer == 0:
         return x
     return torch.cat([model.layer_input(layer, x[i:i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)])
-
-
-def epoch_line(model: nn.Module, cfg: TrainConfig, layer: int, epoch: int, costs: np.ndarray
-               ) -> tuple[str, dict[str, Any]]:
-    """The tutorial's printed line for an epoch (word for word, its two spaces included: Python's print of
-    'text ' and a number) and the metrics fields: the layer trainer's."""
-    return layer_trainers(model, cfg)[layer].line(layer, epoch, costs)
 
 
 # --- the procedure -------------------------------------------------------------------------------------

@@ -54,11 +54,6 @@ def first_layer(model: str, path: Path) -> tuple[str, str]:
     return cls.first_layer
 
 
-def has_filters(model: str) -> bool:
-    cls = FAMILIES.get(model)
-    return cls is not None and cls.first_layer is not None
-
-
 def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
                 max_units: int | None = None) -> list[tuple[str, str, np.ndarray, tuple[int, int], tuple[int, int]]]:
     """(name, title, rows, img_shape, tile_shape) for each filter picture of a model.

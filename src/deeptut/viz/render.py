@@ -19,13 +19,10 @@ ERRORS_SHOWN = 40
 def family_pictures(model: str) -> Any:
     """The family's own picture function (its section's `pictures`, "module:function"), or None for the image
     families drawn below. `fn(run, out_dir, data) -> list[Path]`."""
-    import importlib
+    from deeptut.registry import load_target
 
     target = getattr(FAMILIES.get(model), "pictures", None)
-    if target is None:
-        return None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return None if target is None else load_target(target)
 
 
 def _metrics(run: Run) -> Metrics:
