@@ -41,9 +41,11 @@ install-test: $(VENV)/.installed-test
 run: install
 	$(VENV)/bin/deeptut train logistic
 
-# Everything (what CI runs): 13 min 41 s on an idle 2-core AMD EPYC (BENCHMARKS.md "The test suite's time").
+# Everything (what CI runs), on two pytest-xdist workers (each test file on one worker: a file's module
+# fixtures are built once): TIME on an idle 2-core AMD EPYC (BENCHMARKS.md "The test suite's time"); one
+# worker took 13 min 41 s there.
 test: install-test test-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # For quick iteration: all but the tests marked slow (real-MNIST runs, fuzzing, Triton's interpreter,
 # torch.compile, the SIGKILL suite; each over ~5 s): ~40 s on 2 idle cores. Not a substitute for `make test`.

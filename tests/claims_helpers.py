@@ -4,9 +4,13 @@ A figure is the number as printed (a string: its decimals are its rounding) and 
 `files`), relative to the repository root, and either `json` (a path: keys and list indices, "*" for every
 item of a list; or a list of such paths) or `regex` (its first group, every match in the file). The values
 found make the figure by `agg`: none (exactly one value), "all" (every value prints as the figure), "mean",
-"min", "max", "sum", "maxdiff" (the largest |value_i - against[i]|, for a curve against a published one);
-`scale` multiplies first; `clock = true` reads h:mm:ss / m:ss as seconds. A value matches the printed figure
-when it rounds to it: |value - printed| <= half a unit of the printed last digit.
+"median", "min", "max", "sum", "maxdiff" (the largest |value_i - against[i]|, for a curve against a
+published one). Before `agg`, in this order: `scale` multiplies; `offset` is added (a difference from a
+published value); `minus = {evidence}` subtracts another evidence's values one for one (a difference of two
+raw results) and `over = {evidence}` divides by them (a ratio); `clock_part = "min"` or `"s"` gives the
+minutes or the seconds of a duration printed as "13 min 41 s" (rounded to the second first). `clock = true`
+reads h:mm:ss / m:ss as seconds. A regex with alternatives ("A|B") gives whichever group matched. A value
+matches the printed figure when it rounds to it: |value - printed| <= half a unit of the printed last digit.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 # a number as printed: thousands commas, a sign unless it follows a digit (the "23" and "29" of "23-29"); not
-# the digits of a name ("H200", "float32")
-NUMBER = re.compile(r"(?<![\w.,])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?")
+# the digits of a name ("H200", "float32"); a ratio's "x5.11" is 5.11
+NUMBER = re.compile(r"(?:(?<=(?<![\w.])x)|(?<![\w.,]))-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?")
 # a figure with a unit, as the scan of the documents sees it (ranges "23-29 s" and ratios "6.0x", "x5.11")
 FIGURE = re.compile(r"(?<![\w.])(?:x\d+(?:\.\d+)?(?![\w.])|-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-                    r"(?:\s?(?:-|/)\s?-?\d+(?:\.\d+)?)*(?:x(?![\w])|\s?%|\s(?:s|ms|us|nats?|min)(?![\w])))")
+                    r"(?:\s?(?:-|/)\s?-?\d+(?:\.\d+)?)*(?:x(?![\w])|\s?%|\s(?:s|ms|us|nats?|min|minutes?|hours?|[kKMG]i?B|bytes)(?![\w])))")
 
 
 class ClaimError(AssertionError):
@@ -91,11 +95,27 @@ def evidence_values(spec: dict, root: Path = ROOT) -> list[float]:
             found = re.findall(spec["regex"], text)
             if not found:
                 raise ClaimError(f"{where}: regex {spec['regex']!r} matches nothing")
-            found = [f[0] if isinstance(f, tuple) else f for f in found]
+            found = [next((g for g in f if g), "") if isinstance(f, tuple) else f for f in found]  # "A|B": its group
             out += [_clock(f) if spec.get("clock") else float(f) for f in found]
         else:
             raise ClaimError(f"{where}: a figure needs `json` or `regex`")
-    return [v * spec.get("scale", 1.0) for v in out]
+    out = [v * spec.get("scale", 1.0) + spec.get("offset", 0.0) for v in out]
+    if "minus" in spec:
+        other = evidence_values(spec["minus"], root)
+        if len(other) != len(out):
+            raise ClaimError(f"{files}: {len(out)} values minus {len(other)}: `minus` needs as many")
+        out = [a - b for a, b in zip(out, other)]
+    if "over" in spec:
+        other = evidence_values(spec["over"], root)
+        if len(other) != len(out):
+            raise ClaimError(f"{files}: {len(out)} values over {len(other)}: `over` needs as many")
+        out = [a / b for a, b in zip(out, other)]
+    part = spec.get("clock_part")
+    if part is not None:
+        if part not in ("min", "s"):
+            raise ClaimError(f"clock_part {part!r}: 'min' or 's'")
+        out = [float(divmod(round(v), 60)[0 if part == "min" else 1]) for v in out]
+    return out
 
 
 def check_figure(printed: str, spec: dict, root: Path = ROOT) -> float | list[float]:
@@ -117,7 +137,7 @@ def check_figure(printed: str, spec: dict, root: Path = ROOT) -> float | list[fl
             raise ClaimError(f"{len(values)} values against {len(against)} published ones")
         value = max(abs(v - a) for v, a in zip(values, against))
     else:
-        fn = {"mean": statistics.fmean, "min": min, "max": max, "sum": math.fsum}.get(agg)
+        fn = {"mean": statistics.fmean, "median": statistics.median, "min": min, "max": max, "sum": math.fsum}.get(agg)
         if fn is None:
             raise ClaimError(f"unknown agg {agg!r}")
         value = fn(values)

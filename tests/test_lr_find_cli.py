@@ -10,12 +10,12 @@ def test_lr_find_cli_writes_the_picture_and_prints_the_suggestion(tmp_path, caps
     data = tmp_path / "data"
     data.mkdir()
     write_tiny_idx(data, n_train=500, n_valid=100, n_test=100)
-    runs = tmp_path / "runs"
-    assert cli.main(["lr-find", "logistic", "--data-dir", str(data), "--runs-dir", str(runs), "--dataset", "idx",
+    found = tmp_path / "lr-find"
+    assert cli.main(["lr-find", "logistic", "--data-dir", str(data), "--out-dir", str(found), "--dataset", "idx",
                      "--batch_size", "20", "--threads", "1", "--steps", "80"]) == 0
     out = capsys.readouterr().out
-    (folder,) = runs.iterdir()
-    assert folder.name.startswith("lr-find-logistic-")
+    (folder,) = found.iterdir()
+    assert folder.name.startswith("logistic-")
     assert (folder / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads((folder / "lr_find.json").read_text())
     saved = json.loads((folder / "config.json").read_text())["config"]

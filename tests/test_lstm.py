@@ -211,6 +211,31 @@ def test_config_section_and_checks():
         sequence.check_data(TrainConfig(model="lstm", inputs="rows"), data)
     with pytest.raises(ConfigError, match="trains on sequences"):
         sequence.check_data(TrainConfig(model="lstm"), object())
+    with pytest.raises(ConfigError, match="optimizer adadelta has none"):
+        sequence.check_data(TrainConfig(model="lstm", lr_schedule="cosine"), data)
+
+
+def test_lr_schedule_steps_are_learning_rate_ats(tmp_path, monkeypatch):
+    """[optim] lr_schedule: each update's step size is loop.learning_rate_at's for its index over
+    n_epochs x n_train_batches updates, and metrics.jsonl records each epoch's last."""
+    from deeptut.store.rundir import Run
+    from deeptut.train.loop import learning_rate_at
+
+    cfg = TrainConfig(model="lstm", preset="tiny-lstm", n_words=12, dim_proj=8, batch_size=50, n_epochs=3,
+                      patience=10, threads=1, device="cpu", optimizer="adam", learning_rate=0.01,
+                      lr_schedule="cosine")
+    real, rates = sequence.train_step, []
+
+    def spy(model, opt, *a):
+        rates.append([g["lr"] for g in opt.param_groups])
+        return real(model, opt, *a)
+
+    monkeypatch.setattr(sequence, "train_step", spy)
+    sequence.train(cfg, toy_sets(200), tmp_path, quiet=True)
+    want = [learning_rate_at(cfg, i, 12) for i in range(12)]  # 200 train examples / 50: 4 minibatches x 3
+    assert [r[0] for r in rates] == want and all(len(set(r)) == 1 for r in rates)
+    assert want[0] == 0.01 and want[-1] < 0.0003 < want[5] < want[0]
+    assert [r["learning_rate"] for r in Run.open(tmp_path).metrics().supervised] == want[3::4]
 
 
 def test_tiny_run_writes_a_run_directory_viz_reads(tmp_path):

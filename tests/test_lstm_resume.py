@@ -20,12 +20,15 @@ TIMING = {"elapsed_s", "train_seconds", "seconds_per_epoch", "epochs_per_second"
           "result"}
 
 
-def config() -> TrainConfig:
+def config(**schedule) -> TrainConfig:
     return TrainConfig(model="lstm", preset="tiny-lstm", n_words=12, dim_proj=8, batch_size=20, n_epochs=4,
-                       patience=10, shuffle=True, threads=1, device="cpu", use_dropout=True, seed=3)
+                       patience=10, shuffle=True, threads=1, device="cpu", use_dropout=True, seed=3, **schedule)
 
 
-def child(run_dir: str, kill_at_step: int | None, resume: bool) -> None:
+SCHEDULED = dict(optimizer="adam", learning_rate=0.01, lr_schedule="cosine")  # lstm-mnist's kind of run
+
+
+def child(run_dir: str, kill_at_step: int | None, resume: bool, schedule: dict) -> None:
     from deeptut.train import sequence
 
     real, count = sequence.train_step, [0]
@@ -38,15 +41,15 @@ def child(run_dir: str, kill_at_step: int | None, resume: bool) -> None:
 
     sequence.train_step = counted
     try:
-        sequence.train(config(), toy_sets(200), Path(run_dir), quiet=True, resume=resume)
+        sequence.train(config(**schedule), toy_sets(200), Path(run_dir), quiet=True, resume=resume)
     except BaseException as e:  # report, never hang the parent
         print(f"child failed: {type(e).__name__}: {e}", flush=True)
         os._exit(1)
     os._exit(0)
 
 
-def run(run_dir: Path, kill_at_step: int | None = None, resume: bool = False) -> int:
-    p = mp.get_context("fork").Process(target=child, args=(str(run_dir), kill_at_step, resume))
+def run(run_dir: Path, kill_at_step: int | None = None, resume: bool = False, schedule: dict | None = None) -> int:
+    p = mp.get_context("fork").Process(target=child, args=(str(run_dir), kill_at_step, resume, schedule or {}))
     p.start()
     p.join(120)
     assert p.exitcode is not None, "child hung"
@@ -76,3 +79,18 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, one_thread):
         assert got["metrics"] == want["metrics"], kill_at
         assert got["summary"] == want["summary"], kill_at
         assert got["best"] == want["best"], kill_at
+
+
+@pytest.mark.slow  # ~3-5 s: three child runs
+def test_scheduled_run_sigkilled_mid_epoch_resumes_bit_identically(tmp_path, one_thread):
+    """A cosine-scheduled Adam run: the step size is a function of the update's index, so the resumed run
+    takes the same steps."""
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    ref.mkdir(), killed.mkdir()
+    assert run(ref, schedule=SCHEDULED) == 0
+    want = record(ref)
+    rates = [m["learning_rate"] for m in want["metrics"]]
+    assert len(rates) == 4 and rates == sorted(rates, reverse=True) and rates[-1] < 0.001
+    assert run(killed, 25, schedule=SCHEDULED) == -signal.SIGKILL  # mid-epoch 3
+    assert run(killed, resume=True, schedule=SCHEDULED) == 0
+    assert record(killed) == want

@@ -76,6 +76,15 @@ def test_signal_from_outside_at_a_random_time(tmp_path, refs):
 
 def test_interrupt_without_a_run_directory(monkeypatch, capsys):
     real, count = loop.learning_rate_at, [0]
+    outer = signal.getsignal(signal.SIGINT)  # Python's default_int_handler; SIG_IGN in a pytest-xdist worker
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # what a user's process starts with
+    try:
+        interrupt_without_a_run_directory(monkeypatch, capsys, real, count)
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def interrupt_without_a_run_directory(monkeypatch, capsys, real, count):
 
     def lr(*a):
         count[0] += 1

@@ -63,8 +63,10 @@ def train(model: str, data_dir, runs_dir, *extra: str, capsys=None) -> tuple[Run
 
 
 def png(path):
-    with PIL.open(path) as im:
-        return np.asarray(im.convert("L"))
+    """The tile grid of a picture (framed pictures: without their title and axes; viz/plots.py read_tiles)."""
+    from deeptut.viz.plots import read_tiles
+
+    return read_tiles(path)
 
 
 @pytest.mark.parametrize("model", ["da", "ca", "rbm", "sda", "dbn"])

@@ -39,7 +39,8 @@ def test_table_and_png(tmp_path):
     assert lines[2].split() == ["logistic-a", "logistic", "logistic", "1234", "6.000000", "6.500000", "0.3", "6"]
     assert lines[3].split() == ["mlp-b", "mlp", "mlp", "7", "1.690000", "1.650000", "1234.6", "828"]
     assert lines[-1] == "selected on validation: mlp-b (1.690000 % validation error, 1.650000 % test error)"
-    assert png == tmp_path / "runs" / "compare.png"
+    # beside the runs' folder, never among the runs (issue 24): a sibling comparisons/ folder
+    assert png.parent == tmp_path / "comparisons" and png.name.startswith("compare-")
     with PIL.open(png) as im:
         assert im.size == (750, 450)
         assert len(im.getcolors(1 << 16)) > 20

@@ -18,8 +18,8 @@ from deeptut.viz.tiles import tile_raster_images  # noqa: E402
 
 
 def png(path):
-    with PIL.open(path) as im:
-        return np.asarray(im.convert("L")) if im.mode != "L" else np.asarray(im)
+    """The tile grid of a picture (framed pictures: without their title and axes, plots.read_tiles)."""
+    return plots.read_tiles(path)
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +118,13 @@ def test_filter_pictures_of_mlp_and_lenet(tmp_path, model):
         assert [p.name for p in written] == ["filters_layer0.png", "filters_layer1.png"]
         a0, a1 = png(written[0]), png(written[1])
         assert a0.shape == ((6 * 4 - 1) * 8, (6 * 5 - 1) * 8)  # 20 kernels on 4x5, 5x5 each, scale 8
-        assert a1.shape == (6 * 50 - 1, 6 * 20 - 1)  # 50 output maps x 20 input maps, scale 1
+        # 20 input maps (rows) x 50 output maps (columns), each 5x5 kernel drawn 25x25 (scale 5; issue 24:
+        # it was 5x5 pixels, unreadable)
+        assert a1.shape == ((6 * 20 - 1) * 5, (6 * 50 - 1) * 5)
         W0, W1 = params["layer0.W"], params["layer1.W"]
         np.testing.assert_array_equal(a0[::8, ::8], tile_raster_images(W0.reshape(20, 25), (5, 5), (4, 5), (1, 1)))
-        np.testing.assert_array_equal(a1[6 * 3:6 * 3 + 5, 6 * 7:6 * 7 + 5],
-                                      tile_raster_images(W1[3, 7].reshape(1, 25), (5, 5), (1, 1)))
+        np.testing.assert_array_equal(a1[6 * 5 * 7:(6 * 7 + 5) * 5:5, 6 * 5 * 3:(6 * 3 + 5) * 5:5],
+                                      tile_raster_images(W1[3, 7].reshape(1, 25), (5, 5), (1, 1)))  # out 3, in 7
     strip = plots.plot_evolution(r, run / "plots")
     assert [p.name for p in strip] == ["filters_evolution.png", "filters_evolution.gif"]
 

@@ -57,8 +57,8 @@ def test_text_from_files_is_escaped(report):
 
 def test_config_and_summary_shown(report):
     _, _, text = report
-    for needle in ("best validation error (%)", '<td class="num">6</td>', "learning_rate",
-                   '<td class="num">0.13</td>', '<td class="num">0.3</td>', "patience",
+    for needle in ("<th>best validation error</th>", '<td class="num">6</td>', "learning_rate",
+                   '<td class="num">0.13</td>', '<td class="num">0.3 s</td>', "patience",
                    "Environment", "git_commit", "extra keys are fine", "10 errors"):
         assert needle in text, needle
 

@@ -357,11 +357,16 @@ class RunResult:
             raise
         fig = Figure(figsize=(6.0 * len(sets), 6.0), layout="constrained")
         axes = fig.subplots(1, len(sets), squeeze=False)[0]
-        for ax, (_name, title, rows, img_shape, tile_shape) in zip(axes, sets):
+        style = (plots.FAMILIES[run.model].first_layer or ("units", ""))[0]
+        for ax, (name, title, rows, img_shape, tile_shape) in zip(axes, sets):
             ax.imshow(plots.tiles_for(rows, img_shape, tile_shape), cmap="gray", interpolation="nearest")
             ax.set_title(title, fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            row_label, col_label, row_ticks, col_ticks = plots.tile_axes(style, name, tile_shape)
+            h, w = img_shape  # tick i at the centre of tile i (1-pixel spacing)
+            ax.set_yticks([i * (h + 1) + (h - 1) / 2 for i, _ in row_ticks], [t for _, t in row_ticks], fontsize=8)
+            ax.set_xticks([j * (w + 1) + (w - 1) / 2 for j, _ in col_ticks], [t for _, t in col_ticks], fontsize=8)
+            ax.set_ylabel(row_label)
+            ax.set_xlabel(col_label)
         return _inline(fig)
 
     def pictures(self, data_dir: str | Path | None = None) -> Pictures:

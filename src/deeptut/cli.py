@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("run_dir")
     pr.add_argument("images", nargs="+", help="IDX image files (idx3) or image files (PNG, JPEG; any size, grey or "
                     "colour, either polarity: made to look like MNIST's digits, with a note)")
+    pr.add_argument("--data-dir", help="the run's training data, which each input is compared with (an input "
+                    "unlike it is flagged); default: where the run read it")
 
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -98,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare runs: a table, overlaid validation curves and, for two or more "
                        "runs, McNemar's exact test on their per-example correctness")
     c.add_argument("run_dirs", nargs="+")
-    c.add_argument("--out-dir")
+    c.add_argument("--out-dir", help="write compare.png here (default: comparisons/compare-<stamp>.png beside the "
+                   "runs' folder, never among the runs)")
     c.add_argument("--data-dir", help="the runs' data (for McNemar's test)")
     c.add_argument("--split", choices=["test", "valid"], default="test", help="examples McNemar's test uses")
     c.add_argument("--no-mcnemar", action="store_true", help="skip McNemar's test (it evaluates every model)")
@@ -119,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     lf.add_argument("--steps", type=int, default=300, help="minibatches, the rate rising from 1e-6 to 10 (default 300)")
     lf.add_argument("--config", help="a TOML file of config values (applied after the preset)")
     lf.add_argument("--data-dir")
-    lf.add_argument("--runs-dir", default="runs", help="lr-find-PRESET-<stamp>/ is made here (default: runs)")
+    lf.add_argument("--out-dir", default="lr-find", help="PRESET-<stamp>/ is made here (default: lr-find/, beside "
+                    "runs/, never among the runs)")
 
     ps = sub.add_parser("presets", help="the presets: a table, or one preset's values (defaults marked)")
     ps.add_argument("name", nargs="?", help="show this preset's values, grouped by the config's sections")
@@ -295,20 +299,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from deeptut.store import rundir
 
     _require_classifier(args.run_dir, "predict with")
-    model, _ = rundir.load_model(args.run_dir)
+    model, cfg = rundir.load_model(args.run_dir)
     images = load_images(args.images, strict=False)  # a bad file is reported below; the others predicted
     for note in images.notes:
         print(f"note: {note}", file=sys.stderr)
     names, x = images.names, images.x
+    unlike = _unlike_training_data(cfg.dataset, args.data_dir, x)  # per row: None, or why it looks unlike it
     x = Normalizer.from_saved(*rundir.saved_normalization(args.run_dir)).apply(x)  # the inputs it was trained on
     with torch.no_grad():
         p = torch.softmax(model(torch.from_numpy(x)), dim=1)
-    for name, row in zip(names, p):
+    for name, row, why in zip(names, p, unlike):
         k = int(row.argmax())
-        print(f"{name}\t{k}\t(p={float(row[k]):.4f})")
+        print(f"{name}\t{k}\t(p={float(row[k]):.4f})" + ("\tUNLIKE THE TRAINING DATA" if why else ""))
+        if why:
+            print(f"note: {name}: looks nothing like the training images ({why}): the prediction is a guess",
+                  file=sys.stderr)
     for name, why in images.failed.items():
         print(f"deeptut: error: {name}: {why}", file=sys.stderr)
     return 2 if images.failed else 0
+
+
+def _unlike_training_data(dataset: str, data_dir: str | None, x: object) -> list[str | None]:
+    """data/novelty.py's flag per input row; without the run's training data, one note and no flags."""
+    from deeptut.data.novelty import reference_for
+
+    try:
+        return reference_for(dataset, data_dir).unlike(x)
+    except DeeptutError as e:
+        print(f"note: the inputs were not compared with the training data ({str(e).splitlines()[0]})",
+              file=sys.stderr)
+        return [None] * len(x)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -343,7 +363,7 @@ def cmd_lr_find(args: argparse.Namespace, extra: list[str]) -> int:
 
     cfg = config.resolve(args.preset, args.config, config.parse_overrides(extra))
     data = load_dataset(cfg.dataset, args.data_dir)
-    out = rundir.new_run_dir(args.runs_dir, f"lr-find-{cfg.preset}")
+    out = rundir.new_run_dir(args.out_dir, cfg.preset)  # lr-find/PRESET-<stamp>/: beside runs/, not in it
     try:
         r = range_test(cfg, data, out, n_steps=args.steps)
     except (ValueError, FloatingPointError) as e:

@@ -118,10 +118,14 @@ class Data:
     #   moves and saved in model.json, so eval, predict and viz feed the model what it was trained on
     normalize_per_pixel: bool = False  # standard: a mean and std per input position (std floored at 0.1 x
     #   the global std) instead of one global pair; global is the default (not measured to train worse)
+    binarize: str = field(default="none", metadata={"trait": "samples"})  # RBMs: train on 0/1 images.
+    #   none (rbm.py's grey pixels) | round (>= 0.5) | stochastic: each pixel drawn once from
+    #   Bernoulli(intensity) with a fixed seed, one fixed binarised set (data/binarize.py)
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, tuple(registry.DATASETS))
         _check_choice("normalize", self.normalize, ("none", "standard"))
+        _check_choice("binarize", self.binarize, ("none", "round", "stochastic"))
         _at_least(self, 0, "augment_shift")
 
 

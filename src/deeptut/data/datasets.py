@@ -5,7 +5,7 @@ Where the data is looked for, in order (the first folder that holds a complete s
   1. the `data_dir` argument (--data-dir): nothing usable there is an error, not a fall-through;
   2. $DEEPTUT_DATA/<name>/ and $DEEPTUT_DATA/;
   3. (Fashion-MNIST) /usr/share/datasets/fashion-mnist/, from Debian's dataset-fashion-mnist;
-  4. the repository's data/<name>/ and data/;
+  4. the repository's data/<name>/ and data/ (when run from a checkout: src/ beside pyproject.toml);
   5. the user cache, $XDG_CACHE_HOME/deeptut/<name>/ (default ~/.cache/deeptut/<name>/);
   6. (MNIST, download=True) a download from the mirrors into that cache.
 A complete set is the four IDX files (each gzipped or not), or the tutorial pickle <name>.pkl.gz.
@@ -51,6 +51,14 @@ FASHION_MNIST_SHA256 = {
 KNOWN_SHA256 = {"mnist": idx.MNIST_SHA256, "fashion-mnist": FASHION_MNIST_SHA256, "idx": {}}
 SYSTEM_DIRS = {"fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
 REPO_DATA = Path(__file__).resolve().parents[3] / "data"  # src layout: <repo>/src/deeptut/data/datasets.py
+
+
+def in_checkout(module_file: str | Path = __file__) -> bool:
+    """Whether this deeptut runs from a repository checkout (<repo>/src/deeptut/data/datasets.py beside
+    <repo>/pyproject.toml), so that <repo>/data/ is the repository's data folder. Installed into a venv's
+    site-packages, parents[3] is .../lib/ (nothing to search, and no "repository data/" to name)."""
+    here = Path(module_file).resolve()
+    return here.parents[2].name == "src" and (here.parents[3] / "pyproject.toml").is_file()
 
 # Base URLs holding <file>.gz; $DEEPTUT_MNIST_MIRROR (space/comma separated) replaces the list.
 MNIST_MIRRORS = (
@@ -155,7 +163,8 @@ def search_path(name: str) -> list[tuple[Path, str]]:
     if env:
         dirs += [(Path(env) / name, "$DEEPTUT_DATA"), (Path(env), "$DEEPTUT_DATA")]
     dirs += [(d, "system-wide package") for d in SYSTEM_DIRS.get(name, ())]
-    dirs += [(REPO_DATA / name, "repository data/"), (REPO_DATA, "repository data/")]
+    if in_checkout():  # not when installed: no folder inside the venv named as the repository's
+        dirs += [(REPO_DATA / name, "repository data/"), (REPO_DATA, "repository data/")]
     dirs.append((cache_dir(name), "user cache"))
     return dirs
 

@@ -189,13 +189,13 @@ def cache_dir() -> Path:
 
 
 def search_path() -> list[Path]:
-    from deeptut.data.datasets import REPO_DATA
+    from deeptut.data.datasets import REPO_DATA, in_checkout
 
     dirs = []
     env = os.environ.get("DEEPTUT_DATA")
     if env:
         dirs += [Path(env) / NAME, Path(env)]
-    return dirs + [REPO_DATA / NAME, REPO_DATA, cache_dir()]
+    return dirs + ([REPO_DATA / NAME, REPO_DATA] if in_checkout() else []) + [cache_dir()]
 
 
 def _in(folder: Path, name: str) -> Path | None:

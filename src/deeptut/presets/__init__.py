@@ -1,9 +1,11 @@
 """The presets (one TOML file each, read by deeptut/config.py) and what `deeptut presets` says about them.
 
 ABOUT holds, per preset, its kind (tutorial: reproduces a tutorial script; fast: the same network trained
-the modern way) and what it is for. Its published or measured result with the machine comes from the claims
-registry shipped with the package (deeptut/claims.toml: each figure with its raw result), as README.md's
-"Presets and speed" and BENCHMARKS.md give them. A preset with no registry line says "no figure yet".
+the modern way) and what it is for, and no measured figure. Its published or measured result with the
+machine comes from the claims registry shipped with the package (deeptut/claims.toml: each figure with its
+raw result), so `deeptut presets` needs nothing but the installed package; `deeptut presets NAME` names each
+figure's raw-result file (under bench/results/ of the deeptut repository). A preset with no registry line
+says "no figure yet". The table fits WIDTH columns (the purpose and result wrapped).
 """
 
 from __future__ import annotations
@@ -12,9 +14,12 @@ import dataclasses
 import json
 from typing import Any
 
-MACHINES = ("machines (BENCHMARKS.md): 2-core AMD EPYC (KVM, AVX-512), 2026-11-26 and 2026-12-06; "
-            "one NVIDIA H200, 2026-11-26 and -28; "
-            "2-core Intel Xeon (KVM, AVX-512), shared with other work, 2026-11-28")
+import textwrap
+
+WIDTH = 100  # columns of `deeptut presets`
+MACHINES = ("machines: 2-core AMD EPYC (KVM, AVX-512), 2026-11-26 and 2026-12-06; one NVIDIA H200, 2026-11-26 "
+            "and -28; 2-core Intel Xeon (KVM, AVX-512), shared with other work, 2026-11-28. Each figure's raw "
+            "result: deeptut presets NAME.")
 
 # name -> (kind, what it is for). The measured result is not written here: it is the preset's line in the
 # claims registry shipped with the package (deeptut/claims.toml), each figure named with its raw result
@@ -23,9 +28,9 @@ ABOUT: dict[str, tuple[str, str]] = {
     "logistic": ("tutorial", "logistic_sgd.py exactly"),
     "mlp": ("tutorial", "mlp.py exactly (784-500-10 tanh, batch 20)"),
     "lenet": ("tutorial", "convolutional_mlp.py (20/50 kernels, batch 500, 200 epochs)"),
-    "mlp-fast": ("fast", "mlp.py's layer sizes with ReLU in ~25 s on a CPU (standardised inputs, Nesterov, "
+    "mlp-fast": ("fast", "mlp.py's layer sizes with ReLU, a CPU's budget (standardised inputs, Nesterov, "
                  "one-cycle peaking at 0.1, 24 epochs, moves of 1 px)"),
-    "lenet-fast": ("fast", "LeNet's layer sizes with ReLU in ~45 s on a CPU (standardised inputs, peak 0.05, "
+    "lenet-fast": ("fast", "LeNet's layer sizes with ReLU, a CPU's budget (standardised inputs, peak 0.05, "
                    "7 epochs, moves of 1 px)"),
     "lenet-fast-gpu": ("fast", "a wider LeNet (32/64 kernels, ReLU) with a GPU's budget (16 epochs, batch 256, "
                        "TF32, standardised inputs, moves of 1 px)"),
@@ -43,8 +48,8 @@ ABOUT: dict[str, tuple[str, str]] = {
     "logistic-cg": ("tutorial", "logistic_cg.py: logistic regression by scipy's fmin_cg, at most 50 iterations"),
     "lstm": ("tutorial", "lstm.py on IMDB: embedding + LSTM of 128, mean pooling, dropout, Adadelta, batch 16, "
              "maxlen 100, patience 10 (needs imdb.pkl in --data-dir)"),
-    "lstm-mnist": ("tutorial", "the LSTM chapter's network reading MNIST row by row (not a tutorial script): 64 "
-                   "units, Adam at 2e-3, batch 128, 14 epochs"),
+    "lstm-mnist": ("tutorial", "the LSTM chapter's network reading MNIST row by row (not a tutorial script): "
+                   "128 units, Adam from 2e-3 by a cosine, batch 128, 12 epochs"),
     "rnnslu": ("tutorial", "rnnslu.py on ATIS fold 3: Elman network, window 7, one sentence per update at 0.0971, "
                "60 epochs (needs atis.fold3.pkl.gz)"),
     "rnnslu-slots": ("tutorial", "rnnslu.py's settings on the generated ATIS-like slot corpus (offline)"),
@@ -90,20 +95,41 @@ def about(name: str) -> tuple[str, str, str]:
     return ("fast" if "fast" in name else "tutorial", first[:80], result(name))
 
 
-def table() -> str:
-    """`deeptut presets`: one row per preset: name, model, kind, what it is for, result."""
+def table(width: int = WIDTH) -> str:
+    """`deeptut presets`: one row per preset (name, model, kind), then what it is for and its result with the
+    machine, wrapped in the last column; every line at most `width` characters."""
     from deeptut import config
 
-    rows = [("preset", "model", "kind", "for", "result (machine)")]
-    for name in config.preset_names():
-        kind, purpose, result = about(name)
-        rows.append((name, str(config.load_preset(name).get("model", config.TrainConfig().model)), kind,
-                     purpose, result))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][4]))
-    return "\n".join(lines) + (f"\n\n{MACHINES}\ndeeptut presets NAME shows one preset's values; --json the values of "
-                               "each, one `name: {json}` line")
+    rows = [(name, str(config.load_preset(name).get("model", config.TrainConfig().model)), *about(name))
+            for name in config.preset_names()]
+    head = ("preset", "model", "kind")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    indent = sum(widths) + 2 * len(widths)
+    text_w = max(30, width - indent)
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)) + "  what it is for; result (machine)",
+             "  ".join("-" * w for w in widths) + "  " + "-" * text_w]
+    for name, model, kind, purpose, result in rows:
+        text = textwrap.wrap(purpose, text_w) + textwrap.wrap(f"result: {result}", text_w,
+                                                              subsequent_indent="  ")
+        lines.append("  ".join(c.ljust(w) for c, w in zip((name, model, kind), widths)) + "  " + text[0])
+        lines += [" " * indent + t for t in text[1:]]
+    foot = textwrap.wrap(MACHINES, width) + textwrap.wrap(
+        "deeptut presets NAME shows one preset's values and the raw result of each figure; --json the "
+        "values of each, one `name: {json}` line", width)
+    return "\n".join(lines) + "\n\n" + "\n".join(foot)
+
+
+def evidence(name: str, registry: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """One line per figure of a preset's result: the value as printed and the raw result it comes from
+    (a file under bench/results/ of the deeptut repository; the first of several)."""
+    entry = (measured() if registry is None else registry).get(name) or {}
+    out = []
+    for key, fig in entry.get("figures", {}).items():
+        files = fig.get("files") or [fig.get("file", "?")]
+        agg = fig.get("agg", "")
+        how = f" ({agg} over {len(files)} files)" if len(files) > 1 else (f" ({agg} of its values)" if agg else "")
+        out.append(f"{key} {fig['value']}: {files[0]}{how}")
+    return out
 
 
 def json_lines() -> str:
@@ -121,8 +147,13 @@ def describe(name: str) -> str:
     set_here = set(config.load_preset(name))
     cfg = config.resolve(name)
     kind, purpose, result = about(name)
-    out = [f"{name}: {kind} preset, {purpose}", f"  result: {result}",
-           "  (* set by the preset; the other values are the defaults)"]
+    out = textwrap.wrap(f"{name}: {kind} preset, {purpose}", WIDTH, subsequent_indent="  ")
+    out += textwrap.wrap(f"result: {result}", WIDTH, initial_indent="  ", subsequent_indent="    ")
+    figures = evidence(name)
+    if figures:
+        out.append("  raw results (files in the deeptut repository):")
+        out += ["    " + line for line in figures]
+    out.append("  (* set by the preset; the other values are the defaults)")
     groups = cfg.sections()
     for group, values in groups.items():
         if not isinstance(values, dict):

@@ -71,6 +71,10 @@ def train(cfg: TrainConfig, data: Any = None, run_dir: str | Path | None = None,
     into `run_dir` (None: nothing written). Returns the run's summary (summary.json's content)."""
     if data is None:
         data = load_data(cfg, data_dir)
+    if cfg.binarize != "none":  # [data] binarize (RBMs): one fixed 0/1 draw of the images, data/binarize.py
+        from deeptut.data.binarize import binarized_splits
+
+        data = binarized_splits(data, cfg.binarize)
     run = procedure_of(cfg)
     if run_dir is not None:
         run_dir = Path(run_dir)

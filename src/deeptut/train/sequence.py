@@ -19,6 +19,9 @@ Optimizers (the section's `optimizer`), each as lstm.py writes it:
               its lrate's default)
     adam      torch.optim.Adam at learning_rate (deeptut's: not in lstm.py)
 with an optional clip of the gradient's global norm (`clip_norm`, deeptut's) and lstm.py's decay_c.
+The step size follows [optim] lr_schedule as fit's does (loop.learning_rate_at: constant, or cosine/onecycle
+over n_epochs x n_train_batches updates, a function of the update's index only, so a resumed run takes the
+same steps); adadelta has no step size to schedule and refuses a schedule.
 
 The run directory, metrics.jsonl (one supervised line per epoch: `deeptut viz` draws the learning curves),
 checkpoints (at the validations, and on SIGINT/SIGTERM mid-epoch), resume and the progress line are
@@ -41,7 +44,7 @@ from deeptut.config import TrainConfig
 from deeptut.data.sequences import DeviceSequences, SequenceSets, batches, bucketed, by_length
 from deeptut.errors import CheckpointError, ConfigError, TrainingError
 from deeptut.train import state as train_state
-from deeptut.train.loop import epoch_permutation
+from deeptut.train.loop import epoch_permutation, learning_rate_at
 from deeptut.train.runner import prepare
 from deeptut.train.session import Session
 from deeptut.train.state import LoopState
@@ -97,6 +100,12 @@ class TutorialRMSprop(torch.optim.Optimizer):
                 rg2.mul_(decay).add_(g * g, alpha=1.0 - decay)
                 ud.mul_(mom).sub_(lr * g / (rg2 - rg * rg + eps).sqrt())
                 p.add_(ud)
+
+
+def set_learning_rate(opt: torch.optim.Optimizer, rate: float) -> None:
+    """The scheduled step size for the next update (sgd, rmsprop, adam: each group's `lr`)."""
+    for group in opt.param_groups:
+        group["lr"] = rate
 
 
 def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -216,6 +225,9 @@ def check_data(cfg: TrainConfig, data: Any) -> SequenceSets:
         raise ConfigError(f"n_out {cfg.n_out} is smaller than the {data.n_classes} classes of {data.source}")
     if cfg.validation_frequency:
         raise ConfigError("the sequence procedure validates once per epoch: leave validation_frequency at 0")
+    if cfg.optimizer == "adadelta" and cfg.lr_schedule != "constant":
+        raise ConfigError(f"lr_schedule {cfg.lr_schedule!r} needs a step size to schedule; optimizer adadelta "
+                          f"has none: use sgd, rmsprop or adam, or lr_schedule = \"constant\"")
     return data
 
 
@@ -234,6 +246,7 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
     device, model = prepare(cfg)  # train/runner.py: device, threads (results depend on them), seeds, module
     train_set, valid, test = (s.to(device) for s in (data.train, data.valid, data.test))
     n_train_batches = len(batches(len(train_set), cfg.batch_size))  # the same count when bucketed
+    total_steps = cfg.n_epochs * n_train_batches  # the schedule's span (updates)
     opt = make_optimizer(cfg, list(model.parameters()))
     rule = PatienceRule(cfg.patience)
     say(f"{len(train_set)} train examples, {len(valid)} valid examples, {len(test)} test examples "
@@ -254,11 +267,13 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
             epoch = epoch_batches(cfg, train_set, s.epoch)
             for b in range(s.next_minibatch, n_train_batches):
                 x, mask, y = train_set.batch(torch.from_numpy(epoch[b]))
+                it = (s.epoch - 1) * n_train_batches + b  # 0-based update (lstm.py's uidx - 1)
+                if cfg.optimizer != "adadelta":
+                    set_learning_rate(opt, learning_rate_at(cfg, it, total_steps))
                 cost = train_step(model, opt, x, mask, y, cfg)
                 s.cost_sum += cost
                 s.cost_count += 1
                 s.next_minibatch = (b + 1) % n_train_batches
-                it = (s.epoch - 1) * n_train_batches + b  # 0-based update (lstm.py's uidx - 1)
                 if not math.isfinite(cost):  # lstm.py: "bad cost detected"
                     s.fault = f"the training cost became {cost} at update {it + 1} (epoch {s.epoch})"
                     s.done, s.stopped = True, "non-finite"
@@ -272,7 +287,7 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
             # the epoch's validation (lstm.py: every validFreq updates; here once per epoch)
             it = s.epoch * n_train_batches - 1
             best_params = _validate(cfg, model, opt, rule, session, s, best_params, valid, test, it,
-                                    n_train_batches, say)
+                                    n_train_batches, say, learning_rate_at(cfg, it, total_steps))
             if s.fault:
                 break
             if interrupt.signum is not None and not s.done:
@@ -298,10 +313,12 @@ def train(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, quiet: bo
 
 def _validate(cfg: TrainConfig, model: torch.nn.Module, opt: Any, rule: PatienceRule, session: Session,
               s: SequenceState, best_params: dict[str, torch.Tensor], valid: DeviceSequences,
-              test: DeviceSequences, it: int, n_train_batches: int, say: Any) -> dict[str, torch.Tensor]:
+              test: DeviceSequences, it: int, n_train_batches: int, say: Any,
+              learning_rate: float) -> dict[str, torch.Tensor]:
     """The end of an epoch: the health check (a fault stops the run: s.fault), the validation error, lstm.py's
     patience rule, on a new best the test error and the parameters kept, the printed line, one metrics line,
-    the checkpoint. Returns the best parameters."""
+    the checkpoint. `learning_rate`: the epoch's last update's step size (metrics.jsonl). Returns the best
+    parameters."""
     train_cost = s.cost_sum / max(1, s.cost_count)
     s.fault, reason = train_state.health(model, train_cost, it, cfg.max_cost)
     if s.fault:
@@ -322,7 +339,7 @@ def _validate(cfg: TrainConfig, model: torch.nn.Module, opt: Any, rule: Patience
     session.record(s, epoch=s.epoch, minibatch=n_train_batches, n_train_batches=n_train_batches,
                    iteration=it + 1, train_cost=train_cost, valid_error=valid_error * 100.,
                    test_error=None if test_error is None else test_error * 100., best=improved,
-                   bad_counter=rule.bad_counter, learning_rate=cfg.learning_rate)
+                   bad_counter=rule.bad_counter, learning_rate=learning_rate)
     if improved:
         session.save_best(best_params)
     session.save_intermediate(model, s, it + 1)

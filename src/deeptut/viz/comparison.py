@@ -5,6 +5,7 @@ choose on the validation error; the test error of the chosen run is the estimate
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -91,8 +92,21 @@ def plot_validation_curves(runs: list[Run], path: Path) -> Path:
     return _save(fig, path)
 
 
+COMPARISONS = "comparisons"  # the default folder of compare's pictures, beside the runs folder (never in it)
+
+
+def default_out_dir(runs: list[Run]) -> Path:
+    """Beside the folder holding the runs, never among them: runs/a, runs/b -> comparisons/ (a sibling of
+    runs/), so that `deeptut compare runs/*` finds only runs there the next time."""
+    parents = [os.path.abspath(r.path.parent) for r in runs]  # runs/a -> /cwd/runs ("runs/.." is not "")
+    parent = Path(os.path.commonpath(parents))
+    here = Path(os.path.relpath(parent.parent)) if all(not r.path.is_absolute() for r in runs) else parent.parent
+    return here / COMPARISONS
+
+
 def compare(run_dirs: Iterable[str | Path], out_dir: str | Path | None = None) -> tuple[str, Path]:
-    """(text table, path of compare.png). out_dir defaults to the run directories' common parent."""
+    """(text table, path of the picture). With out_dir: out_dir/compare.png; by default a new
+    comparisons/compare-<stamp>.png beside the runs' folder (`default_out_dir`)."""
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
         raise DataError("compare needs at least one run directory")
@@ -103,6 +117,11 @@ def compare(run_dirs: Iterable[str | Path], out_dir: str | Path | None = None) -
                             f"classifiers: every family but {', '.join(n for n, c in FAMILIES.items() if not c.classifier)})")
     table = format_table([_row(r) for r in runs])
     if out_dir is None:
-        out_dir = Path(os.path.commonpath([str(r.path.resolve().parent) for r in runs]))
-    png = plot_validation_curves(runs, Path(out_dir) / "compare.png")
+        folder = default_out_dir(runs)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        png = next(p for i in range(1000) if not (p := folder / (f"compare-{stamp}" + (f"-{i}" if i else "")
+                                                                  + ".png")).exists())
+    else:
+        png = Path(out_dir) / "compare.png"
+    png = plot_validation_curves(runs, png)
     return table, png

@@ -82,8 +82,10 @@ def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
         second = key.replace("0", "1", 1)  # layer1.W: the next conv layer's kernels
         if max_units is None and second in params:
             W1 = require(params, path, second, 4)
-            out.append(("filters_layer1", "conv layer 1 kernels (row: output map, column: input map)",
-                        W1.reshape(W1.shape[0] * W1.shape[1], -1), tuple(W1.shape[2:]), tuple(W1.shape[:2])))
+            # one row per input map, one column per output map: the long side (50 output maps) across
+            out.append(("filters_layer1", "conv layer 1 kernels (row: input map, column: output map)",
+                        W1.transpose(1, 0, 2, 3).reshape(W1.shape[1] * W1.shape[0], -1), tuple(W1.shape[2:]),
+                        (W1.shape[1], W1.shape[0])))
         return out
     if style == "chapter":
         W = require(params, path, key, 2)  # [n_visible, n_hidden]: one column per hidden unit
@@ -93,10 +95,13 @@ def filter_sets(model: str, params: dict[str, np.ndarray], path: Path,
     raise CheckpointError(f"{path}: unknown model {model!r}")
 
 
-def tile_scale(img_shape: tuple[int, int], tile_shape: tuple[int, int], target: int = 400) -> int:
-    """An integer upscale that brings the tiled picture's long side near `target` pixels (1..8)."""
+def tile_scale(img_shape: tuple[int, int], tile_shape: tuple[int, int], target: int = 400, min_tile: int = 24,
+               max_side: int = 1600) -> int:
+    """An integer upscale (1..8) that brings the tiled picture's long side near `target` pixels and each tile
+    to at least `min_tile` pixels (LeNet's 5x5 kernels: 25), the long side at most `max_side`."""
     long = max((img_shape[0] + 1) * tile_shape[0], (img_shape[1] + 1) * tile_shape[1])
-    return int(min(8, max(1, round(target / long))))
+    s = max(round(target / long), math.ceil(min_tile / max(img_shape)))
+    return int(min(8, max(1, min(s, max_side // long))))
 
 
 def tiles_for(rows: np.ndarray, img_shape: tuple[int, int], tile_shape: tuple[int, int]) -> np.ndarray:
@@ -112,15 +117,117 @@ def save_gray(arr: np.ndarray, path: Path, scale: int = 1) -> Path:
     return path
 
 
+# --- tiled pictures with a title and labelled axes --------------------------------------------------------
+
+TILES_KEY = "deeptut:tiles"  # PNG text chunk: "top,left,height,width" of the pixel-exact tile grid
+TITLE_H, LABEL_H, TICK_H, PAD = 24, 16, 14, 8  # pixels of the bands around the grid
+
+
+def axis_ticks(n: int) -> list[int]:
+    """The tile indices along an axis of n tiles that get a number: each one up to 10, else every 5th
+    (every 10th beyond 50)."""
+    step = 1 if n <= 10 else (5 if n <= 50 else 10)
+    return list(range(0, n, step))
+
+
+def tile_axes(style: str, name: str, tile_shape: tuple[int, int]) -> tuple[str, str, list[tuple[int, str]],
+                                                                           list[tuple[int, str]]]:
+    """(row label, column label, row ticks, column ticks) of a tiled picture: LeNet's second layer by input
+    and output map; every other picture numbers its items row by row (row: the first item's index, column:
+    what to add to it)."""
+    rows, cols = tile_shape
+    if name == "filters_layer1":
+        return ("input map", "output map", [(i, str(i)) for i in axis_ticks(rows)],
+                [(j, str(j)) for j in axis_ticks(cols)])
+    item = {"templates": "class", "kernels": "kernel (output map)"}.get(style, "unit")
+    return (f"{item} (first of the row)", "+ column", [(i, str(i * cols)) for i in axis_ticks(rows)],
+            [(j, f"+{j}") for j in axis_ticks(cols)])
+
+
+def _text_w(draw: Any, text: str, font: Any) -> int:
+    box = draw.textbbox((0, 0), text, font=font)
+    return int(box[2] - box[0])
+
+
+def framed_tiles(arr: np.ndarray, scale: int, title: str, img_shape: tuple[int, int] | None = None,
+                 row_label: str = "", col_label: str = "", row_ticks: list[tuple[int, str]] = (),
+                 col_ticks: list[tuple[int, str]] = ()) -> tuple[Any, tuple[int, int, int, int]]:
+    """(an "L" image: a title on top, the column label and numbers above the grid, the row label and numbers
+    at its left, the tile grid `arr` upscaled `scale` times pixel for pixel; the grid's box (top, left,
+    height, width)). Ticks are (tile index, text); `img_shape` (one tile's size) places them."""
+    grid = Image.fromarray(np.ascontiguousarray(arr))
+    if scale != 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    f_title, f_label, f_tick = _font(14), _font(12), _font(11)
+    tick_w = max([_text_w(probe, t, f_tick) for _i, t in row_ticks] or [0])
+    top = TITLE_H + (LABEL_H if col_label else 0) + (TICK_H if col_ticks else 0)
+    left = PAD + (LABEL_H if row_label else 0) + (tick_w + 6 if row_ticks else 0)
+    width = max(left + grid.width + PAD, _text_w(probe, title, f_title) + 2 * PAD,
+                left + _text_w(probe, col_label, f_label) + PAD)
+    height = max(top + grid.height + PAD, top + _text_w(probe, row_label, f_label) + PAD)
+    canvas = Image.new("L", (width, height), 255)
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((PAD, TITLE_H // 2), title, fill=0, font=f_title, anchor="lm")
+    th, tw = img_shape if img_shape is not None else (arr.shape[0], arr.shape[1])
+    if col_label:
+        draw.text((left, TITLE_H + LABEL_H // 2), col_label, fill=0, font=f_label, anchor="lm")
+    for j, text in col_ticks:
+        draw.text((left + round((j * (tw + 1) + tw / 2) * scale), top - 2), text, fill=0, font=f_tick, anchor="mb")
+    for i, text in row_ticks:
+        draw.text((left - 4, top + round((i * (th + 1) + th / 2) * scale)), text, fill=0, font=f_tick, anchor="rm")
+    if row_label:
+        w = _text_w(probe, row_label, f_label)
+        band = Image.new("L", (w + 4, LABEL_H), 255)
+        ImageDraw.Draw(band).text((2, LABEL_H // 2), row_label, fill=0, font=f_label, anchor="lm")
+        canvas.paste(band.rotate(90, expand=True), (PAD, top))
+    return canvas, (top, left, grid.height, grid.width)
+
+
+def save_framed(img: Any, box: tuple[int, int, int, int], path: Path) -> Path:
+    """Write a framed picture with its grid's box in the PNG (TILES_KEY), so `read_tiles` finds the tiles."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(TILES_KEY, ",".join(map(str, box)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, optimize=True, pnginfo=info)
+    return path
+
+
+def read_tiles(path: str | Path) -> np.ndarray:
+    """uint8 [h, w]: the tile grid of a framed picture (the whole image for one without a frame)."""
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("L"))
+        box = im.info.get(TILES_KEY)
+    if not box:
+        return a
+    top, left, h, w = map(int, box.split(","))
+    return a[top:top + h, left:left + w]
+
+
+def save_filter_picture(model: str, name: str, title: str, rows: np.ndarray, img_shape: tuple[int, int],
+                        tile_shape: tuple[int, int], path: Path, note: str = "") -> Path:
+    """One filter picture (tile_raster_images of `rows`, each tile scaled to its own min..max), framed with
+    its title and numbered axes."""
+    style = FAMILIES[model].first_layer[0] if model in FAMILIES and FAMILIES[model].first_layer else "units"
+    row_label, col_label, row_ticks, col_ticks = tile_axes(style, name, tile_shape)
+    full = f"{title}{note}: each {img_shape[0]}x{img_shape[1]} tile scaled to its own min (black) .. max (white)"
+    img, box = framed_tiles(tiles_for(rows, img_shape, tile_shape), tile_scale(img_shape, tile_shape), full,
+                            img_shape, row_label, col_label, row_ticks, col_ticks)
+    return save_framed(img, box, path)
+
+
 def plot_filters(run: Run, out_dir: Path, model: str | None = None, path: Path | None = None,
                  suffix: str = "") -> list[Path]:
     """The filter pictures of one saved model (best.safetensors by default) as `<name><suffix>.png`."""
     model = run.model if model is None else model
     path = run.best_path if path is None else path
     written = []
-    for name, _title, rows, img_shape, tile_shape in filter_sets(model, load_arrays(path), path):
-        arr = tiles_for(rows, img_shape, tile_shape)
-        written.append(save_gray(arr, out_dir / f"{name}{suffix}.png", tile_scale(img_shape, tile_shape)))
+    for name, title, rows, img_shape, tile_shape in filter_sets(model, load_arrays(path), path):
+        written.append(save_filter_picture(model, name, title, rows, img_shape, tile_shape,
+                                           out_dir / f"{name}{suffix}.png"))
     return written
 
 
@@ -177,16 +284,19 @@ def draw_evolution(model: str, labelled: list[tuple[str, str, Path]], out_dir: P
     scale = max(1, min(8, round(60 / h)))
     gap = 2
     strip = Image.new("L", (STRIP_LABEL_W + w * scale, len(rows) * (h * scale + gap) - gap), 255)
-    draw = ImageDraw.Draw(strip)
+    draw = ImageDraw.Draw(strip)  # the labelled rows; framed below with a title
     font = _font(13)
     for i, (label, arr) in enumerate(rows):
         top = i * (h * scale + gap)
         tile = Image.fromarray(arr).resize((w * scale, h * scale), Image.Resampling.NEAREST)
         strip.paste(tile, (STRIP_LABEL_W, top))
         draw.text((4, top + h * scale // 2), label, fill=0, font=font, anchor="lm")
-    written = [out_dir / f"{stem}.png"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    strip.save(written[0], optimize=True)
+    title = "the first filters of each kept model (row: when it was saved; each tile scaled to its own range)"
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    framed = Image.new("L", (max(strip.width, _text_w(probe, title, _font(14)) + 2 * PAD), strip.height + TITLE_H), 255)
+    framed.paste(strip, (0, TITLE_H))
+    ImageDraw.Draw(framed).text((4, TITLE_H // 2), title, fill=0, font=_font(14), anchor="lm")
+    written = [save_framed(framed, (TITLE_H, 0, strip.height, strip.width), out_dir / f"{stem}.png")]
 
     frames = []
     for _label, frame_label, p in _sample(labelled, max_frames):

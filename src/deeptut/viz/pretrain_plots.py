@@ -15,8 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from deeptut.models.families import FAMILIES
 from deeptut.store.rundir import PRETRAINED, Run
 from deeptut.store.tensors import load_arrays
-from deeptut.viz.plots import Figure, _finite, _save, draw_evolution, filter_sets, mpl_text, save_gray
-from deeptut.viz.plots import tile_scale, tiles_for
+from deeptut.viz.plots import Figure, _finite, _save, draw_evolution, filter_sets, mpl_text, save_filter_picture
 
 # rbm.py's printed PL cost per epoch (PCD-15, 500 hidden, lr 0.1, batch 20, 15 epochs), from the chapter
 PUBLISHED_RBM_PL_COST = (-90.6507, -81.2359, -74.9121, -73.0213, -68.4099, -63.2693, -65.9958, -68.1237,
@@ -98,9 +97,9 @@ def plot_epoch_filters(run: Run, out_dir: Path, model: str) -> list[Path]:
     """rbm.py's filters_at_epoch_E.png for each saved layer-0 epoch (E 0-based, as the chapter names them)."""
     written = []
     for _layer, epoch, p in run.pretrain_models(layer=0):
-        _n, _t, rows, img_shape, tile_shape = filter_sets(model, load_arrays(p), p)[0]
-        written.append(save_gray(tiles_for(rows, img_shape, tile_shape), out_dir / f"filters_at_epoch_{epoch}.png",
-                                 tile_scale(img_shape, tile_shape)))
+        name, title, rows, img_shape, tile_shape = filter_sets(model, load_arrays(p), p)[0]
+        written.append(save_filter_picture(model, name, title, rows, img_shape, tile_shape,
+                                           out_dir / f"filters_at_epoch_{epoch}.png", f" after epoch {epoch}"))
     return written
 
 
@@ -118,6 +117,6 @@ def plot_pretrained_filters(run: Run, out_dir: Path, model: str) -> list[Path]:
     path = run.path / PRETRAINED
     if not path.is_file():
         return []
-    _n, _t, rows, img_shape, tile_shape = filter_sets(model, load_arrays(path), path)[0]
-    return [save_gray(tiles_for(rows, img_shape, tile_shape), out_dir / "filters_pretrained.png",
-                      tile_scale(img_shape, tile_shape))]
+    name, title, rows, img_shape, tile_shape = filter_sets(model, load_arrays(path), path)[0]
+    return [save_filter_picture(model, name, title, rows, img_shape, tile_shape, out_dir / "filters_pretrained.png",
+                                " when pre-training ended")]

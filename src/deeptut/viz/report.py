@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,83 @@ from deeptut.store.rundir import Run
 from deeptut.viz.render import picture_sources, planned_pictures, render_all
 from deeptut.viz.text import fmt
 
+# summary.json's keys as a person reads them, in this order; the others follow with their key's words
 SUMMARY_LABELS = {
-    "best_validation_error": "best validation error (%)",
-    "test_error": "test error at the best model (%)",
-    "best_iteration": "best iteration",
+    "result": "result",
+    "best_validation_error": "best validation error",
+    "test_error": "test error of the selected model",
+    "best_iteration": "best iteration (minibatch updates)",
+    "best_epoch": "best epoch",
     "epochs": "epochs",
-    "train_seconds": "training time (s)",
-    "evaluation": "evaluation",
+    "iterations": "minibatch updates",
     "stopped": "stopped by",
+    "evaluation": "evaluation",
+    "evaluated_examples": "examples evaluated",
     "final_cost": "cost of the last training epoch",
-    "pretrain_seconds": "pre-training time (s)",
+    "train_seconds": "training time",
+    "pretrain_seconds": "pre-training time",
+    "epochs_per_second": "time per epoch",
+    "seconds_per_epoch": "time per epoch",
+    "device": "device",
+    "fault": "fault",
 }
+STOPPED = {"n_epochs": "the epoch limit (n_epochs)", "patience": "early stopping (patience ran out)",
+           "diverged": "divergence (the cost blew up)", "max_cost": "the cost limit (max_cost)"}
+EVALUATION = {"tutorial": "tutorial (the mean over whole minibatches)", "full": "full (every example)"}
+SPLITS = {"valid": "validation", "test": "test", "train": "training"}
+
+
+def _number(key: str, v: float | int) -> str:
+    """A number of the summary by what its key says it is: a percentage (3 decimals), seconds (1 decimal,
+    with minutes past 60 s), a count (thousands separated), else 4 significant digits."""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    if key.endswith(("_error", "_percent", "_rate_percent")):
+        return f"{v:.3f} %"
+    if key.endswith(("_seconds", "_s")):
+        return f"{v:,.1f} s" + (f" ({int(v // 60)} min {v % 60:.0f} s)" if v >= 60 else "")
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.4g}"
+
+
+def summary_value(key: str, v: Any) -> tuple[str, bool]:
+    """(the value as the report shows it, whether it is a number to right-align)."""
+    if v is None:
+        return ("none" if key == "fault" else "-"), False
+    if key == "epochs_per_second" and isinstance(v, (int, float)) and v > 0:
+        return _number("_seconds", 1.0 / v), True
+    if key == "stopped" and isinstance(v, str):
+        return STOPPED.get(v, v), False
+    if key == "evaluation" and isinstance(v, str):
+        return EVALUATION.get(v, v), False
+    if isinstance(v, (int, float)):
+        return _number(key, v), True
+    if isinstance(v, dict):
+        return ", ".join(f"{SPLITS.get(k, str(k).replace('_', ' '))} {summary_value(k, x)[0]}"
+                         for k, x in v.items()), False
+    if isinstance(v, list):
+        shown = [summary_value(key, x)[0] for x in v[:8]]
+        return ", ".join(shown) + (f", ... ({len(v)} in all)" if len(v) > 8 else ""), False
+    return str(v), False
+
+
+def summary_rows(summary: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(label, value text, numeric) per key of summary.json: the known keys first, by SUMMARY_LABELS."""
+    keys = [k for k in SUMMARY_LABELS if k in summary] + [k for k in summary if k not in SUMMARY_LABELS]
+    return [(SUMMARY_LABELS.get(k, k.replace("_", " ")), *summary_value(k, summary[k])) for k in keys]
+
+
+def _summary_table(summary: dict[str, Any]) -> str:
+    out = ['<table class="summary">', "<tr><th>quantity</th><th>value</th></tr>"]
+    for label, text, numeric in summary_rows(summary):
+        cls = ' class="num"' if numeric else ""
+        out.append(f"<tr><th>{html.escape(label)}</th><td{cls}>{html.escape(text)}</td></tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;
@@ -48,7 +113,7 @@ def _e(v: Any) -> str:
     if isinstance(v, float):
         v = f"{v:.7g}"  # 7.489583, 0.13, 1234.568
     elif isinstance(v, (dict, list)):
-        v = json.dumps(v)
+        v = summary_value("", v)[0]  # "key value, ..." and "a, b": no raw JSON
     return html.escape(v if isinstance(v, str) else fmt(v), quote=True)
 
 
@@ -171,10 +236,7 @@ def build_html(run: Run) -> str:
 
     parts.append("<h2>Summary</h2>")
     if run.has_summary():
-        summary = run.summary()
-        rows = [(label, summary[k]) for k, label in SUMMARY_LABELS.items() if k in summary]
-        rows += [(k, v) for k, v in summary.items() if k not in SUMMARY_LABELS]
-        parts.append(_table(rows))
+        parts.append(_summary_table(run.summary()))
     else:
         parts.append("<p>No summary.json: the run has not finished.</p>")
 
@@ -204,7 +266,7 @@ def build_html(run: Run) -> str:
         "filters_pretrained.png": "First-layer filters when pre-training ended, before fine-tuning "
                                   "(pretrained.safetensors), drawn the same way.",
         "filters_layer0.png": "Convolution layer 0: each 5x5 kernel, scaled to its own min..max.",
-        "filters_layer1.png": "Convolution layer 1: one row per output feature map, one column per input map.",
+        "filters_layer1.png": "Convolution layer 1: one row per input feature map, one column per output map.",
     }
     alts = {"filters.png": "class templates" if style == "templates" else "first-layer filters",
             "filters_pretrained.png": "first-layer filters after pre-training",
@@ -228,8 +290,9 @@ def build_html(run: Run) -> str:
     if (plots / "confusion.json").is_file():
         parts.append("<h2>Test set</h2>")
         conf = files.read_json(plots / "confusion.json", DataError, want_object=True)
+        pct = summary_value("error_percent", conf.get("error_percent"))[0]  # 3 decimals, as the summary's
         parts.append(f"<p>The best model on all {_e(conf.get('n'))} test examples: {_e(conf.get('errors'))} "
-                     f"errors ({_e(conf.get('error_percent'))} %). The tutorial-style test error in the summary "
+                     f"errors ({_e(pct)}). The tutorial-style test error in the summary "
                      "may average over whole minibatches only, so the two can differ slightly.</p>")
         parts.append(_img(plots / "confusion.png", "confusion matrix",
                           "Rows: true class; columns: predicted class."))

@@ -92,7 +92,6 @@ def write_samples(run_dir: str | Path, data: Any = None, *, seed: int | None = N
     """Draw rbm.py's samples from a saved rbm run and write RUN_DIR/plots/samples.png (the tutorial's
     picture), samples.npy (the activations) and samples.json (seed, test_idx, sizes). Returns the paths.
     A run that is not an RBM raises rundir.WrongModelError naming the run and its model."""
-    from PIL import Image
 
     samples, info = draw_samples(run_dir, data, seed=seed, n_chains=n_chains, n_samples=n_samples,
                                  plot_every=plot_every, test_idx=test_idx, device=device)
@@ -101,7 +100,15 @@ def write_samples(run_dir: str | Path, data: Any = None, *, seed: int | None = N
     out = Path(run_dir) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     png = out / SAMPLES_PNG
-    Image.fromarray(samples_picture(samples, shape)).save(png, optimize=True)
+    from deeptut.viz.plots import axis_ticks, framed_tiles, save_framed
+
+    n_samples, n_chains = samples.shape[:2]
+    picture, box = framed_tiles(
+        samples_picture(samples, shape), 1, f"samples of the RBM: {n_chains} persistent chains, a sample every "
+        f"{info.get('plot_every', plot_every):,} Gibbs steps (mean-field visible units)", shape,
+        "sample (top: the first)", "chain (started at a test digit)",
+        [(i, str(i)) for i in axis_ticks(n_samples)], [(j, str(j)) for j in axis_ticks(n_chains)])
+    save_framed(picture, box, png)
     npy = out / SAMPLES_NPY
     np.save(npy, samples)
     meta = out / SAMPLES_JSON
