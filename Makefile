@@ -42,8 +42,8 @@ run: install
 	$(VENV)/bin/deeptut train logistic
 
 # Everything (what CI runs), on two pytest-xdist workers (each test file on one worker: a file's module
-# fixtures are built once): TIME on an idle 2-core AMD EPYC (BENCHMARKS.md "The test suite's time"); one
-# worker took 13 min 41 s there.
+# fixtures are built once): 7 min 47 s from a fresh clone on a 2-core AMD EPYC, 2026-12-07 (BENCHMARKS.md
+# "The test suite's time"); one worker took 13 min 41 s there.
 test: install-test test-deps
 	$(PY) -m pytest -q -n 2 --dist loadfile
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -45,14 +46,17 @@ def _descendants(roots: set[int]) -> set[int]:
     return out
 
 
-def _stop_head(temp_dir: str) -> None:
-    """Stop this test's Ray processes only (by id: those whose command line names our temp dir, and their
-    children), rather than `ray stop`, which would stop every Ray on the machine."""
-    roots = set()
+def _stop_head(temp_dir: str, port: int) -> None:
+    """Stop this test's Ray processes only (by id: those whose command line names our temp dir or our head's
+    port, e.g. the client server `ray.util.client.server --address=HOST:PORT`, which names neither the temp
+    dir nor a parent of ours; and their children), rather than `ray stop`, which would stop every Ray on the
+    machine."""
+    roots, ours = set(), re.compile(rf":{port}(?!\d)")
     for p in Path("/proc").iterdir():
-        if p.name.isdigit():
+        if p.name.isdigit() and int(p.name) != os.getpid():
             try:
-                if temp_dir in (p / "cmdline").read_bytes().decode(errors="replace"):
+                cmdline = (p / "cmdline").read_bytes().decode(errors="replace")
+                if temp_dir in cmdline or ("ray" in cmdline and ours.search(cmdline)):
                     roots.add(int(p.name))
             except OSError:
                 pass
@@ -77,7 +81,7 @@ def ray_head():
                         "--temp-dir", temp_dir], check=True, timeout=180, env=e, capture_output=True)
         yield f"127.0.0.1:{port}"
     finally:
-        _stop_head(temp_dir)
+        _stop_head(temp_dir, port)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
