@@ -20,8 +20,19 @@ from typing import Any
 import numpy as np
 
 BINARIZE_MODES = ("none", "round", "stochastic")
-BINARIZE_SEED = 0  # numpy default_rng seed of the stochastic draw (train/loglik.py's BINARIZE_SEED too)
+BINARIZE_SEED = 0  # numpy default_rng seed of the stochastic draw (train/loglik.py's, imported from here)
 DRAW_ORDER = ("train", "test", "valid")  # the generator's order over the splits
+
+
+def binary_pixels(x: np.ndarray, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The 0/1 pixels of intensities `x` as a bool array of x's shape: round, x >= 0.5; stochastic, each pixel
+    drawn once from Bernoulli(x) by `rng.random` (float64 in [0, 1)). The one rule of both training
+    (binarized_splits) and scoring (train/loglik.py binarize)."""
+    if mode == "round":
+        return x >= 0.5
+    if mode == "stochastic" and rng is not None:
+        return rng.random(x.shape) < x
+    raise ValueError(f"binary_pixels: mode {mode!r}" + (" needs its random generator" if mode == "stochastic" else ""))
 
 
 def binarized_splits(splits: Any, mode: str) -> Any:
@@ -40,6 +51,5 @@ def binarized_splits(splits: Any, mode: str) -> Any:
         if x.size and (x.min() < 0 or x.max() > 1):
             raise ValueError(f"binarize {mode}: the {name} images must be intensities in [0, 1], got "
                              f"[{x.min()}, {x.max()}]")
-        bits = x >= 0.5 if rng is None else rng.random(x.shape) < x  # rng.random: float64 [n, 784] in [0, 1)
-        out[name] = dataclasses.replace(split, x=bits.astype(np.float32))
+        out[name] = dataclasses.replace(split, x=binary_pixels(x, mode, rng).astype(np.float32))
     return dataclasses.replace(splits, **out)

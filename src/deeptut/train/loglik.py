@@ -24,6 +24,7 @@ import numpy as np
 from deeptut.errors import ConfigError
 from deeptut.store import files
 from deeptut.store.rundir import Run
+from deeptut.data.binarize import BINARIZE_SEED, binary_pixels
 from deeptut.data.datasets import split_images
 from deeptut.data.device import check_device
 
@@ -49,21 +50,17 @@ def paper_shaped_betas(n_steps: int) -> np.ndarray:
 
 
 BINARIZATIONS = ("round", "stochastic")
-BINARIZE_SEED = 0  # the stochastic binarisation's numpy seed: one fixed draw of every pixel, recorded
 
 
 def binarize(x: np.ndarray, mode: str = "round", rng: np.random.Generator | None = None) -> np.ndarray:
     """0/1 float64 images. round: x >= 0.5 (T.round of a value in [0, 1), halves away from zero; rbm.py's
     cost). stochastic: each pixel drawn once from Bernoulli(x) with `rng` (the literature's binarised MNIST:
     Salakhutdinov and Murray 2008)."""
-    x = np.asarray(x)
-    if mode == "round":
-        return (x >= 0.5).astype(np.float64)
-    if mode == "stochastic":
-        if rng is None:
-            raise ConfigError("binarize: the stochastic binarisation needs its random generator")
-        return (rng.random(x.shape) < x).astype(np.float64)
-    raise ConfigError(f"--binarize must be one of {', '.join(BINARIZATIONS)} (got {mode!r})")
+    if mode not in BINARIZATIONS:
+        raise ConfigError(f"--binarize must be one of {', '.join(BINARIZATIONS)} (got {mode!r})")
+    if mode == "stochastic" and rng is None:
+        raise ConfigError("binarize: the stochastic binarisation needs its random generator")
+    return binary_pixels(np.asarray(x), mode, rng).astype(np.float64)
 
 
 def binarization_note(mode: str) -> str:
