@@ -184,18 +184,16 @@ def load_imdb(path: str | Path, *, n_words: int = N_WORDS, maxlen: int = MAXLEN,
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "deeptut" / NAME
+    from deeptut.data.datasets import cache_dir as dataset_cache_dir
+
+    return dataset_cache_dir(NAME)
 
 
 def search_path() -> list[Path]:
-    from deeptut.data.datasets import REPO_DATA, in_checkout
+    """The folders searched when no data_dir is given: MNIST's search path for NAME (data/datasets.py)."""
+    from deeptut.data.datasets import search_path as dataset_search_path
 
-    dirs = []
-    env = os.environ.get("DEEPTUT_DATA")
-    if env:
-        dirs += [Path(env) / NAME, Path(env)]
-    return dirs + ([REPO_DATA / NAME, REPO_DATA] if in_checkout() else []) + [cache_dir()]
+    return [folder for folder, _why in dataset_search_path(NAME)]
 
 
 def _in(folder: Path, name: str) -> Path | None:
