@@ -265,12 +265,16 @@ def test_resume_after_the_last_update_says_so(tmp_path, monkeypatch, capsys):
             os.kill(os.getpid(), signal.SIGINT)
         return real(c, it, total)
 
+    from deeptut.train import torchless
+
     monkeypatch.setattr(loop, "learning_rate_at", lr)
+    monkeypatch.setattr(torchless, "learning_rate_at", lr)  # the same calls: the run without torch
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(KeyboardInterrupt):
         train(cfg, data, run, quiet=True)
     monkeypatch.setattr(loop, "learning_rate_at", real)
+    monkeypatch.setattr(torchless, "learning_rate_at", real)
     capsys.readouterr()
     summary = train(cfg, data, run, resume=True)
     out = capsys.readouterr().out

@@ -105,6 +105,7 @@ def test_cli_exit_codes(monkeypatch):
     def interrupted(*a, **k):
         raise loop.Interrupted(signal.SIGTERM)
     monkeypatch.setattr(loop, "fit", interrupted)
+    monkeypatch.setenv("DEEPTUT_TORCHLESS", "0")  # fit itself, not the run without torch
     monkeypatch.setattr("deeptut.data.datasets.load_dataset", lambda *a, **k: tiny.tiny_splits())
     assert cli.main(["train", "logistic", "--runs-dir", "/dev/null/x"]) == 2  # run dir error first
     monkeypatch.setattr("deeptut.store.rundir.new_run_dir", lambda root, preset: Path("/nonexistent"))

@@ -118,6 +118,9 @@ def install_kill_hooks(kill_at_fsync: int | None = None, kill_at_step: int | Non
             os.kill(os.getpid(), signal_at_step[1])
 
     os.fsync, loop.learning_rate_at, pretrain.make_update = fsync, learning_rate_at, make_update
+    from deeptut.train import torchless
+
+    torchless.learning_rate_at = learning_rate_at  # the same calls: a logistic run without torch
     return counts
 
 
@@ -256,7 +259,7 @@ def keep_torch_threads():
 def at_step(monkeypatch, k: int, action) -> list[int]:
     """Run `action` once, just before training step (call of learning_rate_at) number k; returns the
     running count of steps."""
-    from deeptut.train import loop
+    from deeptut.train import loop, torchless
 
     real, count = loop.learning_rate_at, [0]
 
@@ -266,4 +269,5 @@ def at_step(monkeypatch, k: int, action) -> list[int]:
             action()
         return real(*a)
     monkeypatch.setattr(loop, "learning_rate_at", lr)
+    monkeypatch.setattr(torchless, "learning_rate_at", lr)  # the same calls: a logistic run without torch
     return count

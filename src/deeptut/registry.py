@@ -23,6 +23,7 @@ from typing import Any, Callable
 # procedure name -> the function that trains a family of that kind
 PROCEDURES: dict[str, str | Callable[..., Any]] = {
     "sgd": "deeptut.train.loop:fit",  # minibatch SGD with the tutorials' early stopping (logistic, mlp, lenet)
+    "sgd-torchless": "deeptut.train.torchless:fit_logistic",  # fit without torch: the logistic C step, CPU
     "pretrain": "deeptut.train.pretrain:train",  # unsupervised layers (da, ca, rbm), then fine-tuning (sda, dbn)
     "sequence": "deeptut.train.sequence:train",  # minibatches of variable-length sequences (lstm)
     "cg": "deeptut.train.cg:train",  # scipy's conjugate gradient on the whole training set (logistic-cg)

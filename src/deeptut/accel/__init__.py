@@ -11,6 +11,9 @@ only through the names below (tests/test_architecture.py checks that).
     span_length(step, it, ...) -> int             how many updates the loop may hand `step.run` at once
     cpu_evaluator(model) -> evaluator | None      evaluation in the arithmetic of the CPU steps
     set_threads(n), thread_counts()               torch's and numpy's BLAS thread counts
+    torch_free_logistic(cfg, data, threads)       the logistic C kernel on numpy arrays, no torch imported
+        -> run | None                                (cpu/torch_free.py; train/torchless.py's run)
+    set_blas_threads(n)                           numpy's BLAS alone (a torch-free run)
 
 Every step has the same interface: `step(x, y, lr) -> cost` (one minibatch), `step.run(split, first, count,
 lr_at) -> summed cost` (minibatches first .. first+count-1; an eager step loops over `step(...)`),
@@ -50,16 +53,29 @@ Glossary
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from torch import nn
-
-from deeptut.accel.cpu.blas import set_threads, thread_counts
-from deeptut.accel.cpu.evaluate import cpu_evaluator
+from deeptut.accel.cpu.blas import set_blas_threads, set_threads, thread_counts
 from deeptut.config import TrainConfig
 
-__all__ = ["make_train_step", "make_pretrain_update", "span_length", "cpu_evaluator", "set_threads", "thread_counts"]
+if TYPE_CHECKING:  # torch is imported where it is used, so that the C kernels (cpu/ckernels.py) and the
+    import torch   # thread counts load without it (a torch-free run: train/torchless.py)
+    from torch import nn
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cpu_evaluator":  # cpu/evaluate.py imports torch and the models: loaded when asked for
+        from deeptut.accel.cpu.evaluate import cpu_evaluator
+
+        return cpu_evaluator
+    if name == "torch_free_logistic":  # the logistic C kernel on numpy arrays (cpu/torch_free.py)
+        from deeptut.accel.cpu.torch_free import torch_free_logistic
+
+        return torch_free_logistic
+    raise AttributeError(f"module 'deeptut.accel' has no attribute {name!r}")
+
+__all__ = ["make_train_step", "make_pretrain_update", "span_length", "cpu_evaluator", "set_threads", "thread_counts",
+           "set_blas_threads", "torch_free_logistic"]
 
 
 def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) -> Any:
@@ -107,6 +123,8 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device) ->
         step = AutogradStep(model, cfg, forward)
     if getattr(step, "evaluator", None) is None:
         if on_cpu:  # evaluate in the CPU steps' arithmetic (numpy's product for the output layer)
+            from deeptut.accel.cpu.evaluate import cpu_evaluator
+
             step.evaluator = cpu_evaluator(model, forward, use_c=False)
         elif forward is not None:  # the step's convolutions (e.g. pick_conv's GEMMs on CUDA)
             from deeptut.accel.evaluator import ForwardEvaluator

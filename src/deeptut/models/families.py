@@ -45,6 +45,9 @@ class ModelArgs:
     # How the family is trained: a procedure's name in deeptut/registry.py PROCEDURES ("sgd": train/loop.py
     # fit; "pretrain": train/pretrain.py). train/runner.py calls it; nothing switches on the family's name.
     procedure: ClassVar[str] = "sgd"
+    # The same procedure without torch for the cases it covers (a procedure's name, or None): it returns
+    # None for any other case, and `procedure` runs. "sgd-torchless": train/torchless.py, the logistic C step.
+    torchless: ClassVar[str | None] = None
     # Pictures of a run beyond the generic ones (learning curves): None (the image families' own, in
     # viz/render.py), or a "module:function" drawing `fn(run, out_dir, data) -> list[Path]`.
     pictures: ClassVar[str | None] = None
@@ -84,6 +87,7 @@ class LogisticArgs(ModelArgs):
 
     first_layer: ClassVar[tuple[str, str] | None] = ("templates", "W")
     dense: ClassVar[bool] = True
+    torchless: ClassVar[str | None] = "sgd-torchless"  # a CPU run starts in a fraction of a second
 
     n_in: int = 784  # inputs: 28x28 pixels
     n_out: int = 10  # classes
@@ -360,6 +364,7 @@ class LogisticCGArgs(LogisticArgs):
     [optim] n_epochs (50) CG iterations (train/cg.py)."""
 
     procedure: ClassVar[str] = "cg"
+    torchless: ClassVar[str | None] = None  # the torch-free run is fit's ("sgd"), not CG's
     # pictures: logistic regression's own (first_layer "templates" from LogisticArgs, confusion, errors)
 
 

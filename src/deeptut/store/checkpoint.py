@@ -13,14 +13,16 @@ skeleton here, so nothing is ever unpickled.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 import deeptut
 from deeptut.errors import CheckpointError
 from deeptut.store import files, tensors
+
+if TYPE_CHECKING:  # imported where needed: a torch-free run writes its files without it
+    import torch
 
 CHECKPOINT_FORMAT = 2  # 1: the first version (no config, data fingerprint or stop reason)
 CKPT_DIR = "checkpoints"
@@ -89,7 +91,8 @@ def drop_other_files(run_dir: str | Path, name: str) -> None:
 def flatten(prefix: str, obj: Any, out: dict[str, torch.Tensor]) -> Any:
     """Split a nested state dict into tensors (keyed by path, added to `out`) and a JSON skeleton that refers
     to them."""
-    if isinstance(obj, torch.Tensor):
+    torch = sys.modules.get("torch")  # not imported (a torch-free run): no object here is a tensor
+    if torch is not None and isinstance(obj, torch.Tensor):
         out[prefix] = obj
         return {"__tensor__": prefix}
     if isinstance(obj, dict):

@@ -34,20 +34,23 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 import deeptut
 from deeptut.config import TrainConfig, from_dict
 from deeptut.errors import CheckpointError, ConfigError, DataError, DeeptutError
 from deeptut.models import FAMILIES, build_model
 from deeptut.store import checkpoint, files, tensors
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: a torch-free run (train/torchless.py)
+    import torch   # writes its run directory through this module without it
+    from torch import nn
 
 MODEL_FORMAT = 1  # bump when the meaning of saved parameters changes
 CONFIG = "config.json"
@@ -101,16 +104,36 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def provenance(cfg: TrainConfig, device: torch.device, threads: dict[str, int | None]) -> dict[str, Any]:
+def torch_version() -> str:
+    """The installed torch's version, without importing torch where it is not loaded (a torch-free run)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.__version__
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def provenance(cfg: TrainConfig, device: "torch.device | str", threads: dict[str, int | None]) -> dict[str, Any]:
     """config.json's record of where the run ran; `threads` are the thread counts the caller set
-    (deeptut.accel.thread_counts(): store/ asks the accelerators nothing)."""
+    (deeptut.accel.thread_counts(): store/ asks the accelerators nothing). `device`: a torch.device, or
+    "cpu" from a torch-free run."""
+    if str(device) == "cpu":
+        where = "cpu"
+    else:
+        import torch
+
+        where = f"{device} ({torch.cuda.get_device_name(device)})"
     return {
         "config": cfg.to_dict(),
         "versions": {"deeptut": deeptut.__version__, "python": platform.python_version(),
-                     "torch": torch.__version__, "numpy": np.__version__},
+                     "torch": torch_version(), "numpy": np.__version__},
         "git_commit": git_commit(),
         "seed": cfg.seed,
-        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "device": where,
         "threads": threads,
         "platform": platform.platform(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -147,7 +170,7 @@ def remembered_data_dir(run_dir: str | Path) -> Path | None:
     return None
 
 
-def write_config(run_dir: Path, cfg: TrainConfig, device: torch.device, data: Any = None, *,
+def write_config(run_dir: Path, cfg: TrainConfig, device: "torch.device | str", data: Any = None, *,
                  threads: dict[str, int | None]) -> None:
     """config.json: the resolved config and where it ran (`threads`: see provenance); with `data` (an object
     with `.source`, the dataset loaders'), where its data came from ("data": data_provenance)."""

@@ -11,16 +11,16 @@ import json
 import math
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from deeptut.errors import CheckpointError
 from deeptut.store import files
+
+if TYPE_CHECKING:  # imported where needed: a torch-free run writes its files without it
+    import torch
 
 MAX_TENSOR_FILE_BYTES = 4 * 2**30  # default cap on a safetensors file read into memory
 MAX_HEADER_BYTES = 16 * 2**20  # a safetensors header; ours are a few KB (the format's own limit is 100 MB)
@@ -30,20 +30,29 @@ ST_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16":
              "BOOL": 1}
 
 
-def serialize_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """The safetensors bytes of `tensors` (a copy: later changes to the tensors do not affect it).
+def serialize_tensors(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors bytes of `tensors` (a copy: later changes to the tensors do not affect it): torch
+    tensors, or numpy arrays (the torch-free runs, train/torchless.py: the same bytes for the same values,
+    tests/test_torchless.py checks it, and no torch is imported).
 
     Byte-for-byte deterministic: safetensors writes metadata in hash-map order, which varies from run to
     run, so the header is rewritten with the metadata keys sorted."""
-    plain, storages = {}, set()
-    for k, v in tensors.items():
-        v = v.detach().cpu().contiguous()
-        ptr = v.untyped_storage().data_ptr()
-        if ptr in storages:  # safetensors refuses tensors that share memory (e.g. best = model at start)
-            v = v.clone()
-        storages.add(ptr)
-        plain[k] = v
-    data = st_save(plain, metadata=metadata)
+    if tensors and all(isinstance(v, np.ndarray) for v in tensors.values()):
+        from safetensors.numpy import save as np_save
+
+        data = np_save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+    else:
+        from safetensors.torch import save as st_save
+
+        plain, storages = {}, set()
+        for k, v in tensors.items():
+            v = v.detach().cpu().contiguous()
+            ptr = v.untyped_storage().data_ptr()
+            if ptr in storages:  # safetensors refuses tensors that share memory (e.g. best = model at start)
+                v = v.clone()
+            storages.add(ptr)
+            plain[k] = v
+        data = st_save(plain, metadata=metadata)
     if metadata and len(metadata) > 1:
         (n,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8:8 + n])
@@ -54,7 +63,7 @@ def serialize_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     return data
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor],
+def save_tensors(path: str | Path, tensors: dict[str, Any],
                  metadata: dict[str, str] | None = None) -> str:
     """Atomically write a safetensors file; returns its SHA-256."""
     data = serialize_tensors(tensors, metadata)
@@ -114,7 +123,14 @@ def check_safetensors(data: bytes, source: str | Path) -> dict[str, Any]:
     return header
 
 
-def load_tensors_bytes(data: bytes, source: str | Path) -> dict[str, torch.Tensor]:
+def st_load(data: bytes) -> dict[str, "torch.Tensor"]:
+    """safetensors.torch.load, imported (with torch) when first needed."""
+    from safetensors.torch import load
+
+    return load(data)
+
+
+def load_tensors_bytes(data: bytes, source: str | Path) -> dict[str, "torch.Tensor"]:
     check_safetensors(data, source)
     try:
         return st_load(data)
@@ -123,7 +139,7 @@ def load_tensors_bytes(data: bytes, source: str | Path) -> dict[str, torch.Tenso
 
 
 def load_tensors(path: str | Path, expected_sha256: str | None = None,
-                 max_bytes: int = MAX_TENSOR_FILE_BYTES) -> dict[str, torch.Tensor]:
+                 max_bytes: int = MAX_TENSOR_FILE_BYTES) -> dict[str, "torch.Tensor"]:
     data = files.read_bounded(path, max_bytes)
     if expected_sha256 is not None and files.sha256_bytes(data) != expected_sha256:
         raise CheckpointError(f"{path}: SHA-256 does not match the manifest (file corrupted or replaced)")
@@ -132,6 +148,8 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None,
 
 def load_arrays(path: str | Path, max_bytes: int = MAX_TENSOR_FILE_BYTES) -> dict[str, np.ndarray]:
     """A safetensors file as float32 numpy arrays (for pictures); missing or corrupt -> CheckpointError."""
+    import torch
+
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: missing")
     return {k: v.to(torch.float32).numpy() for k, v in load_tensors(path, max_bytes=max_bytes).items()}

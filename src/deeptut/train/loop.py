@@ -16,7 +16,6 @@ the progress line) is train/session.py; the files themselves are deeptut/store/.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,35 +30,21 @@ from deeptut.data.datasets import Splits
 from deeptut.data.device import DeviceSplit
 from deeptut.data.normalize import Normalizer, fit_normalizer, normalized_splits
 from deeptut.data.stream import make_split, row_chunks
-from deeptut.errors import ConfigError, TrainingError
+from deeptut.errors import ConfigError
 from deeptut.losses import wrong_predictions
-from deeptut.train import divergence, state as train_state
+from deeptut.train import state as train_state
 from deeptut.train.runner import prepare, resolve_device  # noqa: F401  (resolve_device: read from here too)
 from deeptut.train.stopping import Stop, StoppingRules
 from deeptut.train.session import Interrupted, Phase, Session  # noqa: F401  (Interrupted: fit raises it)
 from deeptut.train.early_stopping import EarlyStopping
-
-
-def learning_rate_at(cfg: TrainConfig, it: int, total_steps: int) -> float:
-    """The step size for 0-based update `it` of `total_steps` (the schedule spans the n_epochs budget)."""
-    if cfg.lr_schedule == "constant":
-        return cfg.learning_rate
-    warm = int(cfg.warmup_fraction * total_steps) if cfg.lr_schedule == "onecycle" else 0
-    if it < warm:
-        return cfg.learning_rate * (it + 1) / warm
-    t = (it - warm) / max(1, total_steps - warm)
-    return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+from deeptut.train.outcome import (divergence_rule, evaluated_examples, fault_hint, learning_rate_at,  # noqa: F401
+                                   report_end, run_summary)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The data order of an epoch, a function of (seed, epoch) only, so a resumed run sees the same order."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g)
-
-
-def evaluated_examples(split: DeviceSplit, batch_size: int, evaluation: str) -> int:
-    """tutorial: whole minibatches only (9,600 of 10,000 at batch 600); full: every example."""
-    return split.n_batches(batch_size) * batch_size if evaluation == "tutorial" else len(split)
 
 
 @torch.no_grad()
@@ -311,62 +296,4 @@ def _finish(t: Training, run_dir: Path | None) -> dict[str, Any]:
     if t.session.phase is not None:
         summary.update(t.session.phase.summary)
     t.session.finish(*t.checkpoint_parts(), summary)
-    if s.fault:
-        best = (f"validation {s.best_validation_loss * 100.:f} %" if s.best_iter >= 0 else
-                "none validated yet: the initial ones")
-        error = TrainingError(f"{s.fault}; stopped. The best parameters so far ({best}) are kept"
-                              + (f" in {Path(run_dir) / 'best.safetensors'}" if run_dir is not None else "")
-                              + fault_hint(cfg, s.stopped))
-        error.summary = summary  # type: ignore[attr-defined]
-        raise error
-    t.say(f"Optimization complete with best validation score of {s.best_validation_loss * 100.:f} %, "
-          f"with test performance {s.test_score * 100.:f} % (obtained at iteration {s.best_iter + 1}; "
-          f"{cfg.evaluation} evaluation on {summary['evaluated_examples']['test']} test examples)")
-    t.say(f"The code run for {s.epoch} epochs, with {summary['epochs_per_second']:f} epochs/sec "
-          f"({s.elapsed_s:.2f} s of training)")
-    return summary
-
-
-def run_summary(cfg: TrainConfig, s: train_state.LoopState, n_train_batches: int, valid: DeviceSplit,
-                test: DeviceSplit, device: torch.device) -> dict[str, Any]:
-    """summary.json: the tutorial's result (errors in %, the best model's 1-based iteration) and its cost."""
-    fired = (s.divergence or {}).get("fired")
-    return {
-        "best_validation_error": s.best_validation_loss * 100.,
-        "test_error": s.test_score * 100. if s.best_iter >= 0 else None,
-        "best_iteration": s.best_iter + 1,
-        "epochs": s.epoch,
-        "iterations": (s.epoch - 1) * n_train_batches + (s.next_minibatch or n_train_batches),
-        "stopped": s.stopped,
-        "evaluation": cfg.evaluation,
-        "evaluated_examples": {"valid": evaluated_examples(valid, cfg.batch_size, cfg.evaluation),
-                               "test": evaluated_examples(test, cfg.batch_size, cfg.evaluation)},
-        "train_seconds": round(s.elapsed_s, 4),
-        "epochs_per_second": s.epoch / s.elapsed_s if s.elapsed_s > 0 else None,
-        "device": str(device),
-        "fault": s.fault,
-        **({"divergence": fired} if fired else {}),  # the divergence rule's figures, when it stopped the run
-    }
-
-
-def divergence_rule(cfg: TrainConfig, s: train_state.LoopState) -> divergence.DivergenceRule | None:
-    """The rule of `cfg.divergence` (train/divergence.py), with the state a resumed run's checkpoint holds. A
-    checkpoint written before the rule has none: the rule goes on from the chance level as if it had seen
-    the run's validation periods (for a classifier the first period's mean rarely lies above log n_out)."""
-    if cfg.divergence == "off":
-        return None
-    rule = divergence.DivergenceRule.for_classes(cfg.n_out) if cfg.n_out >= 2 else divergence.DivergenceRule()
-    if s.divergence is not None:
-        rule.load_state_dict(s.divergence)
-    elif rule.reference is not None:
-        rule.periods = s.n_validations
-    return rule
-
-
-def fault_hint(cfg: TrainConfig, stopped: str) -> str:
-    """What to try after a run stopped on its cost (the CLI prints it with the error)."""
-    if stopped == "diverged":
-        return f". {divergence.hint(cfg.learning_rate)}"
-    if stopped == "non-finite":
-        return f". If the inputs are finite, {divergence.hint(cfg.learning_rate)}"
-    return ""
+    return report_end(cfg, s, summary, run_dir, t.say)

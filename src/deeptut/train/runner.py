@@ -75,8 +75,12 @@ def train(cfg: TrainConfig, data: Any = None, run_dir: str | Path | None = None,
         from deeptut.data.binarize import binarized_splits
 
         data = binarized_splits(data, cfg.binarize)
-    run = procedure_of(cfg)
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-    return run(cfg, data, run_dir, quiet=quiet, resume=resume)
+    if cfg.net.torchless is not None:  # the procedure without torch, where it covers the run (None: not);
+        # looked up first, as loading the procedure's module (train/loop.py) imports torch
+        summary = registry.procedure(cfg.net.torchless)(cfg, data, run_dir, quiet=quiet, resume=resume)
+        if summary is not None:
+            return summary
+    return procedure_of(cfg)(cfg, data, run_dir, quiet=quiet, resume=resume)

@@ -34,10 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from deeptut.accel import thread_counts
 from deeptut.config import TrainConfig
@@ -45,6 +42,10 @@ from deeptut.signals import Interrupts  # SIGINT/SIGTERM set a flag; the loop st
 from deeptut.store import checkpoint, files, rundir
 from deeptut.train import state as train_state
 from deeptut.train.state import LoopState
+
+if TYPE_CHECKING:  # a torch-free run (train/torchless.py) goes through this module without torch
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -55,6 +56,16 @@ class Phase:
     lines_before: int  # metrics.jsonl lines the earlier phase wrote (kept; this phase's follow)
     init_params: dict[str, torch.Tensor] | None = None  # where a fresh phase starts (pre-trained parameters)
     summary: dict[str, Any] = field(default_factory=dict)  # added to summary.json ("pretrain_seconds")
+
+
+@dataclass(frozen=True)
+class TorchFree:
+    """What a torch-free run (train/torchless.py) tells its Session in place of asking torch: the thread
+    count its kernels use (recorded as torch's, which a run resumed by torch then uses) and torch's RNG
+    state (train/state.py torch_seeded_rng_state: it draws nothing from torch's generator)."""
+
+    threads: int
+    torch_rng: Any  # numpy uint8 [5056]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -183,8 +194,10 @@ class Session:
     """One run of a training loop and its run directory (None: nothing is written)."""
 
     def __init__(self, run_dir: str | Path | None, cfg: TrainConfig, say: Callable[..., None],
-                 *, progress: bool = True, phase: Phase | None = None, normalizer: Any = None) -> None:
+                 *, progress: bool = True, phase: Phase | None = None, normalizer: Any = None,
+                 torch_free: TorchFree | None = None) -> None:
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.torch_free = torch_free
         self.phase = phase
         self.normalizer = normalizer  # data/normalize.py Normalizer of the inputs, saved in model.json
         self.cfg, self.say = cfg, say
@@ -221,7 +234,8 @@ class Session:
                     self.say(f"{run_dir}: no checkpoint yet; starting the run over")
                 if self.phase is None:  # a later phase keeps what the first one wrote
                     if not resume or not (run_dir / rundir.CONFIG).exists():
-                        rundir.write_config(run_dir, self.cfg, device, data, threads=thread_counts())
+                        rundir.write_config(run_dir, self.cfg, device, data, threads=thread_counts(
+                            self.torch_free.threads if self.torch_free is not None else None))
                     rundir.save_model(run_dir, model, self.cfg, rundir.INIT,
                                       self.normalizer.saved() if self.normalizer is not None else None)
         before = self.phase.lines_before if self.phase is not None else 0
@@ -304,7 +318,9 @@ class Session:
                    best_params: dict[str, torch.Tensor], iteration: int, position: str | None = None) -> None:
         if self.files is None:
             return
-        data, manifest = train_state.snapshot(model, step, stopper, s, best_params, self.cfg, self.data_fp)
+        free = {} if self.torch_free is None else {"torch_rng": self.torch_free.torch_rng,
+                                                   "threads": self.torch_free.threads}
+        data, manifest = train_state.snapshot(model, step, stopper, s, best_params, self.cfg, self.data_fp, **free)
         self.files.save_checkpoint(data, manifest, s.n_validations,
                                    position or f"epoch {s.epoch}, iteration {iteration}")
 

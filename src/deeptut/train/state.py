@@ -16,11 +16,9 @@ import math
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 import deeptut
 from deeptut.config import differences as config_differences
@@ -28,6 +26,10 @@ from deeptut.errors import CheckpointError
 from deeptut.train.divergence import DivergenceRule
 from deeptut.store import checkpoint, tensors as store_tensors
 from deeptut.store.checkpoint import CHECKPOINT_FORMAT, CKPT_DIR, MANIFEST, has_checkpoint  # noqa: F401
+
+if TYPE_CHECKING:  # torch is imported by the functions that use it: a torch-free run (train/torchless.py)
+    import torch   # writes its checkpoints through snapshot() without it
+    from torch import nn
 
 STOP_REASONS = ("n_epochs", "patience", "non-finite", "diverged")
 MAX_THREADS = 256  # a hostile manifest must not make torch start thousands of threads
@@ -82,17 +84,44 @@ _OPTIONAL_SCALARS = {"divergence"}
 assert set(_SCALAR_TYPES) == {f.name for f in fields(LoopState)} - {"best_params"}
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, *, torch_too: bool = True) -> None:
+    """Seed Python's, numpy's and (unless not `torch_too`: a torch-free run) torch's generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    if torch_too:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+TORCH_RNG_BYTES = 5056  # torch.get_rng_state() of the CPU generator (CPUGeneratorImplState)
+
+
+def torch_seeded_rng_state(seed: int) -> np.ndarray:
+    """What torch.get_rng_state() returns right after torch.manual_seed(seed), computed without torch (a
+    torch-free run draws nothing from torch's generator, so this is its state at every checkpoint; a run
+    resumed by torch restores it). The layout of torch's CPUGeneratorImplState: the initial seed (uint64),
+    left = 1, seeded = 1 (int32 each), next = 0 (uint64), the 624 words of mt19937 seeded with the seed's
+    low 32 bits (one uint64 each), then the normal-sampling cache, all zero. tests/test_torchless.py checks
+    it against torch for several seeds."""
+    seed %= 2**64  # torch.manual_seed(-1) takes the seed modulo 2^64
+    mt = np.empty(624, np.uint64)
+    v = seed & 0xFFFFFFFF
+    for j in range(624):
+        mt[j] = v
+        v = (1812433253 * (v ^ (v >> 30)) + j + 1) & 0xFFFFFFFF
+    out = np.zeros(TORCH_RNG_BYTES, np.uint8)
+    head = np.array([seed], np.uint64).tobytes() + np.array([1, 1], np.int32).tobytes() + bytes(8)
+    body = head + mt.tobytes()
+    out[:len(body)] = np.frombuffer(body, np.uint8)
+    return out
 
 
 def non_finite(model: nn.Module, train_cost: float, it: int) -> str | None:
     if not math.isfinite(train_cost):
         return f"the mean training cost became {train_cost} by iteration {it + 1}"
     for name, p in model.named_parameters():
-        if not torch.isfinite(p).all():
+        if not bool(np.isfinite(p).all() if isinstance(p, np.ndarray) else p.isfinite().all()):
             return f"parameter {name} holds NaN or Inf at iteration {it + 1}"
     return None
 
@@ -124,20 +153,29 @@ def data_fingerprint(data: Any) -> str:
 # --- RNG states as tensors and plain numbers ----------------------------------------------------------
 
 
-def _rng_tensors() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _rng_tensors(torch_rng: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The generators' states as tensors (torch's, or with `torch_rng` given, a torch-free run's: numpy
+    arrays, torch's state as torch_seeded_rng_state made it) and plain numbers."""
     np_state = np.random.get_state()
     py_state = random.getstate()
+    meta = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [py_state[0], py_state[2]]}
+    if torch_rng is not None:
+        return {"rng/torch": torch_rng, "rng/numpy_keys": np_state[1].astype(np.int64),
+                "rng/python": np.array(py_state[1], np.int64)}, meta
+    import torch
+
     tensors = {"rng/torch": torch.get_rng_state(),
                "rng/numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
                "rng/python": torch.tensor(py_state[1], dtype=torch.int64)}
-    meta = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": [py_state[0], py_state[2]]}
     if torch.cuda.is_available():
         tensors["rng/cuda"] = torch.cuda.get_rng_state()
     return tensors, meta
 
 
 def _check_rng(tensors: dict[str, torch.Tensor], meta: Any, where: str) -> None:
+    import torch
+
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{where}: bad RNG state: {what}")
 
@@ -167,6 +205,8 @@ def _check_rng(tensors: dict[str, torch.Tensor], meta: Any, where: str) -> None:
 
 
 def _restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(tensors["rng/torch"])
     name, pos, has_gauss, gauss = meta["numpy"]
     np.random.set_state((name, tensors["rng/numpy_keys"].numpy().astype(np.uint32), pos, has_gauss,
@@ -202,6 +242,8 @@ def _as_saved(value: Any) -> Any:
 def _check_optimizer(loaded: Any, fresh: dict[str, Any], params: list[torch.Tensor], where: str) -> None:
     """`loaded` must have the layout of this run's optimizer: same groups and hyperparameters (the step size
     aside, which the schedule sets), state only for its parameters, tensors of their shapes and dtypes."""
+    import torch
+
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{where}: optimizer state does not fit this run's optimizer ({what})")
 
@@ -242,9 +284,11 @@ def _check_optimizer(loaded: Any, fresh: dict[str, Any], params: list[torch.Tens
 
 
 def snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_params: dict[str, torch.Tensor],
-              cfg: Any, data_fp: str | None) -> tuple[bytes, dict[str, Any]]:
-    """The checkpoint as (safetensors bytes, manifest without its file list), taken now."""
-    tensors: dict[str, torch.Tensor] = {}
+              cfg: Any, data_fp: str | None, *, torch_rng: np.ndarray | None = None,
+              threads: int | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The checkpoint as (safetensors bytes, manifest without its file list), taken now. A torch-free run
+    (train/torchless.py: numpy parameters) gives torch's RNG state (`torch_rng`) and thread count."""
+    tensors: dict[str, Any] = {}
     for k, v in model.state_dict().items():
         tensors[f"model/{k}"] = v
     for k, v in best_params.items():
@@ -252,14 +296,20 @@ def snapshot(model: nn.Module, step: Any, stopper: Any, s: LoopState, best_param
     for k, v in s.tensors().items():
         tensors[f"state/{k}"] = v
     optimizer = checkpoint.flatten("optimizer", step.state_dict(), tensors)
-    rng_tensors, rng_meta = _rng_tensors()
+    rng_tensors, rng_meta = _rng_tensors(torch_rng)
     tensors.update(rng_tensors)
     data = store_tensors.serialize_tensors(tensors)
     manifest = {"format": CHECKPOINT_FORMAT, "deeptut": deeptut.__version__, "files": {},
                 "loop": s.scalars(), "early_stopping": stopper.state_dict(), "optimizer": optimizer,
-                "rng": rng_meta, "threads": torch.get_num_threads(),
+                "rng": rng_meta, "threads": threads if threads is not None else _torch_threads(),
                 "config": None if cfg is None else cfg.to_dict(), "data": data_fp}
     return data, manifest
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def save_last(run_dir: Path, model: nn.Module, step: Any, stopper: Any, s: LoopState,
@@ -316,6 +366,8 @@ def load_last(run_dir: str | Path, model: nn.Module, step: Any, stopper: Any, cf
     global RNGs. Any defect is a CheckpointError raised before anything is restored. `cfg` and `data_fp`,
     when given, must match the ones the checkpoint records; `state_type` is the class of the loop's state
     (LoopState, or a subclass with more fields)."""
+    import torch
+
     ckpt_dir = Path(run_dir) / CKPT_DIR
     where = str(ckpt_dir / MANIFEST)
     try:

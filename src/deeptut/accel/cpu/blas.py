@@ -8,17 +8,25 @@ so nothing is copied.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where used: thread_counts serves a torch-free run too (train/torchless.py)
+    import torch
 
 
 def _numpy_ok(*ts: torch.Tensor) -> bool:
+    import torch
+
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts) and not (
         torch.is_grad_enabled() and any(t.requires_grad for t in ts))
 
 
 def linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x [n, n_in] @ W [n_in, n_out] + b [n_out] -> [n, n_out]."""
+    import torch
+
     if _numpy_ok(x, W, b):
         out = np.matmul(x.detach().numpy(), W.detach().numpy())
         out += b.detach().numpy()
@@ -31,20 +39,35 @@ def set_threads(n: int) -> None:
     (reductions split differently), so it is recorded with every run and restored on resume. On a busy
     machine a small count avoids BLAS threads spinning against other processes (measured with the load
     average near 7 on 2 cores: the tutorial logistic run took 160 s with 2 threads, 22 s with 1)."""
+    import torch
+
     torch.set_num_threads(n)
+    set_blas_threads(n)  # without threadpoolctl BLAS keeps its own setting (OPENBLAS_NUM_THREADS)
+
+
+def set_blas_threads(n: int) -> None:
+    """numpy's BLAS at n threads (threadpoolctl, when installed), torch left alone (a torch-free run)."""
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # an optional nicety: without it BLAS keeps its own setting (OPENBLAS_NUM_THREADS)
+    except ImportError:
         return
     threadpool_limits(limits=n, user_api="blas")
 
 
-def thread_counts() -> dict[str, int | None]:
-    blas = None
+def blas_threads() -> int | None:
+    """The largest thread count of the BLAS libraries loaded (threadpoolctl; None without it)."""
     try:
         from threadpoolctl import threadpool_info
-
-        blas = max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=None)
     except ImportError:
-        pass
-    return {"torch": torch.get_num_threads(), "blas": blas}
+        return None
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=None)
+
+
+def thread_counts(torch_threads: int | None = None) -> dict[str, int | None]:
+    """config.json's "threads": torch's intra-op count (`torch_threads`: a torch-free run's, which
+    imports no torch) and the BLAS libraries'."""
+    if torch_threads is None:
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    return {"torch": torch_threads, "blas": blas_threads()}

@@ -16,31 +16,52 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where used: pack_array serves a torch-free run
+    import torch
 
 WORTH = 0.6  # pack only when the packed copy is under this fraction of the dense bytes (else: no gain)
 SLOTS = 4  # packed tensors kept (train, valid, test and one spare), least recently used dropped first
 SLACK = 16  # the kernel stores whole 16-lane vectors past a row's end
 
 
-class _Packed:
-    def __init__(self, kernel: Any, base: torch.Tensor) -> None:
-        n, d = base.shape
-        self.base, self.version = base, base._version
+class Rows:
+    """The nonzero pixels of n rows of d float32 pixels at address `data` (pack_count, pack_fill of
+    csrc/logistic_step.c): `ptr` [n + 1] row starts, `idx` uint16 pixel indices, `val` float32 values.
+    `worth`: False where the packed copy would not be under WORTH of the dense bytes (idx, val not made)."""
+
+    def __init__(self, kernel: Any, data: int, n: int, d: int) -> None:
         self.ptr = np.empty(n + 1, np.int64)
-        if kernel.pack_count(base.data_ptr(), n, d, self.ptr.ctypes.data) != 0:
+        if kernel.pack_count(data, n, d, self.ptr.ctypes.data) != 0:
             raise ValueError("cannot pack")
         nnz = int(self.ptr[-1])
         self.worth = nnz * (2 + 4) < WORTH * n * d * 4
         if self.worth:
             self.idx = np.empty(nnz + SLACK, np.uint16)
             self.val = np.empty(nnz + SLACK, np.float32)
-            if kernel.pack_fill(base.data_ptr(), n, d, self.ptr.ctypes.data, self.idx.ctypes.data,
+            if kernel.pack_fill(data, n, d, self.ptr.ctypes.data, self.idx.ctypes.data,
                                 self.val.ctypes.data) != 0:
-                raise ValueError("the tensor changed while it was packed")
+                raise ValueError("the rows changed while they were packed")
+
+    def args(self, row0: int = 0) -> tuple[Any, Any, Any, int]:
+        """The kernels' (pk_ptr, pk_idx, pk_val, pk_row0) for rows from `row0` on."""
+        return self.ptr.ctypes.data, self.idx.ctypes.data, self.val.ctypes.data, row0
+
+
+def pack_array(kernel: Any, x: np.ndarray) -> Rows | None:
+    """A C-contiguous float32 [n, d] array's rows packed (a torch-free run's splits, train/torchless.py), or
+    None where packing does not pay."""
+    rows = Rows(kernel, x.ctypes.data, *x.shape)
+    return rows if rows.worth else None
+
+
+class _Packed(Rows):
+    def __init__(self, kernel: Any, base: torch.Tensor) -> None:
+        self.base, self.version = base, base._version
+        super().__init__(kernel, base.data_ptr(), *base.shape)
 
 
 class PackCache:
@@ -55,6 +76,8 @@ class PackCache:
         self._seen: dict[int, tuple[weakref.ref, int]] = {}  # data_ptr -> (the tensor, rows used so far)
 
     def args(self, x: torch.Tensor) -> tuple[Any, Any, Any, int]:
+        import torch
+
         base = x._base if x._base is not None else x
         if base.dim() != 2 or base.dtype != torch.float32 or not base.is_contiguous() \
                 or base.shape[1] != x.shape[1] or base.device.type != "cpu":
@@ -89,4 +112,4 @@ class PackCache:
         self._packed.move_to_end(key)
         if not p.worth:
             return self.NONE
-        return p.ptr.ctypes.data, p.idx.ctypes.data, p.val.ctypes.data, offset // row_bytes
+        return p.args(offset // row_bytes)
