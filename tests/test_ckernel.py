@@ -281,3 +281,47 @@ def test_sparse_false_gives_the_numpy_step():
         assert isinstance(step, LogisticFusedStep) and (step._c is not None) == has_c
         # evaluation follows the step's arithmetic: the C kernel's, or numpy's product
         assert isinstance(step.evaluator, LogisticErrors) == has_c and step.evaluator is not None
+
+
+@needs_c
+@pytest.mark.parametrize("threads", [1, 2])
+def test_paired_registers_give_the_generic_vectors_bits(monkeypatch, threads):
+    """csrc/logistic_step.c's AVX2 loops (8-lane register pairs, where GCC would move 16-lane vectors
+    through the stack) against the generic 16-lane code, built with -DDEEPTUT_GENERIC_VECTORS: the same
+    costs, parameters and mistakes, bit for bit, scanned and packed, at 10 classes (the paired loops) and 20
+    (the generic ones in both)."""
+    import ctypes
+
+    from deeptut.accel.cpu.packed import pack_array
+
+    paired = ckernels.logistic_step()
+    ckernels.clear_cache()
+    monkeypatch.setattr(ckernels, "BASE_FLAGS", ckernels.BASE_FLAGS + ("-DDEEPTUT_GENERIC_VECTORS",))
+    generic = ckernels.logistic_step()
+    ckernels.clear_cache()
+    assert generic is not None and generic is not paired
+    x, _ = sparse_batch(400, 3)
+    x = np.ascontiguousarray(x.numpy())
+    rng = np.random.default_rng(0)
+    for k in (10, 20):
+        y = rng.integers(0, k, len(x)).astype(np.int64)
+        runs = []
+        for f in (paired, generic):
+            packed = pack_array(f, x)
+            W, b = np.zeros((784, k), np.float32), np.zeros(k, np.float32)
+            sc = ckernels.aligned_buffer(f.scratch_bytes(784, k, threads))
+            cost, costs = ctypes.c_double(), []
+            for step in range(8):
+                j = (step % 4) * 100
+                pk = packed.args(j) if step >= 4 and packed else (None, None, None, 0)
+                assert f(x[j:].ctypes.data, y[j:].ctypes.data, 100, 784, k, W.ctypes.data, b.ctypes.data,
+                         sc.ctypes.data, threads, 0.13, 1e-4, 1e-3, ctypes.byref(cost), *pk) == 0
+                costs.append(cost.value)
+            wrong = np.empty(len(x), np.uint8)
+            sc1 = ckernels.aligned_buffer(f.scratch_bytes(784, k, 1))
+            assert f.errors(x.ctypes.data, y.ctypes.data, len(x), 784, k, W.ctypes.data, b.ctypes.data,
+                            sc1.ctypes.data, threads, wrong.ctypes.data, *packed.args(0)) == 0
+            runs.append((costs, W.view(np.uint32).copy(), b.view(np.uint32).copy(), wrong))
+        (c1, W1, b1, w1), (c2, W2, b2, w2) = runs
+        assert c1 == c2 and np.array_equal(W1, W2) and np.array_equal(b1, b2) and np.array_equal(w1, w2), k
+        assert 0 < w1.mean() < 1  # a real evaluation: some right, some wrong
