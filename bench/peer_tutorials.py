@@ -8,7 +8,7 @@ The peer is ../shared/peers/dlt_pytensor/ (the tutorials' code, unchanged, a shi
 PyTensor, and run.sh, which runs one workload and prints `wall_s SECONDS` last; its README says how to set it
 up). None of its code is copied here: this script only starts run.sh as a process and reads what it prints.
 A workload is skipped, with its reason, where the peer folder, its run.sh, the peer's Python or PyTensor is
-missing, or deeptut has no counterpart (logistic_cg: no conjugate gradient; hmc: no HMC family).
+missing, or deeptut has no counterpart (NO_COUNTERPART; none since the logistic-cg and hmc presets).
 
 Per workload and pass: the peer's process (`run.sh W PY`, its own `wall_s`, compilation included: PyTensor
 caches compiled code in its compiledir, so pass 1 may include compiling and later passes not), then deeptut's
@@ -16,8 +16,9 @@ process(es) doing the same work (`python -m deeptut train ...`, timed here, star
 two deeptut processes, as the tutorial does two things in one call: both are counted). Both at --threads
 (OMP/OpenBLAS threads for the peer, `--threads` for deeptut). Printed values are compared where the arithmetic
 is deterministic: logistic_sgd's and mlp's validation and test errors per epoch as printed (%f, to the printed
-digits), the dA's epoch costs without corruption (to 1e-5 relative); dA at 30 %, SdA, DBN and rbm draw random
-numbers from different generators, so their values are not compared (`-`).
+digits), the dA's epoch costs without corruption (to 1e-5 relative); dA at 30 %, SdA, DBN, rbm and hmc draw
+random numbers from different generators, and logistic_cg prints its lines in another form (SciPy's CG, float64
+sums), so their values are not compared (`-`).
 
 Writes <out-dir>/peer.json (every pass: times, printed values, agreement, machine, load before/after),
 <out-dir>/<workload>-<impl>-<pass>.log (each process's whole output) and <out-dir>/peer.md (the table).
@@ -45,7 +46,7 @@ PEER = ROOT.parent / "shared" / "peers" / "dlt_pytensor"
 WORKLOADS: dict[str, tuple[str, list[list[str]] | None, str | None]] = {
     "logistic_sgd": ("logistic_sgd, 30 epochs",
                      [["train", "logistic", "--n_epochs", "30"]], "valid"),
-    "logistic_cg": ("logistic_cg, 30 epochs", None, None),
+    "logistic_cg": ("logistic_cg, 30 epochs", [["train", "logistic-cg", "--n_epochs", "30"]], None),
     "mlp": ("mlp, 5 epochs (batch 20)", [["train", "mlp", "--n_epochs", "5"]], "valid"),
     "dA": ("dA, 2 + 2 epochs (0 % and 30 %)",
            [["train", "da", "--n_epochs", "2", "--corruption_level", "0"],
@@ -57,10 +58,9 @@ WORKLOADS: dict[str, tuple[str, list[list[str]] | None, str | None]] = {
     "rbm": ("rbm, 1 epoch PCD-15 at batch 300 + 1 sample",
             [["train", "rbm", "--n_epochs", "1", "--batch_size", "300", "--sample", "false"],
              ["sample", "{run_dir}", "--n-chains", "1", "--n-samples", "1"]], None),
-    "hmc": ("hmc (test_hmc.py)", None, None),
+    "hmc": ("hmc (test_hmc.py)", [["train", "hmc"]], None),
 }
-NO_COUNTERPART = {"logistic_cg": "deeptut has no conjugate-gradient trainer",
-                  "hmc": "not wired into this script yet (deeptut has an hmc preset since 2026-12-06)"}
+NO_COUNTERPART: dict[str, str] = {}  # workload -> why deeptut has none (every workload has one since 2026-12-07)
 
 VALID = re.compile(r"epoch (\d+), minibatch \d+/\d+, (validation error|test error of best model) ([0-9.]+) %")
 DA_COST = re.compile(r"Training epoch (\d+), cost\s+([-0-9.e+]+)")

@@ -156,6 +156,8 @@ def make_pretrain_update(trainer: Any, cfg: TrainConfig, lr: float, device: torc
 
 def span_length(step: Any, it: int, left_in_epoch: int, validation_frequency: int, patience: float) -> int:
     """How many updates the loop may hand `step.run` before it must look again (cuda/graphs.py)."""
+    if getattr(step, "max_span", 1) <= 1:  # an eager step: one (cuda/graphs.py not imported: no torch)
+        return 1
     from deeptut.accel.cuda.graphs import span_length as rule
 
     return rule(step, it, left_in_epoch, validation_frequency, patience)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeptut.accel import make_train_step, span_length
+from deeptut.accel import make_train_step
 from deeptut.config import TrainConfig, image_side, parse_bytes
 from deeptut.data import augment
 from deeptut.data.datasets import Splits
@@ -37,6 +37,7 @@ from deeptut.train.runner import prepare, resolve_device  # noqa: F401  (resolve
 from deeptut.train.stopping import Stop, StoppingRules
 from deeptut.train.session import Interrupted, Phase, Session  # noqa: F401  (Interrupted: fit raises it)
 from deeptut.train.early_stopping import EarlyStopping
+from deeptut.train.minibatches import run_epochs
 from deeptut.train.outcome import (divergence_rule, evaluated_examples, fault_hint, learning_rate_at,  # noqa: F401
                                    report_end, run_summary)
 
@@ -176,45 +177,22 @@ class Training:
     def checkpoint_parts(self) -> tuple[Any, ...]:
         return self.model, self.step, self.stopper, self.s, self.best_params
 
+    def epoch_data(self, epoch: int) -> DeviceSplit:
+        return epoch_split(self.cfg, self.train, epoch, self.normalizer)
+
+    def evaluate(self, split: DeviceSplit, mistakes: list | None = None) -> float:
+        return evaluate(self.model, split, self.cfg.batch_size, self.cfg.evaluation, self.evaluator, mistakes)
+
+    def params_copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
 
 def _fit(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool, resume: bool,
          phase: Phase | None = None) -> dict[str, Any]:
     t = _start(cfg, data, run_dir, quiet=quiet, resume=resume, phase=phase)
     if isinstance(t, dict):  # --resume of a run that had finished: its summary
         return t
-    s, session = t.s, t.session
-    with session.running(s) as interrupt:
-        while not s.done and (s.next_minibatch > 0 or s.epoch < cfg.n_epochs):
-            if s.next_minibatch == 0:
-                s.epoch += 1
-            epoch_data = epoch_split(cfg, t.train, s.epoch, t.normalizer)
-            minibatch_index = s.next_minibatch - 1
-            while minibatch_index + 1 < t.n_train_batches:
-                # An eager step does one minibatch per pass; a graph step (deeptut.accel) a whole span,
-                # up to the next validation, epoch end or patience stop, where this loop looks again.
-                first, it0 = minibatch_index + 1, (s.epoch - 1) * t.n_train_batches + minibatch_index + 1
-                count = span_length(t.step, it0, t.n_train_batches - first, t.validation_frequency,
-                                    t.stopper.patience)
-                minibatch_index, it = first + count - 1, it0 + count - 1
-                cost = t.step.run(epoch_data, first, count, lambda k: t.lr(it0 + k))
-                s.cost_sum += cost
-                s.cost_count += count
-                s.next_minibatch = (minibatch_index + 1) % t.n_train_batches
-                if t.stop(t.rules.after_span(cost, it, s.epoch)):
-                    break
-                validating = (it + 1) % t.validation_frequency == 0
-                if validating and _validate(t, it, minibatch_index):
-                    break  # a fault: stopped before these parameters could be validated or kept
-                t.stop(t.rules.after_iteration(it))
-                if validating and session.checkpoint_due(s):
-                    session.checkpoint(*t.checkpoint_parts(), it + 1)
-                session.progress.show(s.epoch, minibatch_index + 1, t.n_train_batches, s.best_validation_loss)
-                if s.done or interrupt.signum is not None:
-                    break
-            if interrupt.signum is not None and not s.done:  # a checkpoint, then Interrupted
-                session.interrupted(interrupt.signum, *t.checkpoint_parts(),
-                                    (s.epoch - 1) * t.n_train_batches + (s.next_minibatch or t.n_train_batches))
-    session.progress.clear()
+    run_epochs(t)  # train/minibatches.py: the tutorial's loop and its validations
     return _finish(t, run_dir)
 
 
@@ -250,41 +228,6 @@ def _start(cfg: TrainConfig, data: Splits, run_dir: Path | None, *, quiet: bool,
     return Training(cfg, model, step, stopper, rules, session, s, best_params, train, valid, test,
                     getattr(step, "evaluator", None), normalizer, device, n_train_batches, validation_frequency,
                     cfg.n_epochs * n_train_batches, say)
-
-
-def _validate(t: Training, it: int, minibatch_index: int) -> bool:
-    """The validation after 0-based iteration `it`, as the tutorials do it: the validation error, the
-    early-stopping rule, and on a new best the parameters kept and the test error measured. True if the run
-    stopped on a fault before validating (non-finite, diverged)."""
-    s, cfg = t.s, t.cfg
-    train_cost = float(s.cost_sum) / s.cost_count
-    stop = t.rules.at_validation(train_cost, it, t.lr(it))
-    if t.rules.divergence_updated:
-        s.divergence = t.rules.divergence.state_dict()
-    if t.stop(stop):
-        return True
-    t.model.eval()
-    mistakes: list | None = [] if cfg.improvement == "mcnemar" else None
-    this_validation_loss = evaluate(t.model, t.valid, cfg.batch_size, cfg.evaluation, t.evaluator, mistakes)
-    s.cost_sum, s.cost_count = 0.0, 0
-    where = f"epoch {s.epoch}, minibatch {minibatch_index + 1}/{t.n_train_batches}"
-    t.say(f"{where}, validation error {this_validation_loss * 100.:f} %")
-    decision = t.stopper.update(it, this_validation_loss, mistakes[0] if mistakes else None)
-    test_error = None
-    if decision.improved:
-        s.best_validation_loss, s.best_iter = this_validation_loss, it
-        s.test_score = test_error = evaluate(t.model, t.test, cfg.batch_size, cfg.evaluation, t.evaluator)
-        t.best_params = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
-        t.say(f"     {where}, test error of best model {s.test_score * 100.:f} %")
-    t.model.train()
-    t.session.record(s, epoch=s.epoch, minibatch=minibatch_index + 1, n_train_batches=t.n_train_batches,
-                     iteration=it + 1, train_cost=train_cost, valid_error=this_validation_loss * 100.,
-                     test_error=None if test_error is None else test_error * 100.,
-                     best=decision.improved, patience=decision.patience, learning_rate=t.lr(it))
-    if decision.improved:
-        t.session.save_best(t.best_params)
-    t.session.save_intermediate(t.model, s, it + 1)
-    return False
 
 
 def _finish(t: Training, run_dir: Path | None) -> dict[str, Any]:

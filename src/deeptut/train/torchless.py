@@ -30,6 +30,7 @@ from deeptut.accel import set_blas_threads, torch_free_logistic
 from deeptut.config import TrainConfig
 from deeptut.train import state as train_state
 from deeptut.train.early_stopping import EarlyStopping
+from deeptut.train.minibatches import run_epochs
 from deeptut.train.outcome import divergence_rule, evaluated_examples, learning_rate_at, report_end, run_summary
 from deeptut.train.session import Session, TorchFree
 from deeptut.train.stopping import Stop, StoppingRules
@@ -125,12 +126,15 @@ def fit_logistic(cfg: TrainConfig, data: Any, run_dir: Path | None = None, *, qu
 
 
 class _Fit:
-    """One run, as loop.py's Training holds it: the parts fixed at the start, `s` the state that moves (the
-    checkpoints save it), `best_params` the selected model. `train` is loop._fit's loop."""
+    """One run, as loop.py's Training holds it (train/minibatches.py says what each part is): the parts
+    fixed at the start, `s` the state that moves (the checkpoints save it), `best_params` the selected
+    model; `train` is fit's loop and end."""
 
     def __init__(self, cfg: TrainConfig, data: Any, run: Any, threads: int, run_dir: Path | None,
                  quiet: bool) -> None:
         self.cfg, self.run, self.run_dir = cfg, run, run_dir
+        self.model, self.valid, self.test = run.model, run.valid, run.test
+        self.step = _EagerRun(run)
         self.say = (lambda *a: None) if quiet else print
         if cfg.threads:
             set_blas_threads(cfg.threads)
@@ -143,7 +147,7 @@ class _Fit:
         self.session = Session(run_dir, cfg, self.say, progress=not quiet,
                                torch_free=TorchFree(threads, train_state.torch_seeded_rng_state(cfg.seed)))
         self.s = self.session.open(data, "cpu", run.model, run, self.stopper, self.n_train_batches, resume=False)
-        self.best_params = run.model.copy()
+        self.best_params = self.params_copy()
         self.rules = StoppingRules(cfg, run.model, self.stopper, divergence_rule(cfg, self.s))
         self.total_steps = cfg.n_epochs * self.n_train_batches
 
@@ -158,75 +162,40 @@ class _Fit:
             self.s.fault = decision.fault
         return True
 
-    def parts(self) -> tuple[Any, ...]:
-        return self.run.model, self.run, self.stopper, self.s, self.best_params
+    def checkpoint_parts(self) -> tuple[Any, ...]:
+        return self.model, self.run, self.stopper, self.s, self.best_params
+
+    def epoch_data(self, epoch: int) -> Any:
+        if epoch >= 2:  # fit's PackCache packs the training split once a whole pass has read it
+            self.run.pack_train()
+        return self.run.train
+
+    def evaluate(self, split: Any, mistakes: list | None = None) -> float:
+        return evaluate(self.run, split, self.cfg)
+
+    def params_copy(self) -> dict[str, np.ndarray]:
+        return self.model.copy()
 
     def train(self) -> dict[str, Any]:
-        s, run, session, n = self.s, self.run, self.session, self.n_train_batches
-        with session.running(s) as interrupt:  # loop._fit's loop, one eager update per pass
-            while not s.done and (s.next_minibatch > 0 or s.epoch < self.cfg.n_epochs):
-                if s.next_minibatch == 0:
-                    s.epoch += 1
-                if s.epoch >= 2:  # fit's PackCache packs the training split once a whole pass has read it
-                    run.pack_train()
-                minibatch_index = s.next_minibatch - 1
-                while minibatch_index + 1 < n:
-                    minibatch_index += 1
-                    it = (s.epoch - 1) * n + minibatch_index
-                    cost = run.step(minibatch_index, self.lr(it))
-                    s.cost_sum += cost
-                    s.cost_count += 1
-                    s.next_minibatch = (minibatch_index + 1) % n
-                    if self.stop(self.rules.after_span(cost, it, s.epoch)):
-                        break
-                    validating = (it + 1) % self.validation_frequency == 0
-                    if validating and self.validate(it, minibatch_index):
-                        break
-                    self.stop(self.rules.after_iteration(it))
-                    if validating and session.checkpoint_due(s):
-                        session.checkpoint(*self.parts(), it + 1)
-                    session.progress.show(s.epoch, minibatch_index + 1, n, s.best_validation_loss)
-                    if s.done or interrupt.signum is not None:
-                        break
-                if interrupt.signum is not None and not s.done:
-                    session.interrupted(interrupt.signum, *self.parts(), (s.epoch - 1) * n + (s.next_minibatch or n))
-        session.progress.clear()
-        return self.finish()
-
-    def validate(self, it: int, minibatch_index: int) -> bool:
-        """loop._validate's steps; True if the run stopped on a fault before validating."""
-        s, cfg, run = self.s, self.cfg, self.run
-        train_cost = float(s.cost_sum) / s.cost_count
-        decision = self.rules.at_validation(train_cost, it, self.lr(it))
-        if self.rules.divergence_updated:
-            s.divergence = self.rules.divergence.state_dict()
-        if self.stop(decision):
-            return True
-        this_validation_loss = evaluate(run, run.valid, cfg)
-        s.cost_sum, s.cost_count = 0.0, 0
-        where = f"epoch {s.epoch}, minibatch {minibatch_index + 1}/{self.n_train_batches}"
-        self.say(f"{where}, validation error {this_validation_loss * 100.:f} %")
-        d = self.stopper.update(it, this_validation_loss, None)
-        test_error = None
-        if d.improved:
-            s.best_validation_loss, s.best_iter = this_validation_loss, it
-            s.test_score = test_error = evaluate(run, run.test, cfg)
-            self.best_params = run.model.copy()
-            self.say(f"     {where}, test error of best model {s.test_score * 100.:f} %")
-        self.session.record(s, epoch=s.epoch, minibatch=minibatch_index + 1, n_train_batches=self.n_train_batches,
-                            iteration=it + 1, train_cost=train_cost, valid_error=this_validation_loss * 100.,
-                            test_error=None if test_error is None else test_error * 100.,
-                            best=d.improved, patience=d.patience, learning_rate=self.lr(it))
-        if d.improved:
-            self.session.save_best(self.best_params)
-        self.session.save_intermediate(run.model, s, it + 1)
-        return False
-
-    def finish(self) -> dict[str, Any]:
-        """loop._finish: the selected model, summary.json, the last checkpoint, the closing lines."""
-        s, run = self.s, self.run
+        run_epochs(self)  # train/minibatches.py: fit's loop and its validations
+        s, run = self.s, self.run  # loop._finish: the selected model, summary.json, the last checkpoint
         s.elapsed_s = self.session.elapsed()
         run.model.load_state_dict(self.best_params)
         summary = run_summary(self.cfg, s, self.n_train_batches, run.valid, run.test, "cpu")
-        self.session.finish(*self.parts(), summary)
+        self.session.finish(*self.checkpoint_parts(), summary)
         return report_end(self.cfg, s, summary, self.run_dir, self.say)
+
+
+class _EagerRun:
+    """`step.run(split, first, count, lr_at)` of an eager step (deeptut/steps.py EagerStep's loop, the same
+    sums) on the C kernel's minibatch `index` of the training split."""
+
+    def __init__(self, kernel_run: Any) -> None:
+        self.kernel_run = kernel_run
+
+    def run(self, split: Any, first: int, count: int, lr_at: Any) -> Any:
+        total = None
+        for k in range(count):
+            cost = self.kernel_run.step(first + k, lr_at(k))
+            total = cost if total is None else total + cost
+        return total

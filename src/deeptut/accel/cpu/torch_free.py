@@ -64,6 +64,12 @@ class LogisticParams:
     def copy(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.state_dict().items()}
 
+    def eval(self) -> "LogisticParams":  # nn.Module's modes: nothing to switch (no dropout)
+        return self
+
+    def train(self) -> "LogisticParams":
+        return self
+
 
 class TorchFreeLogistic:
     """The model, its three splits, plain SGD on minibatch i of the training split (`step`, as
