@@ -85,7 +85,8 @@ def test_numpy_and_torch_tensors_serialise_to_the_same_bytes():
     meta = {"model": "logistic", "format": "1"}
     as_torch = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
     assert tensors.serialize_tensors(arrays, meta) == tensors.serialize_tensors(as_torch, meta)
-    assert tensors.serialize_tensors(arrays, meta) != tensors.serialize_tensors({**arrays, "b": np.ones(3, np.float32)}, meta)
+    other = {**arrays, "b": np.ones(3, np.float32)}
+    assert tensors.serialize_tensors(arrays, meta) != tensors.serialize_tensors(other, meta)
 
 
 @pytest.mark.parametrize("case", [

@@ -10,7 +10,9 @@ Iterations are counted as the tutorial counts them: `iter` is the 0-based index 
 `iteration = iter + 1`, the number of updates done (the tutorial's printed "obtained at iteration").
 
 What goes around the loop (the run directory opened or resumed, metrics lines, checkpoints, SIGINT/SIGTERM,
-the progress line) is train/session.py; the files themselves are deeptut/store/.
+the progress line) is train/session.py; the files themselves are deeptut/store/. The loop and the validation
+are train/minibatches.py's (no torch there: the torch-free logistic run, train/torchless.py, runs them on its
+own parts); this module gives them fit's parts: the `Training` below, its step, splits and evaluation.
 """
 
 from __future__ import annotations

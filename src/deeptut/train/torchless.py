@@ -35,6 +35,7 @@ from deeptut.train.outcome import divergence_rule, evaluated_examples, learning_
 from deeptut.train.session import Session, TorchFree
 from deeptut.train.stopping import Stop, StoppingRules
 
+
 def unsupported(cfg: TrainConfig, data: Any, resume: bool) -> str | None:
     """Why this run needs torch (None: it does not)."""
     if os.environ.get("DEEPTUT_TORCHLESS", "1") == "0":
