@@ -1,6 +1,6 @@
 """A pre-training epoch's time from the programs' own printed timers, for the full runs whose whole-process pairs
-take too long to time (the SdA at the tutorial's batch 1: one pair of peer processes at 1 and 2 epochs takes
-about 50 minutes on the 2-core EPYC).
+take too long to time (the SdA at the tutorial's batch 1: a peer process at 1 pre-training epoch prints 12.5
+minutes of pre-training and 6.8 of fine-tuning on the 2-core EPYC, and one at 2 epochs adds 12.5 more).
 
     python bench/pretrain_epoch.py DIR --workload SdA [--gemm-stdout FILE | --peak GFLOPS]
 
